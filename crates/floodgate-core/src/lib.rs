@@ -1,1 +1,26 @@
-//! placeholder
+//! The Floodgate gateway as a library: the `floodgate` binary and the
+//! integration tests both drive it through [`app::App`].
+//!
+//! Map (see ARCHITECTURE.md): `config` → `app` builds the shared state and the
+//! tower stack from `pipeline` and `http`; handlers hand canonical requests to
+//! `routing`, which calls `providers`; `usage` accounts each request into
+//! `telemetry` metrics and the `ledger`, which writes to the `store`; `state`
+//! holds what nodes share.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod ledger;
+pub mod pipeline;
+pub mod pricing;
+pub mod providers;
+pub mod routing;
+pub mod secrets;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod usage;
+
+pub use app::{App, AppState, StartupError};
+pub use config::Config;

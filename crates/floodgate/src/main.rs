@@ -1,1 +1,155 @@
-fn main() {}
+//! The `floodgate` binary: parse the command line, read config, build, run,
+//! wait for a signal, drain. Bad config exits with code 64 and one readable
+//! message per problem.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use floodgate_core::config::{self, ConfigError, Env, LogFormat, Overrides};
+use floodgate_core::{App, shutdown, telemetry};
+use floodgate_mock_upstream::{ErrorKind, MockConfig};
+
+use cli::{Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, ServeArgs};
+
+/// EX_USAGE from sysexits.h: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
+    };
+    let env: Env = std::env::vars().collect();
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args, &env)),
+        Command::CheckConfig { file } => check_config(&file, &env),
+        Command::MockUpstream(args) => runtime.block_on(mock_upstream(args)),
+    }
+}
+
+async fn serve(args: ServeArgs, env: &Env) -> ExitCode {
+    let overrides = Overrides {
+        listen: args.listen,
+        allow_unauthenticated: args.allow_unauthenticated,
+        log_format: args.log_format.map(|f| match f {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        }),
+    };
+    let config = match config::load(args.config.as_deref(), env, &overrides) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    telemetry::init_logging(&config.log);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("{error:#}"), 1),
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let summary = describe(&config);
+    let app = App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "{summary}");
+    app.serve(listener, shutdown::on_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn describe(config: &config::Config) -> String {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| format!("{} ({}, {} key{})", p.name, p.kind.as_str(), p.keys.len(), if p.keys.len() == 1 { "" } else { "s" }))
+        .collect();
+    let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    let auth = if config.master_key.is_some() { "on" } else { "off" };
+    format!(
+        "floodgate listening; providers: {}; models: {}; client auth {auth}",
+        providers.join(", "),
+        models.join(", ")
+    )
+}
+
+#[expect(clippy::print_stdout, reason = "check-config's report is its output")]
+fn check_config(file: &std::path::Path, env: &Env) -> ExitCode {
+    match config::load(Some(file), env, &Overrides::default()) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} provider{}, {} model{}, listen {})",
+                file.display(),
+                config.providers.len(),
+                if config.providers.len() == 1 { "" } else { "s" },
+                config.models.len(),
+                if config.models.len() == 1 { "" } else { "s" },
+                config.listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => config_failure(&error),
+    }
+}
+
+async fn mock_upstream(args: MockArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        return fail(&format!("--error-rate {} is not between 0 and 1", args.error_rate), EXIT_CONFIG);
+    }
+    let config = MockConfig {
+        latency: Duration::from_millis(args.latency_ms),
+        chunks: args.chunks,
+        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        error_rate: args.error_rate,
+        error_kind: match args.error_kind {
+            ErrorKindArg::Status500 => ErrorKind::Status500,
+            ErrorKindArg::Status429 => ErrorKind::Status429,
+            ErrorKindArg::Hang => ErrorKind::Hang,
+            ErrorKindArg::Reset => ErrorKind::Reset,
+        },
+        retry_after_secs: args.retry_after,
+        record: false,
+    };
+    let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(&format!("cannot listen on {}:{}: {error}", args.host, args.port), 1),
+    };
+    let shown = listener.local_addr().map_or_else(|_| format!("{}:{}", args.host, args.port), |a| a.to_string());
+    announce(&format!("mock upstream listening on http://{shown} (OpenAI base URL http://{shown}/v1)"));
+    match floodgate_mock_upstream::serve(listener, config, shutdown::on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("mock upstream failed: {error}"), 1),
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI announces where it listens")]
+fn announce(message: &str) {
+    println!("{message}");
+}
+
+#[expect(clippy::print_stderr, reason = "errors before logging is set up go to stderr")]
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("floodgate: {message}");
+    ExitCode::from(code)
+}
+
+#[expect(clippy::print_stderr, reason = "config problems are the CLI's output")]
+fn config_failure(error: &ConfigError) -> ExitCode {
+    match error {
+        ConfigError::Invalid(problems) => {
+            eprintln!("floodgate: the configuration is not valid ({} problem{}):", problems.len(), if problems.len() == 1 { "" } else { "s" });
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+        }
+        ConfigError::Read { .. } => eprintln!("floodgate: {error}"),
+    }
+    ExitCode::from(EXIT_CONFIG)
+}

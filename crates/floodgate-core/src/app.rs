@@ -1,0 +1,269 @@
+//! Building the gateway and running it.
+//!
+//! [`App::build`] makes all shared state in one place (no globals but the
+//! metrics recorder) and starts the background tasks under one cancellation
+//! token; [`App::serve`] takes a bound listener and a shutdown token, so tests
+//! bind port 0 and `main` owns signals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::routing::{get, post};
+use floodgate_mock_upstream::MockConfig;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+
+use crate::config::{Config, ProviderKind};
+use crate::http;
+use crate::ledger::Ledger;
+use crate::pipeline::auth::{self, Auth};
+use crate::pipeline::observe;
+use crate::pricing::PriceTable;
+use crate::providers::Provider;
+use crate::routing::Router;
+use crate::secrets::Scrubber;
+use crate::state::{MemoryState, StateBackend};
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::telemetry;
+
+/// The key the built-in mock provider is called with (it is not a secret:
+/// the mock runs in this process, on loopback).
+const BUILTIN_MOCK_KEY: &str = "floodgate-builtin-mock";
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub router: Arc<Router>,
+    pub auth: Arc<Auth>,
+    pub state: Arc<dyn StateBackend>,
+    pub store: Arc<dyn Store>,
+    pub ledger: Ledger,
+    pub prices: Arc<PriceTable>,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when shutdown begins: readiness turns 503 so load balancers
+    /// stop sending new work while in-flight requests finish.
+    pub draining: CancellationToken,
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// Startup failures: each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: StoreError },
+    #[error("cannot start the built-in mock provider: {0}")]
+    Mock(std::io::Error),
+    #[error(transparent)]
+    Provider(#[from] crate::providers::BuildError),
+    #[error(
+        "refusing to listen on {addr} without a master key: anyone who can reach it could spend your \
+         provider keys. Set master_key (or FLOODGATE_MASTER_KEY), listen on 127.0.0.1, or pass \
+         --allow-unauthenticated"
+    )]
+    Unauthenticated { addr: SocketAddr },
+}
+
+/// A built gateway, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    /// Stops background tasks once the server has drained.
+    background: CancellationToken,
+    tasks: TaskTracker,
+    ledger_task: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&config.database.url)
+                .await
+                .map_err(|source| StartupError::Database { url: config.database.url.clone(), source })?,
+        );
+        let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
+
+        let mut secrets: Vec<SecretString> =
+            config.providers.iter().flat_map(|p| p.keys.iter().cloned()).collect();
+        secrets.extend(config.master_key.clone());
+        let scrubber = Arc::new(Scrubber::new(secrets));
+
+        let mut providers = Vec::new();
+        for provider_config in &config.providers {
+            let mut provider_config = provider_config.clone();
+            let base_url = match (&provider_config.base_url, provider_config.kind) {
+                (Some(url), _) => url.clone(),
+                (None, ProviderKind::Mock) => {
+                    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartupError::Mock)?;
+                    let addr = listener.local_addr().map_err(StartupError::Mock)?;
+                    let token = background.clone();
+                    tasks.spawn(async move {
+                        if let Err(error) = floodgate_mock_upstream::serve(listener, MockConfig::default(), token).await {
+                            tracing::error!(%error, "built-in mock provider stopped");
+                        }
+                    });
+                    provider_config.keys = vec![SecretString::from(BUILTIN_MOCK_KEY)];
+                    format!("http://{addr}/v1")
+                }
+                // Validation guarantees a base URL for every other kind.
+                (None, kind) => {
+                    return Err(StartupError::Provider(crate::providers::BuildError {
+                        name: provider_config.name.clone(),
+                        message: format!("kind {} needs base_url", kind.as_str()),
+                    }));
+                }
+            };
+            let provider = Provider::new(&provider_config, base_url, scrubber.clone())?;
+            // Keys other nodes (or an earlier run) took out of use stay out.
+            if let Ok(disabled) = state.disabled_keys(&provider.name).await {
+                for (index, reason) in disabled {
+                    provider.keys.disable(index, &reason);
+                }
+            }
+            providers.push(Arc::new(provider));
+        }
+        let router = Arc::new(Router::new(&config, providers, state.clone()));
+
+        let (ledger, writer) = Ledger::new(store.clone());
+        let ledger_task = tokio::spawn(writer.run(background.clone()));
+
+        let state = AppState {
+            auth: Arc::new(Auth::new(config.master_key.clone())),
+            prices: Arc::new(PriceTable::new(&config.pricing)),
+            config: Arc::new(config),
+            router,
+            state,
+            store,
+            ledger,
+            metrics: telemetry::metrics_handle(),
+            draining: CancellationToken::new(),
+        };
+        Ok(App { state, background, tasks, ledger_task })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then stops
+    /// accepting, lets in-flight requests and streams finish for up to the
+    /// configured grace period, stops background tasks and flushes the ledger.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        if !self.state.auth.enabled() && !addr.ip().is_loopback() && !self.state.config.allow_unauthenticated {
+            return Err(std::io::Error::other(StartupError::Unauthenticated { addr }));
+        }
+        let app = router(self.state.clone());
+        let drain = self.state.draining.clone();
+        let server_shutdown = shutdown.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                .await
+        });
+        let result = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown.cancelled() => None,
+        };
+        let outcome = match result {
+            Some(result) => result.map_err(std::io::Error::other).and_then(|r| r),
+            None => {
+                drain.cancel();
+                let grace = self.state.config.server.shutdown_grace;
+                tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; draining in-flight requests");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(joined) => joined.map_err(std::io::Error::other).and_then(|r| r),
+                    Err(_) => {
+                        tracing::warn!("grace period over with requests still in flight; closing them");
+                        server.abort();
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.stop().await;
+        outcome
+    }
+
+    /// Stops background tasks and waits for the ledger to be written.
+    pub async fn stop(self) {
+        self.background.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(error) = self.ledger_task.await {
+            tracing::error!(%error, "the usage ledger task failed");
+        }
+    }
+}
+
+/// Assembles the HTTP service. Layers, outermost first:
+///
+/// 1. `CatchPanicLayer` — a handler panic becomes a 500 in OpenAI's error
+///    shape rather than a dropped connection (a bug, never expected).
+/// 2. `observe` — reads or makes the request id (request extension, tracing
+///    span, `x-request-id` response header); counts the request in flight;
+///    when the response body ends or is dropped, records HTTP metrics and
+///    writes the one log line, using the handler's `RouteInfo` extension.
+/// 3. `CompressionLayer` — gzip or br when the client's `accept-encoding`
+///    allows it and the config enables it; never on `text/event-stream` or
+///    bodies under 32 bytes.
+/// 4. Client routes only: `require_key` — checks `Authorization: Bearer` or
+///    `x-api-key`, answers 401 in the route's format, puts the `Caller` in
+///    request extensions.
+///
+/// Handlers read the body themselves (with the configured size limit) so
+/// that every rejection, 413 included, comes in the route's error format.
+pub fn router(state: AppState) -> axum::Router {
+    let client = axum::Router::new()
+        .route("/v1/chat/completions", post(http::chat::chat_completions))
+        .route("/v1/messages", post(http::chat::messages))
+        .route("/v1/embeddings", post(http::embeddings::embeddings))
+        .route("/v1/models", get(http::models::list))
+        .route("/v1/models/{*id}", get(http::models::get))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key));
+    let ops = axum::Router::new()
+        .route("/health", get(http::ops::health))
+        .route("/health/ready", get(http::ops::ready))
+        .route("/metrics", get(http::ops::metrics));
+    let compression = CompressionLayer::new()
+        .gzip(state.config.server.compression)
+        .br(state.config.server.compression);
+    client
+        .merge(ops)
+        .fallback(http::no_route)
+        .method_not_allowed_fallback(http::wrong_method)
+        .layer(compression)
+        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a handler panicked; answering 500");
+    let body = floodgate_protocol::openai::error_body(
+        "internal error: the gateway hit a bug; the request was not completed",
+        "api_error",
+        Some("internal_error"),
+        None,
+    );
+    let mut response = axum::response::IntoResponse::into_response((::http::StatusCode::INTERNAL_SERVER_ERROR, body));
+    response
+        .headers_mut()
+        .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
+    response
+}

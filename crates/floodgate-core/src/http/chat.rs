@@ -1,0 +1,275 @@
+//! `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic).
+//!
+//! Both read the client's body into the canonical request, route it, and
+//! write the answer back in the client's format, whatever format the upstream
+//! spoke. Streams are passed through chunk by chunk as they arrive: nothing
+//! is buffered beyond one upstream read, and dropping the response body (the
+//! client went away) drops the upstream call.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use floodgate_protocol::{
+    ChatRequest, ChatResponse, Format, StreamChunk, StreamEvent, UpstreamErrorBody, Usage, anthropic, openai,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::{ApiError, json_response, read_body, respond};
+use crate::app::AppState;
+use crate::pipeline::observe::{RequestId, RouteInfo};
+use crate::providers::{ClientHints, ProviderError, UpstreamStream, unix_now};
+use crate::routing::{Routed, StartedStream};
+use crate::usage::{Accounting, Outcome};
+
+pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-floodgate-provider");
+pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-floodgate-model");
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-floodgate-attempts");
+
+pub async fn chat_completions(
+    State(app): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut info = RouteInfo::default();
+    let result = async {
+        let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
+        let req = openai::parse_chat_request(&bytes)?;
+        chat(&app, Format::OpenAi, req, ClientHints::default(), &id, &mut info).await
+    }
+    .await;
+    respond(result, Format::OpenAi, info)
+}
+
+pub async fn messages(
+    State(app): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut info = RouteInfo::default();
+    let result = async {
+        let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
+        let req = anthropic::parse_chat_request(&bytes)?;
+        let hints = ClientHints {
+            anthropic_version: headers.get("anthropic-version").cloned(),
+            anthropic_beta: headers.get("anthropic-beta").cloned(),
+        };
+        chat(&app, Format::Anthropic, req, hints, &id, &mut info).await
+    }
+    .await;
+    respond(result, Format::Anthropic, info)
+}
+
+async fn chat(
+    app: &AppState,
+    format: Format,
+    req: ChatRequest,
+    hints: ClientHints,
+    id: &RequestId,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
+    let route = app.router.resolve(&req.model)?;
+    info.model = Some(route.name.clone());
+    let route_label = match format {
+        Format::Anthropic => "messages",
+        Format::OpenAi | Format::Gemini => "chat",
+    };
+    let accounting = Accounting::new(app, id, route_label, &route.name, req.stream);
+    let result = if req.stream {
+        match app.router.chat_stream(&route, &req, &hints).await {
+            Ok(routed) => {
+                info.provider = Some(routed.provider.clone());
+                return Ok(stream_response(format, &req, routed, accounting, info));
+            }
+            Err(error) => error,
+        }
+    } else {
+        match app.router.chat(&route, &req, &hints).await {
+            Ok(routed) => {
+                info.provider = Some(routed.provider.clone());
+                return Ok(complete_response(format, routed, accounting));
+            }
+            Err(error) => error,
+        }
+    };
+    let error = ApiError::Route(result);
+    accounting.finish(Outcome::failed(error.status().as_u16(), error.kind()));
+    Err(error)
+}
+
+fn complete_response(format: Format, routed: Routed<ChatResponse>, accounting: Accounting) -> Response {
+    let Routed { value: mut resp, provider, model, attempts } = routed;
+    if resp.created == 0 {
+        resp.created = unix_now();
+    }
+    accounting.finish(Outcome::answered(&provider, &model, resp.usage, None));
+    let body = match format {
+        Format::Anthropic => anthropic::write_chat_response(&resp),
+        Format::OpenAi | Format::Gemini => openai::write_chat_response(&resp),
+    };
+    let mut response = json_response(body);
+    routed_headers(response.headers_mut(), &provider, &model, attempts);
+    response
+}
+
+fn routed_headers(headers: &mut HeaderMap, provider: &str, model: &str, attempts: u32) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        headers.insert(PROVIDER_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(model) {
+        headers.insert(MODEL_HEADER, v);
+    }
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+}
+
+/// Writes canonical chunks in the client's SSE format.
+enum ClientWriter {
+    OpenAi(openai::StreamWriter),
+    Anthropic(anthropic::StreamWriter),
+}
+
+impl ClientWriter {
+    fn new(format: Format, req: &ChatRequest) -> Self {
+        match format {
+            Format::Anthropic => ClientWriter::Anthropic(anthropic::StreamWriter::new(req)),
+            Format::OpenAi | Format::Gemini => ClientWriter::OpenAi(openai::StreamWriter::new(req)),
+        }
+    }
+
+    fn write(&mut self, chunk: &StreamChunk, out: &mut Vec<u8>) {
+        match self {
+            ClientWriter::OpenAi(w) => w.write(chunk, out),
+            ClientWriter::Anthropic(w) => w.write(chunk, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            ClientWriter::OpenAi(w) => w.finish(out),
+            ClientWriter::Anthropic(w) => w.finish(out),
+        }
+    }
+
+    fn write_error(&mut self, error: &UpstreamErrorBody, out: &mut Vec<u8>) {
+        match self {
+            ClientWriter::OpenAi(w) => w.write_error(error, out),
+            ClientWriter::Anthropic(w) => w.write_error(error, out),
+        }
+    }
+}
+
+/// The state of a response stream between two frames.
+struct Relay {
+    head: VecDeque<StreamChunk>,
+    rest: UpstreamStream,
+    writer: ClientWriter,
+    usage: Usage,
+    accounting: Option<Accounting>,
+    provider: String,
+    model: String,
+    info: RouteInfo,
+    done: bool,
+}
+
+impl Relay {
+    /// The next bytes for the client, or `None` at the end.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            if self.done {
+                return None;
+            }
+            let next = match self.head.pop_front() {
+                Some(chunk) => Some(Ok(chunk)),
+                None => self.rest.next_chunk().await,
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    for event in &chunk.events {
+                        if let StreamEvent::Usage(usage) = event {
+                            self.usage = *usage;
+                        }
+                    }
+                    self.writer.write(&chunk, &mut out);
+                }
+                None => {
+                    self.writer.finish(&mut out);
+                    self.done = true;
+                    self.account(None);
+                }
+                Some(Err(error)) => {
+                    // Bytes already reached the client: no fallback is possible
+                    // any more, so the stream ends with an error event.
+                    self.writer.write_error(&stream_error_body(&error), &mut out);
+                    self.done = true;
+                    self.info.set_error(format!("stream failed mid-way: {}", error.message));
+                    self.account(Some(error.label()));
+                }
+            }
+        }
+        Some(Bytes::from(out))
+    }
+
+    fn account(&mut self, error: Option<&'static str>) {
+        if let Some(accounting) = self.accounting.take() {
+            let ttft = self.rest.first_chunk_at().map(|t| t.duration_since(accounting.started()));
+            let outcome = Outcome::answered(&self.provider, &self.model, self.usage, ttft);
+            accounting.finish(match error {
+                Some(label) => outcome.with_error(label),
+                None => outcome,
+            });
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away mid-stream: account for what was generated.
+        if !self.done {
+            self.account(Some("client_disconnected"));
+        }
+    }
+}
+
+fn stream_error_body(error: &ProviderError) -> UpstreamErrorBody {
+    let kind = if error.is_unavailable() { "overloaded_error" } else { "api_error" };
+    UpstreamErrorBody { message: error.message.clone(), kind: Some(kind.to_string()), code: None }
+}
+
+fn stream_response(
+    format: Format,
+    req: &ChatRequest,
+    routed: Routed<StartedStream>,
+    accounting: Accounting,
+    info: &RouteInfo,
+) -> Response {
+    let Routed { value: StartedStream { head, rest }, provider, model, attempts } = routed;
+    let relay = Relay {
+        head: head.into(),
+        rest,
+        writer: ClientWriter::new(format, req),
+        usage: Usage::default(),
+        accounting: Some(accounting),
+        provider: provider.clone(),
+        model: model.clone(),
+        info: info.clone(),
+        done: false,
+    };
+    let frames = futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next_frame().await.map(|bytes| (Ok::<_, Infallible>(bytes), relay))
+    });
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    routed_headers(headers, &provider, &model, attempts);
+    response
+}

@@ -1,0 +1,52 @@
+//! `POST /v1/embeddings` (OpenAI format), served by any target with an
+//! embeddings API (OpenAI, OpenAI-compatible, Gemini).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use floodgate_protocol::{Format, openai};
+use http::HeaderMap;
+
+use super::chat::{MODEL_HEADER, PROVIDER_HEADER};
+use super::{ApiError, json_response, read_body, respond};
+use crate::app::AppState;
+use crate::pipeline::observe::{RequestId, RouteInfo};
+use crate::usage::{Accounting, Outcome};
+
+pub async fn embeddings(
+    State(app): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut info = RouteInfo::default();
+    let result = async {
+        let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
+        let req = openai::parse_embeddings_request(&bytes)?;
+        let route = app.router.resolve(&req.model)?;
+        info.model = Some(route.name.clone());
+        let accounting = Accounting::new(&app, &id, "embeddings", &route.name, false);
+        match app.router.embeddings(&route, &req).await {
+            Ok(routed) => {
+                info.provider = Some(routed.provider.clone());
+                accounting.finish(Outcome::answered(&routed.provider, &routed.model, routed.value.usage, None));
+                let mut response = json_response(openai::write_embeddings_response(&routed.value));
+                if let Ok(v) = routed.provider.parse() {
+                    response.headers_mut().insert(PROVIDER_HEADER, v);
+                }
+                if let Ok(v) = routed.model.parse() {
+                    response.headers_mut().insert(MODEL_HEADER, v);
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                let error = ApiError::Route(error);
+                accounting.finish(Outcome::failed(error.status().as_u16(), error.kind()));
+                Err(error)
+            }
+        }
+    }
+    .await;
+    respond(result, Format::OpenAi, info)
+}

@@ -1,0 +1,104 @@
+//! Operational routes, without auth: `GET /health` (liveness),
+//! `GET /health/ready` (readiness per component, 503 when not ready or
+//! draining) and `GET /metrics` (Prometheus text format).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::providers::Pick;
+
+/// A dependency that does not answer within this is not ready.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn health() -> Response {
+    let mut response = json!({"status": "ok"}).to_string().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let mut ready = true;
+
+    let mut providers = Map::new();
+    let mut any_provider = false;
+    for provider in app.router.providers() {
+        let usable = match provider.keys.pick() {
+            Pick::Key(_) | Pick::Anonymous => true,
+            Pick::Exhausted => false,
+        };
+        any_provider |= usable;
+        let disabled: Vec<Value> = provider
+            .keys
+            .disabled()
+            .into_iter()
+            .map(|(index, reason)| json!({"key": index, "reason": reason}))
+            .collect();
+        providers.insert(
+            provider.name.clone(),
+            json!({
+                "status": if usable { "ok" } else { "no_usable_key" },
+                "kind": provider.kind.as_str(),
+                "keys": provider.keys.len(),
+                "keys_usable": provider.keys.usable(),
+                "keys_disabled": disabled,
+            }),
+        );
+    }
+    ready &= any_provider;
+
+    let state = match tokio::time::timeout(CHECK_TIMEOUT, app.state.ping()).await {
+        Ok(Ok(())) => json!({"status": "ok", "backend": app.state.name()}),
+        Ok(Err(e)) => {
+            ready = false;
+            json!({"status": "error", "backend": app.state.name(), "error": e.to_string()})
+        }
+        Err(_) => {
+            ready = false;
+            json!({"status": "timeout", "backend": app.state.name()})
+        }
+    };
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) => json!({"status": "ok", "backend": app.store.name()}),
+        Ok(Err(e)) => {
+            ready = false;
+            json!({"status": "error", "backend": app.store.name(), "error": e.to_string()})
+        }
+        Err(_) => {
+            ready = false;
+            json!({"status": "timeout", "backend": app.store.name()})
+        }
+    };
+    let draining = app.draining.is_cancelled();
+    let status = if draining {
+        "draining"
+    } else if ready {
+        "ready"
+    } else {
+        "not_ready"
+    };
+    let body = json!({
+        "status": status,
+        "components": {
+            "providers": {"status": if any_provider { "ok" } else { "no_usable_provider" }, "providers": providers},
+            "state": state,
+            "database": database,
+        }
+    });
+    let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut response = (code, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let mut response = app.metrics.render().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}

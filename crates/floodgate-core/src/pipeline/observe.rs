@@ -1,0 +1,161 @@
+//! Request id, in-flight gauge, HTTP metrics and the one log line per request.
+//!
+//! The request id is the client's `x-request-id` when it is a sane token (so
+//! ids follow a request across the app's services), else a new UUID; it is
+//! put in the request's extensions, the tracing span and the response.
+//! Metrics and the log line are emitted when the response body ends or is
+//! dropped, so a stream is measured to its last byte and a client's
+//! disconnect is seen. Handlers describe what they did in a [`RouteInfo`]
+//! response extension; errors are logged here, once, never where they arise.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tracing::Instrument;
+
+use crate::telemetry::metric;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// What a handler did, attached to its response for the edge log and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RouteInfo {
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// Filled in by the handler, or later by a stream that fails mid-way.
+    pub error: Arc<Mutex<Option<String>>>,
+}
+
+impl RouteInfo {
+    pub fn set_error(&self, message: impl Into<String>) {
+        if let Ok(mut slot) = self.error.lock() {
+            *slot = Some(message.into());
+        }
+    }
+}
+
+fn valid_request_id(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let ok = !text.is_empty()
+        && text.len() <= 128
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then_some(text)
+}
+
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(valid_request_id) {
+        Some(id) => id.into(),
+        None => uuid::Uuid::new_v4().to_string().into(),
+    };
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    metrics::gauge!(metric::HTTP_IN_FLIGHT).increment(1.0);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let info = response.extensions().get::<RouteInfo>().cloned().unwrap_or_default();
+    let guard = Finish {
+        started,
+        route,
+        status: response.status().as_u16(),
+        info,
+        span,
+        completed: false,
+    };
+    response.map(|body| Body::new(ObservedBody { inner: body, guard }))
+}
+
+/// Records the request when dropped (body finished, failed or abandoned).
+struct Finish {
+    started: Instant,
+    route: String,
+    status: u16,
+    info: RouteInfo,
+    span: tracing::Span,
+    completed: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let model = self.info.model.clone().unwrap_or_else(|| "none".to_string());
+        let provider = self.info.provider.clone().unwrap_or_else(|| "none".to_string());
+        let labels = [
+            ("route", self.route.clone()),
+            ("model", model.clone()),
+            ("provider", provider.clone()),
+            ("status", self.status.to_string()),
+        ];
+        metrics::counter!(metric::HTTP_REQUESTS, &labels).increment(1);
+        metrics::histogram!(metric::HTTP_DURATION, &labels).record(elapsed);
+        metrics::gauge!(metric::HTTP_IN_FLIGHT).decrement(1.0);
+        let error = self.info.error.lock().ok().and_then(|e| e.clone());
+        let _enter = self.span.enter();
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        match (error, self.completed) {
+            (Some(error), _) => tracing::warn!(status = self.status, ms, model, provider, error, "request failed"),
+            (None, false) => tracing::info!(status = self.status, ms, model, provider, "client went away before the response ended"),
+            (None, true) => tracing::info!(status = self.status, ms, model, provider, "request done"),
+        }
+    }
+}
+
+struct ObservedBody {
+    inner: Body,
+    guard: Finish,
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = poll {
+            self.guard.completed = true;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert_eq!(valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")), Some("abc-123_x.y:z"));
+        assert_eq!(valid_request_id(&HeaderValue::from_static("has space")), None);
+        assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
+        let long = "a".repeat(129);
+        assert_eq!(valid_request_id(&HeaderValue::from_str(&long).unwrap()), None);
+    }
+}

@@ -1,0 +1,381 @@
+//! Provider adapters and the one HTTP path every upstream call takes.
+//!
+//! An adapter ([`Api`], one file per wire format) only knows its format: the
+//! URL path, the body, the auth header, how to read answers and errors. The
+//! [`Provider`] does the I/O for all of them the same way: pooled client,
+//! connect / first-byte / between-chunk / total timeouts, error
+//! classification, scrubbing, upstream metrics. No adapter touches the
+//! network, state or storage.
+
+mod anthropic;
+mod error;
+mod gemini;
+pub mod keys;
+mod openai;
+mod stream;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floodgate_protocol::{
+    ChatRequest, ChatResponse, DecodeError, EmbeddingsRequest, EmbeddingsResponse, Format,
+    TranslateError, UpstreamErrorBody,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use error::{Disposition, ErrorKind, ProviderError, TimeoutPhase};
+pub use keys::{Key, KeyPool, Pick};
+pub use stream::{StreamReader, UpstreamStream, unix_now};
+
+use crate::config::{ProviderConfig, ProviderKind, Timeouts};
+use crate::secrets::Scrubber;
+use crate::telemetry::metric;
+
+/// Longest upstream error body we read; the rest is not worth holding.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Client headers an adapter may forward (Anthropic clients choose their API
+/// version and beta features).
+#[derive(Debug, Clone, Default)]
+pub struct ClientHints {
+    pub anthropic_version: Option<HeaderValue>,
+    pub anthropic_beta: Option<HeaderValue>,
+}
+
+/// An upstream request an adapter wants sent: a path under the base URL and a body.
+#[derive(Debug)]
+pub struct Call {
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// One wire format's view of an upstream API.
+pub trait Api: Send + Sync + fmt::Debug {
+    fn format(&self) -> Format;
+    fn chat(&self, req: &ChatRequest, model: &str) -> Result<Call, TranslateError>;
+    fn read_chat(&self, req: &ChatRequest, model: &str, body: Bytes) -> Result<ChatResponse, DecodeError>;
+    fn stream_reader(&self, req: &ChatRequest, model: &str) -> StreamReader;
+    /// `None` when the API has no embeddings.
+    fn embeddings(&self, req: &EmbeddingsRequest, model: &str) -> Option<Result<Call, TranslateError>>;
+    fn read_embeddings(&self, model: &str, body: Bytes) -> Result<EmbeddingsResponse, DecodeError>;
+    fn read_error(&self, body: &[u8]) -> Option<UpstreamErrorBody>;
+    /// Auth and format headers for one request.
+    fn headers(&self, key: Option<&SecretString>, hints: &ClientHints, headers: &mut HeaderMap);
+}
+
+/// A configured provider: its adapter, keys, client and limits.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub keys: KeyPool,
+    api: Box<dyn Api>,
+    http: reqwest::Client,
+    timeouts: Timeouts,
+    extra_headers: HeaderMap,
+    scrubber: Arc<Scrubber>,
+}
+
+/// A provider could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+#[error("provider {name:?}: {message}")]
+pub struct BuildError {
+    pub name: String,
+    pub message: String,
+}
+
+impl Provider {
+    /// `base_url` is the config's, or the in-process mock's address.
+    pub fn new(
+        config: &ProviderConfig,
+        base_url: String,
+        scrubber: Arc<Scrubber>,
+    ) -> Result<Provider, BuildError> {
+        let fail = |message: String| BuildError { name: config.name.clone(), message };
+        let api: Box<dyn Api> = match config.kind {
+            ProviderKind::Openai => Box::new(openai::OpenAiApi::new(openai::Dialect::OpenAi)),
+            ProviderKind::OpenaiCompatible | ProviderKind::Mock => {
+                Box::new(openai::OpenAiApi::new(openai::Dialect::Compatible))
+            }
+            ProviderKind::Anthropic => Box::new(anthropic::AnthropicApi),
+            ProviderKind::Gemini => Box::new(gemini::GeminiApi),
+        };
+        let mut extra_headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| fail(format!("header name {name:?} is not valid")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| fail(format!("header {name} has a value that is not valid")))?;
+            extra_headers.insert(name, value);
+        }
+        // reqwest is built without a default TLS crypto provider (to avoid
+        // compiling aws-lc); ours is ring, installed for the process once.
+        // Installing fails only when one is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fail(format!("cannot build its HTTP client: {e}")))?;
+        Ok(Provider {
+            name: config.name.clone(),
+            kind: config.kind,
+            base_url,
+            keys: KeyPool::new(config.keys.clone()),
+            api,
+            http,
+            timeouts: config.timeouts,
+            extra_headers,
+            scrubber,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.api.format()
+    }
+
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        key: Option<&Key>,
+        hints: &ClientHints,
+    ) -> Result<ChatResponse, ProviderError> {
+        let call = self.api.chat(req, model).map_err(translate_error)?;
+        let started = Instant::now();
+        let deadline = started + self.timeouts.total;
+        let result = async {
+            let response = self.send(call, key, hints, deadline).await?;
+            let body = tokio::time::timeout_at(deadline.into(), response.bytes())
+                .await
+                .map_err(|_| self.timeout(TimeoutPhase::Total))?
+                .map_err(|e| self.transport_error(&e))?;
+            self.api.read_chat(req, model, body).map_err(|e| self.decode_error(&e))
+        }
+        .await;
+        self.observe(model, started, result.as_ref().err());
+        result
+    }
+
+    /// Sends a streaming request and returns once the response head is in.
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        key: Option<&Key>,
+        hints: &ClientHints,
+    ) -> Result<UpstreamStream, ProviderError> {
+        let call = self.api.chat(req, model).map_err(translate_error)?;
+        let started = Instant::now();
+        let deadline = started + self.timeouts.total;
+        let response = self.send(call, key, hints, deadline).await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                self.observe(model, started, Some(&e));
+                return Err(e);
+            }
+        };
+        Ok(UpstreamStream::new(
+            response,
+            self.api.stream_reader(req, model),
+            StreamLimits { chunk: self.timeouts.chunk, deadline },
+            self.name.clone(),
+            model.to_string(),
+            started,
+            self.scrubber.clone(),
+        ))
+    }
+
+    pub async fn embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        model: &str,
+        key: Option<&Key>,
+    ) -> Result<EmbeddingsResponse, ProviderError> {
+        let call = match self.api.embeddings(req, model) {
+            Some(call) => call.map_err(translate_error)?,
+            None => {
+                return Err(ProviderError::new(
+                    ErrorKind::Unsupported,
+                    format!("{} ({}) has no embeddings API", self.name, self.kind.as_str()),
+                ));
+            }
+        };
+        let started = Instant::now();
+        let deadline = started + self.timeouts.total;
+        let result = async {
+            let response = self.send(call, key, &ClientHints::default(), deadline).await?;
+            let body = tokio::time::timeout_at(deadline.into(), response.bytes())
+                .await
+                .map_err(|_| self.timeout(TimeoutPhase::Total))?
+                .map_err(|e| self.transport_error(&e))?;
+            self.api.read_embeddings(model, body).map_err(|e| self.decode_error(&e))
+        }
+        .await;
+        self.observe(model, started, result.as_ref().err());
+        result
+    }
+
+    /// Sends the call and waits for a successful response head.
+    async fn send(
+        &self,
+        call: Call,
+        key: Option<&Key>,
+        hints: &ClientHints,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut headers = self.extra_headers.clone();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.api.headers(key.map(|k| &k.secret), hints, &mut headers);
+        let url = format!("{}{}", self.base_url, call.path);
+        let request = self.http.post(url).headers(headers).body(call.body);
+        let first_byte = deadline.min(Instant::now() + self.timeouts.first_byte);
+        let phase = if first_byte < deadline { TimeoutPhase::FirstByte } else { TimeoutPhase::Total };
+        let response = tokio::time::timeout_at(first_byte.into(), request.send())
+            .await
+            .map_err(|_| self.timeout(phase))?
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        let body = read_limited(response, deadline).await;
+        let upstream = self.api.read_error(&body).map(|mut e| {
+            e.message = self.scrubber.scrub(&e.message).into_owned();
+            e
+        });
+        let detail = match &upstream {
+            Some(e) => e.message.clone(),
+            None => self.scrubber.scrub(&String::from_utf8_lossy(&body[..body.len().min(200)])).into_owned(),
+        };
+        Err(ProviderError {
+            kind: ErrorKind::Status(status.as_u16()),
+            message: format!("{} answered {}: {}", self.name, status.as_u16(), detail),
+            upstream,
+            retry_after,
+        })
+    }
+
+    fn timeout(&self, phase: TimeoutPhase) -> ProviderError {
+        let (what, after) = match phase {
+            TimeoutPhase::FirstByte => ("for the response", self.timeouts.first_byte),
+            TimeoutPhase::BetweenChunks => ("between stream chunks", self.timeouts.chunk),
+            TimeoutPhase::Total => ("for the whole exchange", self.timeouts.total),
+        };
+        ProviderError::new(
+            ErrorKind::Timeout(phase),
+            format!("{} timed out waiting {what} after {}", self.name, humantime::format_duration(after)),
+        )
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
+        let what = if err.is_connect() { "cannot connect" } else { "connection failed" };
+        // reqwest's message carries the URL (no secret: keys travel in headers)
+        // but we name the provider instead, which is what an operator knows.
+        let cause = std::error::Error::source(err).map(ToString::to_string).unwrap_or_default();
+        let message = self.scrubber.scrub(&format!("{}: {what}: {cause}", self.name)).into_owned();
+        ProviderError::new(ErrorKind::Connect, message.trim_end_matches(": ").to_string())
+    }
+
+    fn decode_error(&self, err: &DecodeError) -> ProviderError {
+        ProviderError::new(
+            ErrorKind::Decode,
+            format!("{} sent an answer that is not valid {}: {}", self.name, self.format().as_str(), err),
+        )
+    }
+
+    fn observe(&self, model: &str, started: Instant, error: Option<&ProviderError>) {
+        let outcome = error.map_or("ok", ProviderError::label);
+        let labels = [
+            ("provider", self.name.clone()),
+            ("model", model.to_string()),
+            ("outcome", outcome.to_string()),
+        ];
+        metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(started.elapsed());
+        if let Some(error) = error {
+            let labels = [("provider", self.name.clone()), ("kind", error.label().to_string())];
+            metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
+        }
+    }
+}
+
+/// Deadlines of a stream after its head arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub chunk: Duration,
+    pub deadline: Instant,
+}
+
+fn translate_error(err: TranslateError) -> ProviderError {
+    ProviderError::new(ErrorKind::Translate, err.message)
+}
+
+async fn read_limited(mut response: reqwest::Response, deadline: Instant) -> Vec<u8> {
+    let mut body = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_ERROR_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+    };
+    // An error body that never ends is still an error; what we have will do.
+    let _ = tokio::time::timeout_at(deadline.into(), read).await;
+    body
+}
+
+/// `retry-after-ms` (OpenAI), else `retry-after` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let value = text("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// Puts `key` in `name`, marked sensitive so no layer logs it.
+fn set_secret_header(headers: &mut HeaderMap, name: HeaderName, prefix: &str, key: &SecretString) {
+    let value = format!("{prefix}{}", key.expose_secret());
+    if let Ok(mut value) = HeaderValue::try_from(value) {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! Accounting for one request: token and cost metrics, and its ledger record.
+//!
+//! An [`Accounting`] is made when a request is routed and finished exactly
+//! once with its [`Outcome`] — by the handler for a complete answer or a
+//! failure, by the stream relay when a stream ends, fails or is abandoned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use floodgate_protocol::Usage;
+
+use crate::app::AppState;
+use crate::ledger::Ledger;
+use crate::pipeline::observe::RequestId;
+use crate::pricing::PriceTable;
+use crate::store::UsageRecord;
+use crate::telemetry::metric;
+
+#[derive(Debug)]
+pub struct Accounting {
+    ledger: Ledger,
+    prices: Arc<PriceTable>,
+    request_id: Arc<str>,
+    route: &'static str,
+    model: String,
+    stream: bool,
+    started: Instant,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    provider: String,
+    upstream_model: String,
+    status: u16,
+    usage: Usage,
+    ttft: Option<Duration>,
+    error: Option<&'static str>,
+}
+
+impl Outcome {
+    pub fn answered(provider: &str, upstream_model: &str, usage: Usage, ttft: Option<Duration>) -> Self {
+        Outcome {
+            provider: provider.to_string(),
+            upstream_model: upstream_model.to_string(),
+            status: 200,
+            usage,
+            ttft,
+            error: None,
+        }
+    }
+
+    pub fn failed(status: u16, error: &'static str) -> Self {
+        Outcome {
+            provider: String::new(),
+            upstream_model: String::new(),
+            status,
+            usage: Usage::default(),
+            ttft: None,
+            error: Some(error),
+        }
+    }
+
+    /// An answer that began but did not complete (a stream that broke off
+    /// or was abandoned): its tokens still count.
+    pub fn with_error(mut self, error: &'static str) -> Self {
+        self.error = Some(error);
+        self
+    }
+}
+
+impl Accounting {
+    pub fn new(app: &AppState, id: &RequestId, route: &'static str, model: &str, stream: bool) -> Self {
+        Accounting {
+            ledger: app.ledger.clone(),
+            prices: app.prices.clone(),
+            request_id: id.0.clone(),
+            route,
+            model: model.to_string(),
+            stream,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn finish(self, outcome: Outcome) {
+        let cost = self.prices.cost(&outcome.upstream_model, &outcome.usage);
+        if !outcome.provider.is_empty() {
+            let labels = |direction: &'static str| {
+                [
+                    ("direction", direction.to_string()),
+                    ("provider", outcome.provider.clone()),
+                    ("model", outcome.upstream_model.clone()),
+                ]
+            };
+            metrics::counter!(metric::TOKENS, &labels("input")).increment(u64::from(outcome.usage.input_tokens));
+            metrics::counter!(metric::TOKENS, &labels("output")).increment(u64::from(outcome.usage.output_tokens));
+            let labels = [("provider", outcome.provider.clone()), ("model", outcome.upstream_model.clone())];
+            // A gauge that only grows: the metrics facade's counters are integers.
+            metrics::gauge!(metric::COST, &labels).increment(cost);
+        }
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.ledger.record(UsageRecord {
+            at_ms,
+            request_id: self.request_id.to_string(),
+            route: self.route,
+            model: self.model,
+            provider: outcome.provider,
+            upstream_model: outcome.upstream_model,
+            status: outcome.status,
+            stream: self.stream,
+            input_tokens: outcome.usage.input_tokens,
+            output_tokens: outcome.usage.output_tokens,
+            cached_tokens: outcome.usage.cache_read_tokens,
+            cost_usd: cost,
+            latency_ms: millis(self.started.elapsed()),
+            ttft_ms: outcome.ttft.map(millis),
+            error: outcome.error.map(str::to_string),
+        });
+    }
+}
