@@ -1,0 +1,8 @@
+//! Integration tests of the mock upstream over real HTTP, one module per area.
+
+mod anthropic;
+mod behaviour;
+mod common;
+mod gemini;
+mod openai;
+mod scripts;
