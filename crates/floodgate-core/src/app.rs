@@ -94,12 +94,18 @@ impl App {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&config.database.url)
                 .await
-                .map_err(|source| StartupError::Database { url: config.database.url.clone(), source })?,
+                .map_err(|source| StartupError::Database {
+                    url: config.database.url.clone(),
+                    source,
+                })?,
         );
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
 
-        let mut secrets: Vec<SecretString> =
-            config.providers.iter().flat_map(|p| p.keys.iter().cloned()).collect();
+        let mut secrets: Vec<SecretString> = config
+            .providers
+            .iter()
+            .flat_map(|p| p.keys.iter().cloned())
+            .collect();
         secrets.extend(config.master_key.clone());
         let scrubber = Arc::new(Scrubber::new(secrets));
 
@@ -109,11 +115,16 @@ impl App {
             let base_url = match (&provider_config.base_url, provider_config.kind) {
                 (Some(url), _) => url.clone(),
                 (None, ProviderKind::Mock) => {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartupError::Mock)?;
+                    let listener = TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .map_err(StartupError::Mock)?;
                     let addr = listener.local_addr().map_err(StartupError::Mock)?;
                     let token = background.clone();
                     tasks.spawn(async move {
-                        if let Err(error) = floodgate_mock_upstream::serve(listener, MockConfig::default(), token).await {
+                        if let Err(error) =
+                            floodgate_mock_upstream::serve(listener, MockConfig::default(), token)
+                                .await
+                        {
                             tracing::error!(%error, "built-in mock provider stopped");
                         }
                     });
@@ -153,7 +164,12 @@ impl App {
             metrics: telemetry::metrics_handle(),
             draining: CancellationToken::new(),
         };
-        Ok(App { state, background, tasks, ledger_task })
+        Ok(App {
+            state,
+            background,
+            tasks,
+            ledger_task,
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -163,18 +179,30 @@ impl App {
     /// Serves on `listener` until `shutdown` is cancelled, then stops
     /// accepting, lets in-flight requests and streams finish for up to the
     /// configured grace period, stops background tasks and flushes the ledger.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
-        if !self.state.auth.enabled() && !addr.ip().is_loopback() && !self.state.config.allow_unauthenticated {
-            return Err(std::io::Error::other(StartupError::Unauthenticated { addr }));
+        if !self.state.auth.enabled()
+            && !addr.ip().is_loopback()
+            && !self.state.config.allow_unauthenticated
+        {
+            return Err(std::io::Error::other(StartupError::Unauthenticated {
+                addr,
+            }));
         }
         let app = router(self.state.clone());
         let drain = self.state.draining.clone();
         let server_shutdown = shutdown.clone();
         let mut server = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await
         });
         let result = tokio::select! {
             result = &mut server => Some(result),
@@ -189,7 +217,9 @@ impl App {
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(joined) => joined.map_err(std::io::Error::other).and_then(|r| r),
                     Err(_) => {
-                        tracing::warn!("grace period over with requests still in flight; closing them");
+                        tracing::warn!(
+                            "grace period over with requests still in flight; closing them"
+                        );
                         server.abort();
                         Ok(())
                     }
@@ -235,7 +265,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(http::embeddings::embeddings))
         .route("/v1/models", get(http::models::list))
         .route("/v1/models/{*id}", get(http::models::get))
-        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_key,
+        ));
     let ops = axum::Router::new()
         .route("/health", get(http::ops::health))
         .route("/health/ready", get(http::ops::ready))
@@ -261,9 +294,13 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         Some("internal_error"),
         None,
     );
-    let mut response = axum::response::IntoResponse::into_response((::http::StatusCode::INTERNAL_SERVER_ERROR, body));
-    response
-        .headers_mut()
-        .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
+    let mut response = axum::response::IntoResponse::into_response((
+        ::http::StatusCode::INTERNAL_SERVER_ERROR,
+        body,
+    ));
+    response.headers_mut().insert(
+        ::http::header::CONTENT_TYPE,
+        ::http::HeaderValue::from_static("application/json"),
+    );
     response
 }

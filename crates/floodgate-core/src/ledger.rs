@@ -102,7 +102,10 @@ impl LedgerWriter {
                 Err(error) => {
                     tracing::warn!(%error, rows = batch.len(), tries, "usage ledger write failed; retrying");
                     if shutdown.is_none() && tries >= 5 {
-                        tracing::error!(rows = batch.len(), "usage ledger could not be written before exit; rows lost");
+                        tracing::error!(
+                            rows = batch.len(),
+                            "usage ledger could not be written before exit; rows lost"
+                        );
                         batch.clear();
                         return;
                     }

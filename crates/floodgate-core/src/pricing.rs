@@ -5,8 +5,8 @@
 //! is reported once in the log, so an operator knows to add it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use floodgate_protocol::Usage;
 
@@ -50,7 +50,14 @@ impl PriceTable {
         let mut prices: HashMap<String, Price> = BUILT_IN
             .iter()
             .map(|(model, input, output, cache_read)| {
-                (model.to_string(), Price { input: *input, output: *output, cache_read: *cache_read })
+                (
+                    model.to_string(),
+                    Price {
+                        input: *input,
+                        output: *output,
+                        cache_read: *cache_read,
+                    },
+                )
             })
             .collect();
         for p in overrides {
@@ -63,23 +70,32 @@ impl PriceTable {
                 },
             );
         }
-        PriceTable { prices, unknown_reported: Mutex::new(HashSet::new()) }
+        PriceTable {
+            prices,
+            unknown_reported: Mutex::new(HashSet::new()),
+        }
     }
 
     /// Cost in USD of `usage` on upstream model `model`.
     pub fn cost(&self, model: &str, usage: &Usage) -> f64 {
         let Some(price) = self.lookup(model) else {
-            if let Ok(mut seen) = self.unknown_reported.lock() {
-                if seen.len() < 1000 && seen.insert(model.to_string()) {
-                    tracing::info!(model, "no price known for this model; its cost is recorded as 0 (add [[pricing]])");
-                }
+            if let Ok(mut seen) = self.unknown_reported.lock()
+                && seen.len() < 1000
+                && seen.insert(model.to_string())
+            {
+                tracing::info!(
+                    model,
+                    "no price known for this model; its cost is recorded as 0 (add [[pricing]])"
+                );
             }
             return 0.0;
         };
         let cached = f64::from(usage.cache_read_tokens.min(usage.input_tokens));
         let uncached = f64::from(usage.input_tokens) - cached;
         let cache_price = price.cache_read.unwrap_or(price.input);
-        (uncached * price.input + cached * cache_price + f64::from(usage.output_tokens) * price.output)
+        (uncached * price.input
+            + cached * cache_price
+            + f64::from(usage.output_tokens) * price.output)
             / 1_000_000.0
     }
 
@@ -92,7 +108,9 @@ impl PriceTable {
         }
         self.prices
             .iter()
-            .filter(|(name, _)| model.starts_with(name.as_str()) && model.as_bytes().get(name.len()) == Some(&b'-'))
+            .filter(|(name, _)| {
+                model.starts_with(name.as_str()) && model.as_bytes().get(name.len()) == Some(&b'-')
+            })
             .max_by_key(|(name, _)| name.len())
             .map(|(_, price)| *price)
     }
@@ -103,7 +121,12 @@ mod tests {
     use super::*;
 
     fn usage(input: u32, output: u32, cached: u32) -> Usage {
-        Usage { input_tokens: input, output_tokens: output, cache_read_tokens: cached, ..Usage::default() }
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cached,
+            ..Usage::default()
+        }
     }
 
     #[test]

@@ -53,28 +53,74 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(metric::HTTP_REQUESTS, "Client requests answered, by route, model, provider and status.");
-    describe_histogram!(metric::HTTP_DURATION, Unit::Seconds, "Client request duration, streams until their last byte.");
-    describe_gauge!(metric::HTTP_IN_FLIGHT, "Client requests in progress, open streams included.");
-    describe_histogram!(metric::UPSTREAM_DURATION, Unit::Seconds, "Upstream call duration by provider, model and outcome.");
-    describe_histogram!(metric::UPSTREAM_TTFT, Unit::Seconds, "Upstream time to first streamed token.");
-    describe_counter!(metric::UPSTREAM_ERRORS, "Failed upstream calls by provider and error kind.");
-    describe_counter!(metric::UPSTREAM_RETRIES, "Upstream retries by provider and reason.");
-    describe_counter!(metric::KEYS_DISABLED, "Provider keys taken out of use after the upstream refused them.");
-    describe_counter!(metric::TOKENS, "Tokens by direction (input/output), provider and model.");
-    describe_gauge!(metric::COST, "Estimated cost in USD by provider and model since start (only grows).");
-    describe_gauge!(metric::LEDGER_PENDING, "Usage records waiting to be written.");
-    describe_counter!(metric::LEDGER_WRITTEN, "Usage records written to the store.");
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        metric::HTTP_REQUESTS,
+        "Client requests answered, by route, model, provider and status."
+    );
+    describe_histogram!(
+        metric::HTTP_DURATION,
+        Unit::Seconds,
+        "Client request duration, streams until their last byte."
+    );
+    describe_gauge!(
+        metric::HTTP_IN_FLIGHT,
+        "Client requests in progress, open streams included."
+    );
+    describe_histogram!(
+        metric::UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Upstream call duration by provider, model and outcome."
+    );
+    describe_histogram!(
+        metric::UPSTREAM_TTFT,
+        Unit::Seconds,
+        "Upstream time to first streamed token."
+    );
+    describe_counter!(
+        metric::UPSTREAM_ERRORS,
+        "Failed upstream calls by provider and error kind."
+    );
+    describe_counter!(
+        metric::UPSTREAM_RETRIES,
+        "Upstream retries by provider and reason."
+    );
+    describe_counter!(
+        metric::KEYS_DISABLED,
+        "Provider keys taken out of use after the upstream refused them."
+    );
+    describe_counter!(
+        metric::TOKENS,
+        "Tokens by direction (input/output), provider and model."
+    );
+    describe_gauge!(
+        metric::COST,
+        "Estimated cost in USD by provider and model since start (only grows)."
+    );
+    describe_gauge!(
+        metric::LEDGER_PENDING,
+        "Usage records waiting to be written."
+    );
+    describe_counter!(
+        metric::LEDGER_WRITTEN,
+        "Usage records written to the store."
+    );
 }
 
 /// Installs the global log subscriber. Returns false if one was already set.
 pub fn init_logging(config: &LogConfig) -> bool {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init().is_ok(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+            .is_ok(),
         LogFormat::Pretty => builder.compact().try_init().is_ok(),
     }
 }

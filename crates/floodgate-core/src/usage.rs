@@ -39,7 +39,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn answered(provider: &str, upstream_model: &str, usage: Usage, ttft: Option<Duration>) -> Self {
+    pub fn answered(
+        provider: &str,
+        upstream_model: &str,
+        usage: Usage,
+        ttft: Option<Duration>,
+    ) -> Self {
         Outcome {
             provider: provider.to_string(),
             upstream_model: upstream_model.to_string(),
@@ -70,7 +75,13 @@ impl Outcome {
 }
 
 impl Accounting {
-    pub fn new(app: &AppState, id: &RequestId, route: &'static str, model: &str, stream: bool) -> Self {
+    pub fn new(
+        app: &AppState,
+        id: &RequestId,
+        route: &'static str,
+        model: &str,
+        stream: bool,
+    ) -> Self {
         Accounting {
             ledger: app.ledger.clone(),
             prices: app.prices.clone(),
@@ -96,14 +107,21 @@ impl Accounting {
                     ("model", outcome.upstream_model.clone()),
                 ]
             };
-            metrics::counter!(metric::TOKENS, &labels("input")).increment(u64::from(outcome.usage.input_tokens));
-            metrics::counter!(metric::TOKENS, &labels("output")).increment(u64::from(outcome.usage.output_tokens));
-            let labels = [("provider", outcome.provider.clone()), ("model", outcome.upstream_model.clone())];
+            metrics::counter!(metric::TOKENS, &labels("input"))
+                .increment(u64::from(outcome.usage.input_tokens));
+            metrics::counter!(metric::TOKENS, &labels("output"))
+                .increment(u64::from(outcome.usage.output_tokens));
+            let labels = [
+                ("provider", outcome.provider.clone()),
+                ("model", outcome.upstream_model.clone()),
+            ];
             // A gauge that only grows: the metrics facade's counters are integers.
             metrics::gauge!(metric::COST, &labels).increment(cost);
         }
         let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         self.ledger.record(UsageRecord {
             at_ms,
             request_id: self.request_id.to_string(),

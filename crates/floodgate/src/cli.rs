@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "floodgate", version, about = "One binary between an AI app, its users and the LLM providers.")]
+#[command(
+    name = "floodgate",
+    version,
+    about = "One binary between an AI app, its users and the LLM providers."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

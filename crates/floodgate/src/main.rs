@@ -20,7 +20,10 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
     };
@@ -69,10 +72,22 @@ fn describe(config: &config::Config) -> String {
     let providers: Vec<String> = config
         .providers
         .iter()
-        .map(|p| format!("{} ({}, {} key{})", p.name, p.kind.as_str(), p.keys.len(), if p.keys.len() == 1 { "" } else { "s" }))
+        .map(|p| {
+            format!(
+                "{} ({}, {} key{})",
+                p.name,
+                p.kind.as_str(),
+                p.keys.len(),
+                if p.keys.len() == 1 { "" } else { "s" }
+            )
+        })
         .collect();
     let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-    let auth = if config.master_key.is_some() { "on" } else { "off" };
+    let auth = if config.master_key.is_some() {
+        "on"
+    } else {
+        "off"
+    };
     format!(
         "floodgate listening; providers: {}; models: {}; client auth {auth}",
         providers.join(", "),
@@ -101,7 +116,10 @@ fn check_config(file: &std::path::Path, env: &Env) -> ExitCode {
 
 async fn mock_upstream(args: MockArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&args.error_rate) {
-        return fail(&format!("--error-rate {} is not between 0 and 1", args.error_rate), EXIT_CONFIG);
+        return fail(
+            &format!("--error-rate {} is not between 0 and 1", args.error_rate),
+            EXIT_CONFIG,
+        );
     }
     let config = MockConfig {
         latency: Duration::from_millis(args.latency_ms),
@@ -119,10 +137,20 @@ async fn mock_upstream(args: MockArgs) -> ExitCode {
     };
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
         Ok(listener) => listener,
-        Err(error) => return fail(&format!("cannot listen on {}:{}: {error}", args.host, args.port), 1),
+        Err(error) => {
+            return fail(
+                &format!("cannot listen on {}:{}: {error}", args.host, args.port),
+                1,
+            );
+        }
     };
-    let shown = listener.local_addr().map_or_else(|_| format!("{}:{}", args.host, args.port), |a| a.to_string());
-    announce(&format!("mock upstream listening on http://{shown} (OpenAI base URL http://{shown}/v1)"));
+    let shown = listener.local_addr().map_or_else(
+        |_| format!("{}:{}", args.host, args.port),
+        |a| a.to_string(),
+    );
+    announce(&format!(
+        "mock upstream listening on http://{shown} (OpenAI base URL http://{shown}/v1)"
+    ));
     match floodgate_mock_upstream::serve(listener, config, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&format!("mock upstream failed: {error}"), 1),
@@ -134,7 +162,10 @@ fn announce(message: &str) {
     println!("{message}");
 }
 
-#[expect(clippy::print_stderr, reason = "errors before logging is set up go to stderr")]
+#[expect(
+    clippy::print_stderr,
+    reason = "errors before logging is set up go to stderr"
+)]
 fn fail(message: &str, code: u8) -> ExitCode {
     eprintln!("floodgate: {message}");
     ExitCode::from(code)
@@ -144,7 +175,11 @@ fn fail(message: &str, code: u8) -> ExitCode {
 fn config_failure(error: &ConfigError) -> ExitCode {
     match error {
         ConfigError::Invalid(problems) => {
-            eprintln!("floodgate: the configuration is not valid ({} problem{}):", problems.len(), if problems.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "floodgate: the configuration is not valid ({} problem{}):",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
             for problem in problems {
                 eprintln!("  {problem}");
             }

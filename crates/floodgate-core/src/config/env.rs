@@ -38,7 +38,11 @@ pub fn substitute(text: &str, env: &Env) -> Result<String, Vec<SubstError>> {
     for (index, line) in text.split_inclusive('\n').enumerate() {
         substitute_line(line, index + 1, env, &mut multiline, &mut out, &mut errors);
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn substitute_line(
@@ -83,7 +87,11 @@ fn substitute_line(
             Quote::Basic | Quote::Literal => {
                 let closing = if quote == Quote::Basic { '"' } else { '\'' };
                 if multiline.is_some() {
-                    let delim = if quote == Quote::Basic { "\"\"\"" } else { "'''" };
+                    let delim = if quote == Quote::Basic {
+                        "\"\"\""
+                    } else {
+                        "'''"
+                    };
                     if rest.starts_with(delim) {
                         quote = Quote::None;
                         *multiline = None;
@@ -200,7 +208,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -215,7 +226,10 @@ mod tests {
     #[test]
     fn comments_and_escaped_dollar_are_left_alone() {
         let text = "a = \"$${HOME}\" # uses ${NOT_SET}\n# ${ALSO_NOT_SET}\n";
-        assert_eq!(substitute(text, &Env::new()).unwrap(), "a = \"${HOME}\" # uses ${NOT_SET}\n# ${ALSO_NOT_SET}\n");
+        assert_eq!(
+            substitute(text, &Env::new()).unwrap(),
+            "a = \"${HOME}\" # uses ${NOT_SET}\n# ${ALSO_NOT_SET}\n"
+        );
     }
 
     #[test]

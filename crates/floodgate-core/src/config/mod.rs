@@ -18,8 +18,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::Env;
-pub use raw::{LogFormat, ProviderKind, StateBackendKind};
 use raw::{HumanDuration, RawConfig, RawProvider, RawTimeouts};
+pub use raw::{LogFormat, ProviderKind, StateBackendKind};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -166,7 +166,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", render(.0))]
     Invalid(Vec<Problem>),
 }
@@ -181,8 +184,10 @@ fn render(problems: &[Problem]) -> String {
 pub fn load(path: Option<&Path>, env: &Env, overrides: &Overrides) -> Result<Config, ConfigError> {
     match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
             from_text(&text, &path.display().to_string(), env, overrides)
         }
         None => from_text("", "defaults", env, overrides),
@@ -200,7 +205,11 @@ pub fn from_text(
         ConfigError::Invalid(
             errors
                 .into_iter()
-                .map(|e| Problem { file: file.to_string(), line: Some(e.line), message: e.message })
+                .map(|e| Problem {
+                    file: file.to_string(),
+                    line: Some(e.line),
+                    message: e.message,
+                })
                 .collect(),
         )
     })?;
@@ -211,7 +220,11 @@ pub fn from_text(
             message: err.message().trim().to_string(),
         }])
     })?;
-    let mut builder = Builder { file, text: &substituted, problems: Vec::new() };
+    let mut builder = Builder {
+        file,
+        text: &substituted,
+        problems: Vec::new(),
+    };
     let config = builder.build(raw, env, overrides);
     if builder.problems.is_empty() {
         Ok(config)
@@ -222,7 +235,11 @@ pub fn from_text(
 
 fn line_of(text: &str, span: &Range<usize>) -> usize {
     let end = span.start.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 const DEFAULT_DATABASE: &str = "sqlite://floodgate.db";
@@ -231,7 +248,11 @@ const DEFAULT_DATABASE: &str = "sqlite://floodgate.db";
 /// config names none, with the alias each gets.
 const ENV_PROVIDERS: [(&str, ProviderKind, &str); 3] = [
     ("OPENAI_API_KEY", ProviderKind::Openai, "gpt-4o-mini"),
-    ("ANTHROPIC_API_KEY", ProviderKind::Anthropic, "claude-haiku-4-5"),
+    (
+        "ANTHROPIC_API_KEY",
+        ProviderKind::Anthropic,
+        "claude-haiku-4-5",
+    ),
     ("GEMINI_API_KEY", ProviderKind::Gemini, "gemini-2.5-flash"),
 ];
 
@@ -247,7 +268,11 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn problem(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let line = span.map(|s| line_of(self.text, &s));
-        self.problems.push(Problem { file: self.file.to_string(), line, message: message.into() });
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line,
+            message: message.into(),
+        });
     }
 
     fn build(&mut self, raw: RawConfig, env: &Env, overrides: &Overrides) -> Config {
@@ -256,7 +281,10 @@ impl Builder<'_> {
         let server = raw.server.unwrap_or_default();
         let max_body_bytes = match server.max_body_bytes {
             Some(v) if *v.get_ref() == 0 => {
-                self.problem(Some(v.span()), "server.max_body_bytes must be greater than 0");
+                self.problem(
+                    Some(v.span()),
+                    "server.max_body_bytes must be greater than 0",
+                );
                 0
             }
             Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
@@ -265,11 +293,13 @@ impl Builder<'_> {
         let log = raw.log.unwrap_or_default();
         let log_format = overrides
             .log_format
-            .or_else(|| match env.get("FLOODGATE_LOG_FORMAT").map(String::as_str) {
-                Some("json") => Some(LogFormat::Json),
-                Some("pretty") => Some(LogFormat::Pretty),
-                _ => None,
-            })
+            .or_else(
+                || match env.get("FLOODGATE_LOG_FORMAT").map(String::as_str) {
+                    Some("json") => Some(LogFormat::Json),
+                    Some("pretty") => Some(LogFormat::Pretty),
+                    _ => None,
+                },
+            )
             .or(log.format)
             .unwrap_or_default();
         let log_level = match (env.get("FLOODGATE_LOG"), log.level) {
@@ -295,18 +325,31 @@ impl Builder<'_> {
         let database = self.database(raw.database.unwrap_or_default(), env);
         let upstream = raw.upstream.unwrap_or_default();
         let from_file = !raw.providers.is_empty();
-        let mut providers: Vec<ProviderConfig> =
-            raw.providers.into_iter().filter_map(|p| self.provider(p, &upstream)).collect();
+        let mut providers: Vec<ProviderConfig> = raw
+            .providers
+            .into_iter()
+            .filter_map(|p| self.provider(p, &upstream))
+            .collect();
         let mut default_aliases = Vec::new();
         if !from_file {
             for (var, kind, alias) in ENV_PROVIDERS {
                 if let Some(key) = env.get(var).filter(|k| !k.is_empty()) {
-                    providers.push(provider_defaults(kind, kind.as_str(), vec![key.clone()], &upstream));
+                    providers.push(provider_defaults(
+                        kind,
+                        kind.as_str(),
+                        vec![key.clone()],
+                        &upstream,
+                    ));
                     default_aliases.push((alias.to_string(), kind.as_str().to_string()));
                 }
             }
             if providers.is_empty() {
-                providers.push(provider_defaults(ProviderKind::Mock, "mock", Vec::new(), &upstream));
+                providers.push(provider_defaults(
+                    ProviderKind::Mock,
+                    "mock",
+                    Vec::new(),
+                    &upstream,
+                ));
                 default_aliases.push((MOCK_ALIAS.to_string(), "mock".to_string()));
             }
         }
@@ -314,7 +357,10 @@ impl Builder<'_> {
             default_aliases
                 .into_iter()
                 .map(|(alias, provider)| ModelConfig {
-                    targets: vec![TargetRef { provider, model: alias.clone() }],
+                    targets: vec![TargetRef {
+                        provider,
+                        model: alias.clone(),
+                    }],
                     name: alias,
                     retries: None,
                 })
@@ -332,14 +378,14 @@ impl Builder<'_> {
             // anything beyond the default alias.
             allow_direct_targets: routing.allow_direct_targets.unwrap_or(!from_file),
         };
-        if let Some(cache) = raw.cache {
-            if cache.get_ref().enabled == Some(true) {
-                self.problem(
-                    Some(cache.span()),
-                    "[cache] enabled = true: the response cache is not available in this version; \
-                     remove [cache] or set enabled = false",
-                );
-            }
+        if let Some(cache) = raw.cache
+            && cache.get_ref().enabled == Some(true)
+        {
+            self.problem(
+                Some(cache.span()),
+                "[cache] enabled = true: the response cache is not available in this version; \
+                 remove [cache] or set enabled = false",
+            );
         }
         let pricing = self.pricing(raw.pricing);
         Config {
@@ -351,7 +397,10 @@ impl Builder<'_> {
                 shutdown_grace: dur(server.shutdown_grace, Duration::from_secs(30)),
                 compression: server.compression.unwrap_or(true),
             },
-            log: LogConfig { format: log_format, level: log_level },
+            log: LogConfig {
+                format: log_format,
+                level: log_level,
+            },
             state,
             database,
             routing,
@@ -416,14 +465,15 @@ impl Builder<'_> {
             Some(b) => *b.get_ref(),
             None => StateBackendKind::Memory,
         };
-        if let Some(url) = raw.redis_url {
-            if backend == StateBackendKind::Memory && !url.get_ref().is_empty() {
-                // Harmless, but probably a mistake: say so rather than ignore it.
-                self.problem(
-                    Some(url.span()),
-                    "state.redis_url is set but state.backend is \"memory\"; remove redis_url",
-                );
-            }
+        if let Some(url) = raw.redis_url
+            && backend == StateBackendKind::Memory
+            && !url.get_ref().is_empty()
+        {
+            // Harmless, but probably a mistake: say so rather than ignore it.
+            self.problem(
+                Some(url.span()),
+                "state.redis_url is set but state.backend is \"memory\"; remove redis_url",
+            );
         }
         StateConfig { backend }
     }
@@ -442,13 +492,25 @@ impl Builder<'_> {
             return DatabaseConfig { url: url.clone() };
         }
         let Some(url) = raw.url else {
-            return DatabaseConfig { url: DEFAULT_DATABASE.to_string() };
+            return DatabaseConfig {
+                url: DEFAULT_DATABASE.to_string(),
+            };
         };
         if !url.get_ref().starts_with("sqlite:") {
-            let scheme = url.get_ref().split(':').next().unwrap_or_default().to_string();
-            self.problem(Some(url.span()), format!("database.url: {}", unsupported_database(&scheme)));
+            let scheme = url
+                .get_ref()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            self.problem(
+                Some(url.span()),
+                format!("database.url: {}", unsupported_database(&scheme)),
+            );
         }
-        DatabaseConfig { url: url.into_inner() }
+        DatabaseConfig {
+            url: url.into_inner(),
+        }
     }
 
     fn provider(&mut self, raw: RawProvider, upstream: &RawTimeouts) -> Option<ProviderConfig> {
@@ -466,7 +528,10 @@ impl Builder<'_> {
             Some(url) => {
                 let text = url.get_ref().trim_end_matches('/').to_string();
                 if let Some(message) = check_base_url(kind, &text) {
-                    self.problem(Some(url.span()), format!("providers.{name}.base_url: {message}"));
+                    self.problem(
+                        Some(url.span()),
+                        format!("providers.{name}.base_url: {message}"),
+                    );
                     ok = false;
                 }
                 Some(text)
@@ -507,7 +572,10 @@ impl Builder<'_> {
         }
         for limit in [&raw.rpm, &raw.tpm].into_iter().flatten() {
             if *limit.get_ref() == 0 {
-                self.problem(Some(limit.span()), "rpm and tpm must be greater than 0 when set");
+                self.problem(
+                    Some(limit.span()),
+                    "rpm and tpm must be greater than 0 when set",
+                );
                 ok = false;
             }
         }
@@ -528,7 +596,11 @@ impl Builder<'_> {
         Some(config)
     }
 
-    fn models(&mut self, raw: Vec<raw::RawModel>, providers: &[ProviderConfig]) -> Vec<ModelConfig> {
+    fn models(
+        &mut self,
+        raw: Vec<raw::RawModel>,
+        providers: &[ProviderConfig],
+    ) -> Vec<ModelConfig> {
         let mut models: Vec<ModelConfig> = Vec::new();
         let provider_names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         for model in raw {
@@ -538,7 +610,10 @@ impl Builder<'_> {
                 continue;
             }
             if models.iter().any(|m| m.name == name) {
-                self.problem(Some(model.name.span()), format!("model {name:?} is defined twice"));
+                self.problem(
+                    Some(model.name.span()),
+                    format!("model {name:?} is defined twice"),
+                );
                 continue;
             }
             if model.targets.get_ref().is_empty() {
@@ -577,7 +652,11 @@ impl Builder<'_> {
                     ),
                 }
             }
-            models.push(ModelConfig { name, targets, retries: model.retries });
+            models.push(ModelConfig {
+                name,
+                targets,
+                retries: model.retries,
+            });
         }
         models
     }
@@ -590,10 +669,17 @@ impl Builder<'_> {
                 Some(price.output_usd_per_mtok),
                 price.cache_read_usd_per_mtok,
             ];
-            if values.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
+            if values
+                .into_iter()
+                .flatten()
+                .any(|v| !v.is_finite() || v < 0.0)
+            {
                 self.problem(
                     Some(price.model.span()),
-                    format!("pricing for {:?}: prices must be finite and >= 0", price.model.get_ref()),
+                    format!(
+                        "pricing for {:?}: prices must be finite and >= 0",
+                        price.model.get_ref()
+                    ),
                 );
                 continue;
             }
@@ -631,10 +717,14 @@ fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
 /// Checks a base URL against the provider SDK's convention.
 fn check_base_url(kind: ProviderKind, url: &str) -> Option<String> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Some(format!("{url:?} is not an http(s) URL such as \"https://api.openai.com/v1\""));
+        return Some(format!(
+            "{url:?} is not an http(s) URL such as \"https://api.openai.com/v1\""
+        ));
     };
     if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.starts_with('/') {
-        return Some(format!("{url:?} is not an http(s) URL such as \"https://api.openai.com/v1\""));
+        return Some(format!(
+            "{url:?} is not an http(s) URL such as \"https://api.openai.com/v1\""
+        ));
     }
     let ends_v1 = url.ends_with("/v1");
     match kind {

@@ -150,7 +150,10 @@ pub struct RawModel {
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     pub enabled: Option<bool>,
-    #[expect(dead_code, reason = "accepted so a config written for the cache parses with it disabled")]
+    #[expect(
+        dead_code,
+        reason = "accepted so a config written for the cache parses with it disabled"
+    )]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -1,10 +1,10 @@
 //! `POST /v1/embeddings` (OpenAI format), served by any target with an
 //! embeddings API (OpenAI, OpenAI-compatible, Gemini).
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use floodgate_protocol::{Format, openai};
 use http::HeaderMap;
 
@@ -30,8 +30,16 @@ pub async fn embeddings(
         match app.router.embeddings(&route, &req).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
-                accounting.finish(Outcome::answered(&routed.provider, &routed.model, routed.value.usage, None));
-                let mut response = json_response(openai::write_embeddings_response(&routed.value));
+                accounting.finish(Outcome::answered(
+                    &routed.provider,
+                    &routed.model,
+                    routed.value.usage,
+                    None,
+                ));
+                // The client's `encoding_format` lives only in its native body.
+                let base64 = openai::wants_base64(&req);
+                let mut response =
+                    json_response(openai::write_embeddings_response_as(&routed.value, base64));
                 if let Ok(v) = routed.provider.parse() {
                     response.headers_mut().insert(PROVIDER_HEADER, v);
                 }

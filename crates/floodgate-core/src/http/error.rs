@@ -38,7 +38,11 @@ pub enum ApiError {
 
 /// The error format of a path: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
 pub fn format_for_path(path: &str) -> Format {
-    if path.starts_with("/v1/messages") { Format::Anthropic } else { Format::OpenAi }
+    if path.starts_with("/v1/messages") {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    }
 }
 
 /// How an error is presented: status, machine-readable code, and per-format type.
@@ -52,8 +56,20 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(status: StatusCode, code: &'static str, openai_type: &'static str, anthropic_type: &'static str) -> Self {
-        Shape { status, code, openai_type, anthropic_type, param: None, retry_after: None }
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        openai_type: &'static str,
+        anthropic_type: &'static str,
+    ) -> Self {
+        Shape {
+            status,
+            code,
+            openai_type,
+            anthropic_type,
+            param: None,
+            retry_after: None,
+        }
     }
 }
 
@@ -72,21 +88,55 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(e) => Shape {
                 param: e.param.clone(),
-                ..Shape::new(S::BAD_REQUEST, "invalid_request", "invalid_request_error", "invalid_request_error")
+                ..Shape::new(
+                    S::BAD_REQUEST,
+                    "invalid_request",
+                    "invalid_request_error",
+                    "invalid_request_error",
+                )
             },
-            ApiError::BodyRead(_) => Shape::new(S::BAD_REQUEST, "invalid_body", "invalid_request_error", "invalid_request_error"),
-            ApiError::MissingKey => Shape::new(S::UNAUTHORIZED, "missing_api_key", "invalid_request_error", "authentication_error"),
-            ApiError::InvalidKey => Shape::new(S::UNAUTHORIZED, "invalid_api_key", "invalid_request_error", "authentication_error"),
-            ApiError::PayloadTooLarge { .. } => {
-                Shape::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", "invalid_request_error", "request_too_large")
-            }
-            ApiError::NoRoute { .. } => Shape::new(S::NOT_FOUND, "unknown_route", "invalid_request_error", "not_found_error"),
-            ApiError::MethodNotAllowed { .. } => {
-                Shape::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", "invalid_request_error", "invalid_request_error")
-            }
-            ApiError::Route(RouteError::UnknownModel { .. }) => {
-                Shape::new(S::NOT_FOUND, "model_not_found", "invalid_request_error", "not_found_error")
-            }
+            ApiError::BodyRead(_) => Shape::new(
+                S::BAD_REQUEST,
+                "invalid_body",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            ApiError::MissingKey => Shape::new(
+                S::UNAUTHORIZED,
+                "missing_api_key",
+                "invalid_request_error",
+                "authentication_error",
+            ),
+            ApiError::InvalidKey => Shape::new(
+                S::UNAUTHORIZED,
+                "invalid_api_key",
+                "invalid_request_error",
+                "authentication_error",
+            ),
+            ApiError::PayloadTooLarge { .. } => Shape::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            ApiError::NoRoute { .. } => Shape::new(
+                S::NOT_FOUND,
+                "unknown_route",
+                "invalid_request_error",
+                "not_found_error",
+            ),
+            ApiError::MethodNotAllowed { .. } => Shape::new(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            ApiError::Route(RouteError::UnknownModel { .. }) => Shape::new(
+                S::NOT_FOUND,
+                "model_not_found",
+                "invalid_request_error",
+                "not_found_error",
+            ),
             ApiError::Route(RouteError::Rejected { error, .. }) => {
                 let status = match error.kind {
                     ErrorKind::Status(code) => S::from_u16(code).unwrap_or(S::BAD_REQUEST),
@@ -103,11 +153,21 @@ impl ApiError {
                     !failures.is_empty() && failures.iter().all(|t| f(&t.error))
                 };
                 if all(|e| e.is_timeout()) {
-                    Shape::new(S::GATEWAY_TIMEOUT, "upstream_timeout", "api_error", "timeout_error")
+                    Shape::new(
+                        S::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "api_error",
+                        "timeout_error",
+                    )
                 } else if all(|e| e.is_unavailable()) {
                     Shape {
                         retry_after: failures.iter().filter_map(|t| t.error.retry_after).min(),
-                        ..Shape::new(S::SERVICE_UNAVAILABLE, "upstream_unavailable", "api_error", "overloaded_error")
+                        ..Shape::new(
+                            S::SERVICE_UNAVAILABLE,
+                            "upstream_unavailable",
+                            "api_error",
+                            "overloaded_error",
+                        )
                     }
                 } else {
                     Shape::new(S::BAD_GATEWAY, "upstream_error", "api_error", "api_error")
@@ -122,11 +182,15 @@ impl ApiError {
                 "model {model:?} does not exist; GET /v1/models lists the models you can use"
             ),
             ApiError::Route(RouteError::Rejected { target, error }) => {
-                let upstream = error.upstream.as_ref().map_or(error.message.as_str(), |u| u.message.as_str());
+                let upstream = error
+                    .upstream
+                    .as_ref()
+                    .map_or(error.message.as_str(), |u| u.message.as_str());
                 format!("{target} refused the request: {upstream}")
             }
             ApiError::MissingKey => {
-                "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".to_string()
+                "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+                    .to_string()
             }
             ApiError::InvalidKey => "invalid API key".to_string(),
             ApiError::NoRoute { method, path } => format!(
@@ -142,13 +206,19 @@ impl ApiError {
         let message = self.message();
         let body = match format {
             Format::Anthropic => anthropic::error_body(&message, shape.anthropic_type),
-            Format::OpenAi | Format::Gemini => {
-                openai::error_body(&message, shape.openai_type, Some(shape.code), shape.param.as_deref())
-            }
+            Format::OpenAi | Format::Gemini => openai::error_body(
+                &message,
+                shape.openai_type,
+                Some(shape.code),
+                shape.param.as_deref(),
+            ),
         };
         let mut response = (shape.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(after) = shape.retry_after {
             // Whole seconds, rounded up: `retry-after: 0` would invite a hot loop.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -29,7 +29,9 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge { limit }),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
         Err(e) => Err(ApiError::BodyRead(e.to_string())),
     }
 }
@@ -50,7 +52,10 @@ pub fn respond(result: Result<Response, ApiError>, format: Format, info: RouteIn
 
 pub fn json_response(body: Vec<u8>) -> Response {
     let mut response = Body::from(body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -58,12 +63,26 @@ pub fn json_response(body: Vec<u8>) -> Response {
 pub async fn no_route(method: Method, uri: Uri) -> Response {
     let path = uri.path().to_string();
     let format = error::format_for_path(&path);
-    respond(Err(ApiError::NoRoute { method: method.to_string(), path }), format, RouteInfo::default())
+    respond(
+        Err(ApiError::NoRoute {
+            method: method.to_string(),
+            path,
+        }),
+        format,
+        RouteInfo::default(),
+    )
 }
 
 /// Known path, wrong method: 405 in the path's format.
 pub async fn wrong_method(method: Method, uri: Uri) -> Response {
     let path = uri.path().to_string();
     let format = error::format_for_path(&path);
-    respond(Err(ApiError::MethodNotAllowed { method: method.to_string(), path }), format, RouteInfo::default())
+    respond(
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path,
+        }),
+        format,
+        RouteInfo::default(),
+    )
 }

@@ -17,7 +17,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn health() -> Response {
     let mut response = json!({"status": "ok"}).to_string().into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -89,16 +92,24 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "database": database,
         }
     });
-    let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready && !draining {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut response = (code, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let mut response = app.metrics.render().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }

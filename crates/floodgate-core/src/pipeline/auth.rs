@@ -52,7 +52,10 @@ impl Auth {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
         let token = value
             .strip_prefix("Bearer ")
@@ -70,13 +73,19 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-pub async fn require_key(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+pub async fn require_key(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match auth.check(request.headers()) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(error) => error.into_response_for(format_for_path(request.uri().path())).into_response(),
+        Err(error) => error
+            .into_response_for(format_for_path(request.uri().path()))
+            .into_response(),
     }
 }
 
@@ -86,20 +95,48 @@ mod tests {
     use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn bearer_or_x_api_key() {
         let auth = Auth::new(Some(SecretString::from("master-key-0123456789")));
-        assert_eq!(auth.check(&headers(&[("authorization", "Bearer master-key-0123456789")])).unwrap(), Caller::Master);
-        assert_eq!(auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap(), Caller::Master);
-        assert!(matches!(auth.check(&headers(&[])), Err(ApiError::MissingKey)));
-        assert!(matches!(auth.check(&headers(&[("authorization", "Bearer nope")])), Err(ApiError::InvalidKey)));
+        assert_eq!(
+            auth.check(&headers(&[(
+                "authorization",
+                "Bearer master-key-0123456789"
+            )]))
+            .unwrap(),
+            Caller::Master
+        );
+        assert_eq!(
+            auth.check(&headers(&[("x-api-key", "master-key-0123456789")]))
+                .unwrap(),
+            Caller::Master
+        );
+        assert!(matches!(
+            auth.check(&headers(&[])),
+            Err(ApiError::MissingKey)
+        ));
+        assert!(matches!(
+            auth.check(&headers(&[("authorization", "Bearer nope")])),
+            Err(ApiError::InvalidKey)
+        ));
     }
 
     #[test]
     fn no_master_key_means_auth_off() {
-        assert_eq!(Auth::new(None).check(&headers(&[])).unwrap(), Caller::Anonymous);
+        assert_eq!(
+            Auth::new(None).check(&headers(&[])).unwrap(),
+            Caller::Anonymous
+        );
     }
 }

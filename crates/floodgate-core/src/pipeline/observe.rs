@@ -51,13 +51,19 @@ fn valid_request_id(value: &HeaderValue) -> Option<&str> {
     let text = value.to_str().ok()?;
     let ok = !text.is_empty()
         && text.len() <= 128
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     ok.then_some(text)
 }
 
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(valid_request_id) {
+    let id: Arc<str> = match request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(valid_request_id)
+    {
         Some(id) => id.into(),
         None => uuid::Uuid::new_v4().to_string().into(),
     };
@@ -73,7 +79,11 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    let info = response.extensions().get::<RouteInfo>().cloned().unwrap_or_default();
+    let info = response
+        .extensions()
+        .get::<RouteInfo>()
+        .cloned()
+        .unwrap_or_default();
     let guard = Finish {
         started,
         route,
@@ -98,8 +108,16 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let model = self.info.model.clone().unwrap_or_else(|| "none".to_string());
-        let provider = self.info.provider.clone().unwrap_or_else(|| "none".to_string());
+        let model = self
+            .info
+            .model
+            .clone()
+            .unwrap_or_else(|| "none".to_string());
+        let provider = self
+            .info
+            .provider
+            .clone()
+            .unwrap_or_else(|| "none".to_string());
         let labels = [
             ("route", self.route.clone()),
             ("model", model.clone()),
@@ -113,9 +131,24 @@ impl Drop for Finish {
         let _enter = self.span.enter();
         let ms = elapsed.as_secs_f64() * 1000.0;
         match (error, self.completed) {
-            (Some(error), _) => tracing::warn!(status = self.status, ms, model, provider, error, "request failed"),
-            (None, false) => tracing::info!(status = self.status, ms, model, provider, "client went away before the response ended"),
-            (None, true) => tracing::info!(status = self.status, ms, model, provider, "request done"),
+            (Some(error), _) => tracing::warn!(
+                status = self.status,
+                ms,
+                model,
+                provider,
+                error,
+                "request failed"
+            ),
+            (None, false) => tracing::info!(
+                status = self.status,
+                ms,
+                model,
+                provider,
+                "client went away before the response ended"
+            ),
+            (None, true) => {
+                tracing::info!(status = self.status, ms, model, provider, "request done")
+            }
         }
     }
 }
@@ -129,7 +162,10 @@ impl HttpBody for ObservedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = poll {
             self.guard.completed = true;
@@ -152,10 +188,19 @@ mod tests {
 
     #[test]
     fn request_ids_are_checked() {
-        assert_eq!(valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")), Some("abc-123_x.y:z"));
-        assert_eq!(valid_request_id(&HeaderValue::from_static("has space")), None);
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")),
+            Some("abc-123_x.y:z")
+        );
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("has space")),
+            None
+        );
         assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
         let long = "a".repeat(129);
-        assert_eq!(valid_request_id(&HeaderValue::from_str(&long).unwrap()), None);
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_str(&long).unwrap()),
+            None
+        );
     }
 }

@@ -25,10 +25,18 @@ impl Api for AnthropicApi {
 
     fn chat(&self, req: &ChatRequest, model: &str) -> Result<Call, TranslateError> {
         let body = anthropic::write_chat_request(req, model)?;
-        Ok(Call { path: "/v1/messages".to_string(), body })
+        Ok(Call {
+            path: "/v1/messages".to_string(),
+            body,
+        })
     }
 
-    fn read_chat(&self, req: &ChatRequest, _model: &str, body: Bytes) -> Result<ChatResponse, DecodeError> {
+    fn read_chat(
+        &self,
+        req: &ChatRequest,
+        _model: &str,
+        body: Bytes,
+    ) -> Result<ChatResponse, DecodeError> {
         anthropic::read_chat_response(req, body)
     }
 
@@ -36,11 +44,19 @@ impl Api for AnthropicApi {
         StreamReader::Anthropic(anthropic::StreamReader::new(req))
     }
 
-    fn embeddings(&self, _req: &EmbeddingsRequest, _model: &str) -> Option<Result<Call, TranslateError>> {
+    fn embeddings(
+        &self,
+        _req: &EmbeddingsRequest,
+        _model: &str,
+    ) -> Option<Result<Call, TranslateError>> {
         None
     }
 
-    fn read_embeddings(&self, _model: &str, _body: Bytes) -> Result<EmbeddingsResponse, DecodeError> {
+    fn read_embeddings(
+        &self,
+        _model: &str,
+        _body: Bytes,
+    ) -> Result<EmbeddingsResponse, DecodeError> {
         Err(DecodeError::new("Anthropic has no embeddings API"))
     }
 

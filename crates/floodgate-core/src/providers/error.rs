@@ -62,7 +62,12 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), upstream: None, retry_after: None }
+        ProviderError {
+            kind,
+            message: message.into(),
+            upstream: None,
+            retry_after: None,
+        }
     }
 
     pub fn disposition(&self) -> Disposition {
@@ -107,7 +112,10 @@ impl ProviderError {
 
     /// Capacity rather than fault: rate limited, overloaded, or no key left.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Status(429 | 503 | 529) | ErrorKind::NoUsableKey)
+        matches!(
+            self.kind,
+            ErrorKind::Status(429 | 503 | 529) | ErrorKind::NoUsableKey
+        )
     }
 }
 

@@ -35,7 +35,12 @@ impl Api for GeminiApi {
         Ok(Call { path, body })
     }
 
-    fn read_chat(&self, req: &ChatRequest, model: &str, body: Bytes) -> Result<ChatResponse, DecodeError> {
+    fn read_chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        body: Bytes,
+    ) -> Result<ChatResponse, DecodeError> {
         gemini::read_chat_response(req, model, body)
     }
 
@@ -43,12 +48,18 @@ impl Api for GeminiApi {
         StreamReader::Gemini(gemini::StreamReader::new(req, model))
     }
 
-    fn embeddings(&self, req: &EmbeddingsRequest, model: &str) -> Option<Result<Call, TranslateError>> {
+    fn embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        model: &str,
+    ) -> Option<Result<Call, TranslateError>> {
         let model = model_path(model);
-        Some(gemini::write_embeddings_request(req, model).map(|body| Call {
-            path: format!("/v1beta/models/{model}:batchEmbedContents"),
-            body,
-        }))
+        Some(
+            gemini::write_embeddings_request(req, model).map(|body| Call {
+                path: format!("/v1beta/models/{model}:batchEmbedContents"),
+                body,
+            }),
+        )
     }
 
     fn read_embeddings(&self, model: &str, body: Bytes) -> Result<EmbeddingsResponse, DecodeError> {

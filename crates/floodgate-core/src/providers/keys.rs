@@ -48,7 +48,10 @@ impl KeyPool {
                 reason: Mutex::new(None),
             })
             .collect();
-        KeyPool { keys, next: AtomicUsize::new(0) }
+        KeyPool {
+            keys,
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn pick(&self) -> Pick<'_> {
@@ -67,7 +70,9 @@ impl KeyPool {
 
     /// Takes key `index` out of use. Returns false if it already was.
     pub fn disable(&self, index: usize, reason: &str) -> bool {
-        let Some(key) = self.keys.get(index) else { return false };
+        let Some(key) = self.keys.get(index) else {
+            return false;
+        };
         if key.disabled.swap(true, Ordering::Relaxed) {
             return false;
         }
@@ -86,7 +91,10 @@ impl KeyPool {
     }
 
     pub fn usable(&self) -> usize {
-        self.keys.iter().filter(|k| !k.disabled.load(Ordering::Relaxed)).count()
+        self.keys
+            .iter()
+            .filter(|k| !k.disabled.load(Ordering::Relaxed))
+            .count()
     }
 
     /// `(index, reason)` of every key out of use.
@@ -95,7 +103,12 @@ impl KeyPool {
             .iter()
             .filter(|k| k.disabled.load(Ordering::Relaxed))
             .map(|k| {
-                let reason = k.reason.lock().ok().and_then(|r| r.clone()).unwrap_or_default();
+                let reason = k
+                    .reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_default();
                 (k.index, reason)
             })
             .collect()
@@ -107,7 +120,11 @@ mod tests {
     use super::*;
 
     fn pool(n: usize) -> KeyPool {
-        KeyPool::new((0..n).map(|i| SecretString::from(format!("key-{i}"))).collect())
+        KeyPool::new(
+            (0..n)
+                .map(|i| SecretString::from(format!("key-{i}")))
+                .collect(),
+        )
     }
 
     fn picked(pool: &KeyPool) -> Option<usize> {
@@ -120,7 +137,10 @@ mod tests {
     #[test]
     fn round_robin_skips_disabled_keys() {
         let pool = pool(3);
-        assert_eq!([picked(&pool), picked(&pool), picked(&pool)], [Some(0), Some(1), Some(2)]);
+        assert_eq!(
+            [picked(&pool), picked(&pool), picked(&pool)],
+            [Some(0), Some(1), Some(2)]
+        );
         assert!(pool.disable(1, "401"));
         assert!(!pool.disable(1, "401"));
         let seen: Vec<_> = (0..4).map(|_| picked(&pool)).collect();

@@ -31,10 +31,18 @@ impl Api for OpenAiApi {
 
     fn chat(&self, req: &ChatRequest, model: &str) -> Result<Call, TranslateError> {
         let body = openai::write_chat_request(req, model, self.dialect)?;
-        Ok(Call { path: "/chat/completions".to_string(), body })
+        Ok(Call {
+            path: "/chat/completions".to_string(),
+            body,
+        })
     }
 
-    fn read_chat(&self, req: &ChatRequest, _model: &str, body: Bytes) -> Result<ChatResponse, DecodeError> {
+    fn read_chat(
+        &self,
+        req: &ChatRequest,
+        _model: &str,
+        body: Bytes,
+    ) -> Result<ChatResponse, DecodeError> {
         openai::read_chat_response(req, body)
     }
 
@@ -42,14 +50,24 @@ impl Api for OpenAiApi {
         StreamReader::OpenAi(openai::StreamReader::new(req))
     }
 
-    fn embeddings(&self, req: &EmbeddingsRequest, model: &str) -> Option<Result<Call, TranslateError>> {
+    fn embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        model: &str,
+    ) -> Option<Result<Call, TranslateError>> {
         Some(
-            openai::write_embeddings_request(req, model)
-                .map(|body| Call { path: "/embeddings".to_string(), body }),
+            openai::write_embeddings_request(req, model).map(|body| Call {
+                path: "/embeddings".to_string(),
+                body,
+            }),
         )
     }
 
-    fn read_embeddings(&self, _model: &str, body: Bytes) -> Result<EmbeddingsResponse, DecodeError> {
+    fn read_embeddings(
+        &self,
+        _model: &str,
+        body: Bytes,
+    ) -> Result<EmbeddingsResponse, DecodeError> {
         openai::read_embeddings_response(body)
     }
 

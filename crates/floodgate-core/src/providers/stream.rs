@@ -27,7 +27,10 @@ pub enum StreamReader {
 }
 
 impl StreamReader {
-    fn read(&mut self, event: &floodgate_protocol::sse::SseEvent) -> Result<StreamChunk, StreamError> {
+    fn read(
+        &mut self,
+        event: &floodgate_protocol::sse::SseEvent,
+    ) -> Result<StreamChunk, StreamError> {
         match self {
             StreamReader::OpenAi(r) => r.read(event),
             StreamReader::Anthropic(r) => r.read(event),
@@ -135,7 +138,11 @@ impl UpstreamStream {
                 Ok(Some(Err(err))) => Err(ProviderError::new(
                     ErrorKind::Stream,
                     self.scrubber
-                        .scrub(&format!("{}: the stream broke off: {}", self.provider, source_of(&err)))
+                        .scrub(&format!(
+                            "{}: the stream broke off: {}",
+                            self.provider,
+                            source_of(&err)
+                        ))
                         .into_owned(),
                 )),
                 Ok(None) => {
@@ -193,7 +200,10 @@ impl UpstreamStream {
                     StreamEvent::Delta { .. } if self.first_chunk.is_none() => {
                         let now = Instant::now();
                         self.first_chunk = Some(now);
-                        let labels = [("provider", self.provider.clone()), ("model", self.model.clone())];
+                        let labels = [
+                            ("provider", self.provider.clone()),
+                            ("model", self.model.clone()),
+                        ];
                         metrics::histogram!(metric::UPSTREAM_TTFT, &labels)
                             .record(now.duration_since(self.started));
                     }
@@ -220,7 +230,10 @@ impl UpstreamStream {
             }
             StreamError::Decode(e) => ProviderError::new(
                 ErrorKind::Decode,
-                format!("{} sent a stream event that is not valid: {e}", self.provider),
+                format!(
+                    "{} sent a stream event that is not valid: {e}",
+                    self.provider
+                ),
             ),
         }
     }
@@ -238,7 +251,10 @@ impl UpstreamStream {
         ];
         metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(self.started.elapsed());
         if outcome != "ok" {
-            let labels = [("provider", self.provider.clone()), ("kind", outcome.to_string())];
+            let labels = [
+                ("provider", self.provider.clone()),
+                ("kind", outcome.to_string()),
+            ];
             metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
         }
     }
@@ -263,5 +279,7 @@ fn source_of(err: &reqwest::Error) -> String {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

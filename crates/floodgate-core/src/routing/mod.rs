@@ -13,12 +13,16 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodgate_protocol::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamChunk};
+use floodgate_protocol::{
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamChunk,
+};
 
 pub use backoff::Backoff;
 
 use crate::config::{Config, RoutingConfig};
-use crate::providers::{ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, UpstreamStream};
+use crate::providers::{
+    ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, UpstreamStream,
+};
 use crate::state::StateBackend;
 use crate::telemetry::metric;
 
@@ -83,9 +87,15 @@ pub enum RouteError {
     /// The upstream refused the request itself (400, 413, 422…): every target
     /// would, so the client gets the upstream's answer.
     #[error("{}", .error.message)]
-    Rejected { target: String, error: ProviderError },
+    Rejected {
+        target: String,
+        error: Box<ProviderError>,
+    },
     #[error("{}", describe_exhausted(.model, .failures))]
-    Exhausted { model: String, failures: Vec<TargetFailure> },
+    Exhausted {
+        model: String,
+        failures: Vec<TargetFailure>,
+    },
 }
 
 fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
@@ -97,7 +107,14 @@ fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
         if i > 0 {
             out.push_str("; ");
         }
-        let _ = write!(out, "{} ({} attempt{}): {}", f.target, f.attempts, if f.attempts == 1 { "" } else { "s" }, f.error.message);
+        let _ = write!(
+            out,
+            "{} ({} attempt{}): {}",
+            f.target,
+            f.attempts,
+            if f.attempts == 1 { "" } else { "s" },
+            f.error.message
+        );
     }
     out
 }
@@ -113,7 +130,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(config: &Config, providers: Vec<Arc<Provider>>, state: Arc<dyn StateBackend>) -> Router {
+    pub fn new(
+        config: &Config,
+        providers: Vec<Arc<Provider>>,
+        state: Arc<dyn StateBackend>,
+    ) -> Router {
         let providers: HashMap<String, Arc<Provider>> =
             providers.into_iter().map(|p| (p.name.clone(), p)).collect();
         let mut aliases = HashMap::new();
@@ -123,14 +144,23 @@ impl Router {
                 .targets
                 .iter()
                 .filter_map(|t| {
-                    providers.get(&t.provider).map(|p| Target { provider: p.clone(), model: t.model.clone() })
+                    providers.get(&t.provider).map(|p| Target {
+                        provider: p.clone(),
+                        model: t.model.clone(),
+                    })
                 })
                 .collect();
             let retries = model.retries.unwrap_or(config.routing.retries);
             aliases.insert(model.name.clone(), Alias { targets, retries });
             order.push(model.name.clone());
         }
-        Router { providers, aliases, order, config: config.routing.clone(), state }
+        Router {
+            providers,
+            aliases,
+            order,
+            config: config.routing.clone(),
+            state,
+        }
     }
 
     /// Alias names, in config order.
@@ -144,35 +174,62 @@ impl Router {
 
     pub fn resolve(&self, model: &str) -> Result<Route, RouteError> {
         if let Some(alias) = self.aliases.get(model) {
-            return Ok(Route { name: model.to_string(), targets: alias.targets.clone(), retries: alias.retries });
+            return Ok(Route {
+                name: model.to_string(),
+                targets: alias.targets.clone(),
+                retries: alias.retries,
+            });
         }
-        if self.config.allow_direct_targets {
-            if let Some((provider, upstream_model)) = model.split_once('/') {
-                if let Some(provider) = self.providers.get(provider).filter(|_| !upstream_model.is_empty()) {
-                    return Ok(Route {
-                        name: model.to_string(),
-                        targets: vec![Target { provider: provider.clone(), model: upstream_model.to_string() }],
-                        retries: self.config.retries,
-                    });
-                }
-            }
+        if self.config.allow_direct_targets
+            && let Some((provider, upstream_model)) = model.split_once('/')
+            && let Some(provider) = self.providers.get(provider)
+            && !upstream_model.is_empty()
+        {
+            return Ok(Route {
+                name: model.to_string(),
+                targets: vec![Target {
+                    provider: provider.clone(),
+                    model: upstream_model.to_string(),
+                }],
+                retries: self.config.retries,
+            });
         }
-        Err(RouteError::UnknownModel { model: model.to_string() })
+        Err(RouteError::UnknownModel {
+            model: model.to_string(),
+        })
     }
 
-    pub async fn chat(&self, route: &Route, req: &ChatRequest, hints: &ClientHints) -> Result<Routed<ChatResponse>, RouteError> {
+    pub async fn chat(
+        &self,
+        route: &Route,
+        req: &ChatRequest,
+        hints: &ClientHints,
+    ) -> Result<Routed<ChatResponse>, RouteError> {
         self.run(route, &Chat { req, hints }).await
     }
 
-    pub async fn chat_stream(&self, route: &Route, req: &ChatRequest, hints: &ClientHints) -> Result<Routed<StartedStream>, RouteError> {
+    pub async fn chat_stream(
+        &self,
+        route: &Route,
+        req: &ChatRequest,
+        hints: &ClientHints,
+    ) -> Result<Routed<StartedStream>, RouteError> {
         self.run(route, &Stream { req, hints }).await
     }
 
-    pub async fn embeddings(&self, route: &Route, req: &EmbeddingsRequest) -> Result<Routed<EmbeddingsResponse>, RouteError> {
+    pub async fn embeddings(
+        &self,
+        route: &Route,
+        req: &EmbeddingsRequest,
+    ) -> Result<Routed<EmbeddingsResponse>, RouteError> {
         self.run(route, &Embeddings { req }).await
     }
 
-    async fn run<A: Attempt>(&self, route: &Route, op: &A) -> Result<Routed<A::Output>, RouteError> {
+    async fn run<A: Attempt>(
+        &self,
+        route: &Route,
+        op: &A,
+    ) -> Result<Routed<A::Output>, RouteError> {
         let mut failures = Vec::new();
         let mut total_attempts = 0;
         for target in &route.targets {
@@ -185,10 +242,16 @@ impl Router {
                     Pick::Key(key) => Some(key),
                     Pick::Anonymous => None,
                     Pick::Exhausted => {
-                        let last = refused.as_ref().map(|e| format!(" (last: {})", e.message)).unwrap_or_default();
+                        let last = refused
+                            .as_ref()
+                            .map(|e| format!(" (last: {})", e.message))
+                            .unwrap_or_default();
                         break ProviderError::new(
                             ErrorKind::NoUsableKey,
-                            format!("{}: every key is out of use after being refused{last}", target.provider.name),
+                            format!(
+                                "{}: every key is out of use after being refused{last}",
+                                target.provider.name
+                            ),
                         );
                     }
                 };
@@ -207,7 +270,10 @@ impl Router {
                 };
                 match error.disposition() {
                     Disposition::Reject => {
-                        return Err(RouteError::Rejected { target: target.label(), error });
+                        return Err(RouteError::Rejected {
+                            target: target.label(),
+                            error: Box::new(error),
+                        });
                     }
                     Disposition::NextTarget => break error,
                     Disposition::RejectKey => {
@@ -232,7 +298,10 @@ impl Router {
                             Some(after) => wait.max(after),
                             None => wait,
                         };
-                        let labels = [("provider", target.provider.name.clone()), ("reason", error.label().to_string())];
+                        let labels = [
+                            ("provider", target.provider.name.clone()),
+                            ("reason", error.label().to_string()),
+                        ];
                         metrics::counter!(metric::UPSTREAM_RETRIES, &labels).increment(1);
                         tracing::debug!(target = %target.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
                         sleep(wait).await;
@@ -240,9 +309,16 @@ impl Router {
                 }
             };
             tracing::debug!(target = %target.label(), error = %failure, "target failed, falling back");
-            failures.push(TargetFailure { target: target.label(), attempts, error: failure });
+            failures.push(TargetFailure {
+                target: target.label(),
+                attempts,
+                error: failure,
+            });
         }
-        Err(RouteError::Exhausted { model: route.name.clone(), failures })
+        Err(RouteError::Exhausted {
+            model: route.name.clone(),
+            failures,
+        })
     }
 
     async fn disable_key(&self, provider: &Provider, key: &Key, error: &ProviderError) {
@@ -256,7 +332,11 @@ impl Router {
             );
             let labels = [("provider", provider.name.clone())];
             metrics::counter!(metric::KEYS_DISABLED, &labels).increment(1);
-            if let Err(e) = self.state.disable_key(&provider.name, key.index, &reason).await {
+            if let Err(e) = self
+                .state
+                .disable_key(&provider.name, key.index, &reason)
+                .await
+            {
                 tracing::warn!(provider = %provider.name, error = %e, "could not record the disabled key in the state backend");
             }
         }
@@ -280,8 +360,14 @@ struct Chat<'r> {
 
 impl Attempt for Chat<'_> {
     type Output = ChatResponse;
-    fn call<'a>(&'a self, target: &'a Target, key: Option<&'a Key>) -> impl Future<Output = Result<ChatResponse, ProviderError>> + Send + 'a {
-        target.provider.chat(self.req, &target.model, key, self.hints)
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<ChatResponse, ProviderError>> + Send + 'a {
+        target
+            .provider
+            .chat(self.req, &target.model, key, self.hints)
     }
 }
 
@@ -292,27 +378,46 @@ struct Stream<'r> {
 
 impl Attempt for Stream<'_> {
     type Output = StartedStream;
-    fn call<'a>(&'a self, target: &'a Target, key: Option<&'a Key>) -> impl Future<Output = Result<StartedStream, ProviderError>> + Send + 'a {
-        async move {
-            let mut rest = target.provider.chat_stream(self.req, &target.model, key, self.hints).await?;
-            let mut head = Vec::new();
-            loop {
-                match rest.next_chunk().await {
-                    Some(Ok(chunk)) => {
-                        let has_content = !chunk.events.is_empty();
-                        head.push(chunk);
-                        if has_content {
-                            return Ok(StartedStream { head, rest });
-                        }
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => {
-                        return Err(ProviderError::new(
-                            ErrorKind::Stream,
-                            format!("{}: the stream ended before any content", target.provider.name),
-                        ));
-                    }
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<StartedStream, ProviderError>> + Send + 'a {
+        start_stream(self.req, self.hints, target, key)
+    }
+}
+
+/// Opens a stream and reads it until its first content, which is when it is
+/// committed to this target.
+async fn start_stream(
+    req: &ChatRequest,
+    hints: &ClientHints,
+    target: &Target,
+    key: Option<&Key>,
+) -> Result<StartedStream, ProviderError> {
+    let mut rest = target
+        .provider
+        .chat_stream(req, &target.model, key, hints)
+        .await?;
+    let mut head = Vec::new();
+    loop {
+        match rest.next_chunk().await {
+            Some(Ok(chunk)) => {
+                let has_content = !chunk.events.is_empty();
+                head.push(chunk);
+                if has_content {
+                    return Ok(StartedStream { head, rest });
                 }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ProviderError::new(
+                    ErrorKind::Stream,
+                    format!(
+                        "{}: the stream ended before any content",
+                        target.provider.name
+                    ),
+                ));
             }
         }
     }
@@ -324,7 +429,11 @@ struct Embeddings<'r> {
 
 impl Attempt for Embeddings<'_> {
     type Output = EmbeddingsResponse;
-    fn call<'a>(&'a self, target: &'a Target, key: Option<&'a Key>) -> impl Future<Output = Result<EmbeddingsResponse, ProviderError>> + Send + 'a {
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<EmbeddingsResponse, ProviderError>> + Send + 'a {
         target.provider.embeddings(self.req, &target.model, key)
     }
 }

@@ -10,7 +10,16 @@ fn router(text: &str) -> Router {
     let providers = config
         .providers
         .iter()
-        .map(|p| Arc::new(Provider::new(p, "http://127.0.0.1:9".into(), Arc::new(Scrubber::default())).unwrap()))
+        .map(|p| {
+            Arc::new(
+                Provider::new(
+                    p,
+                    "http://127.0.0.1:9".into(),
+                    Arc::new(Scrubber::default()),
+                )
+                .unwrap(),
+            )
+        })
         .collect();
     Router::new(&config, providers, Arc::new(MemoryState::default()))
 }
@@ -39,13 +48,22 @@ fn aliases_resolve_to_their_targets_in_order() {
 
 #[test]
 fn direct_targets_only_when_allowed() {
-    assert!(matches!(router(CONFIG).resolve("local/x"), Err(RouteError::UnknownModel { .. })));
+    assert!(matches!(
+        router(CONFIG).resolve("local/x"),
+        Err(RouteError::UnknownModel { .. })
+    ));
     let allowed = format!("[routing]\nallow_direct_targets = true\n{CONFIG}");
     let router = router(&allowed);
     let route = router.resolve("local/meta-llama/Llama-3").unwrap();
     assert_eq!(route.targets[0].model, "meta-llama/Llama-3");
-    assert!(matches!(router.resolve("nope/x"), Err(RouteError::UnknownModel { .. })));
-    assert!(matches!(router.resolve("local/"), Err(RouteError::UnknownModel { .. })));
+    assert!(matches!(
+        router.resolve("nope/x"),
+        Err(RouteError::UnknownModel { .. })
+    ));
+    assert!(matches!(
+        router.resolve("local/"),
+        Err(RouteError::UnknownModel { .. })
+    ));
 }
 
 #[test]
@@ -53,8 +71,16 @@ fn exhausted_error_names_every_target_tried() {
     let error = RouteError::Exhausted {
         model: "chat".into(),
         failures: vec![
-            TargetFailure { target: "a/x".into(), attempts: 3, error: ProviderError::new(ErrorKind::Status(500), "a answered 500: boom") },
-            TargetFailure { target: "b/y".into(), attempts: 1, error: ProviderError::new(ErrorKind::Connect, "b: cannot connect") },
+            TargetFailure {
+                target: "a/x".into(),
+                attempts: 3,
+                error: ProviderError::new(ErrorKind::Status(500), "a answered 500: boom"),
+            },
+            TargetFailure {
+                target: "b/y".into(),
+                attempts: 1,
+                error: ProviderError::new(ErrorKind::Connect, "b: cannot connect"),
+            },
         ],
     };
     assert_eq!(

@@ -14,7 +14,10 @@ pub struct MemoryState {
 
 impl MemoryState {
     fn poisoned() -> StateError {
-        StateError { backend: "memory", message: "a thread panicked while holding the state lock".into() }
+        StateError {
+            backend: "memory",
+            message: "a thread panicked while holding the state lock".into(),
+        }
     }
 }
 
@@ -24,7 +27,12 @@ impl StateBackend for MemoryState {
         "memory"
     }
 
-    async fn disable_key(&self, provider: &str, index: usize, reason: &str) -> Result<(), StateError> {
+    async fn disable_key(
+        &self,
+        provider: &str,
+        index: usize,
+        reason: &str,
+    ) -> Result<(), StateError> {
         let mut map = self.disabled.lock().map_err(|_| Self::poisoned())?;
         map.insert((provider.to_string(), index), reason.to_string());
         Ok(())
@@ -53,7 +61,10 @@ mod tests {
         let state = MemoryState::default();
         state.disable_key("a", 1, "401").await.unwrap();
         state.disable_key("b", 0, "403").await.unwrap();
-        assert_eq!(state.disabled_keys("a").await.unwrap(), vec![(1, "401".to_string())]);
+        assert_eq!(
+            state.disabled_keys("a").await.unwrap(),
+            vec![(1, "401".to_string())]
+        );
         assert!(state.disabled_keys("c").await.unwrap().is_empty());
     }
 }

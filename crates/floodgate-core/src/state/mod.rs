@@ -21,7 +21,12 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
 
     /// Records that key `index` of `provider` was refused and is out of use.
-    async fn disable_key(&self, provider: &str, index: usize, reason: &str) -> Result<(), StateError>;
+    async fn disable_key(
+        &self,
+        provider: &str,
+        index: usize,
+        reason: &str,
+    ) -> Result<(), StateError>;
 
     /// `(index, reason)` of the keys of `provider` that are out of use.
     async fn disabled_keys(&self, provider: &str) -> Result<Vec<(usize, String)>, StateError>;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, SqlSafeStr};
 
 use super::{Store, StoreError, UsageRecord, UsageTotals};
@@ -31,7 +33,11 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
-            .journal_mode(if in_memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .journal_mode(if in_memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         // An in-memory database lives only as long as its one connection.
@@ -145,7 +151,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
-        store.record_usage(&[record("a", 10), record("a", 5), record("b", 1)]).await.unwrap();
+        store
+            .record_usage(&[record("a", 10), record("a", 5), record("b", 1)])
+            .await
+            .unwrap();
         drop(store);
         let store = SqliteStore::open(&url).await.unwrap();
         let totals = store.usage_totals().await.unwrap();

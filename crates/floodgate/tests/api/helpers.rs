@@ -1,0 +1,332 @@
+//! `spawn_app()`: a real gateway on port 0 with its own SQLite file and its
+//! own scriptable mock upstream, plus typed helpers to talk to it.
+
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message when setup or I/O fails"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodgate_core::config::{self, Env, Overrides};
+use floodgate_core::store::{Store, UsageTotals};
+use floodgate_core::{App, AppState};
+use floodgate_mock_upstream::{MockConfig, MockServer, Recorded};
+use floodgate_protocol::sse::{SseEvent, SseParser};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Three providers, one per wire format, all served by the same mock, and
+/// one alias per provider. Fast retries so tests do not wait.
+pub const DEFAULT_CONFIG: &str = r#"
+[server]
+shutdown_grace = "5s"
+
+[routing]
+retries = 2
+backoff_base = "1ms"
+backoff_max = "4ms"
+
+[[providers]]
+name = "oai"
+kind = "openai-compatible"
+base_url = "{openai}"
+keys = ["oai-key-0123456789abcdef"]
+
+[[providers]]
+name = "ant"
+kind = "anthropic"
+base_url = "{base}"
+keys = ["ant-key-0123456789abcdef"]
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{base}"
+keys = ["gem-key-0123456789abcdef"]
+
+[[models]]
+name = "gpt"
+targets = ["oai/gpt-4o-mini"]
+
+[[models]]
+name = "claude"
+targets = ["ant/claude-haiku-4-5"]
+
+[[models]]
+name = "gemini"
+targets = ["gem/gemini-2.5-flash"]
+
+[[models]]
+name = "embed"
+targets = ["oai/text-embedding-3-small"]
+"#;
+
+pub struct Options {
+    /// TOML; `{openai}` and `{base}` become the mock's base URLs.
+    pub config: String,
+    pub mock: MockConfig,
+    pub master_key: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: DEFAULT_CONFIG.to_string(),
+            mock: MockConfig {
+                record: true,
+                ..MockConfig::default()
+            },
+            master_key: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub mock: MockServer,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub key: Option<String>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_config(config: &str) -> TestApp {
+    spawn_with(Options {
+        config: config.to_string(),
+        ..Options::default()
+    })
+    .await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    let mock = MockServer::start(options.mock)
+        .await
+        .expect("mock upstream starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = options
+        .config
+        .replace("{openai}", &mock.openai_base_url())
+        .replace("{base}", &mock.base_url());
+    text.push_str(&format!(
+        "\n[database]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("floodgate.db").display()
+    ));
+    let mut env = Env::new();
+    if let Some(key) = &options.master_key {
+        env.insert("FLOODGATE_MASTER_KEY".to_string(), key.clone());
+    }
+    let config = config::from_text(&text, "test.toml", &env, &Overrides::default())
+        .expect("test config is valid");
+    let app = App::build(config).await.expect("app builds");
+    let state = app.state().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+    let http = http_client();
+    TestApp {
+        addr,
+        mock,
+        http,
+        state,
+        key: options.master_key,
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.auth(self.http.post(self.url(path)).json(body))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.auth(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.auth(self.http.get(self.url(path)))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POST and read a JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        json_of(self.post(path, body).await).await
+    }
+
+    /// POST a streaming request and read every SSE event until the end.
+    pub async fn post_sse(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, HeaderMap, Vec<SseEvent>) {
+        let response = self.post(path, body).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("stream read");
+        (status, headers, parse_sse(&bytes))
+    }
+
+    pub fn upstream_requests(&self) -> Vec<Recorded> {
+        self.mock.requests()
+    }
+
+    /// Ledger totals once `n` requests have been written (polling, with a deadline).
+    pub async fn ledger_after(&self, n: i64) -> Vec<UsageTotals> {
+        let store: Arc<dyn Store> = self.state.store.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let totals = store.usage_totals().await.expect("usage totals");
+            if totals.iter().map(|t| t.requests).sum::<i64>() >= n {
+                return totals;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ledger did not reach {n} records: {totals:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub async fn wait_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await.expect("server task");
+        self.mock.shutdown().await;
+        result
+    }
+}
+
+/// A client for tests. reqwest is built without a default TLS provider, so
+/// install ring's before building one (a no-op when already installed).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub async fn json_of(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"));
+    (status, headers, value)
+}
+
+pub fn parse_sse(bytes: &[u8]) -> Vec<SseEvent> {
+    let mut parser = SseParser::default();
+    parser.push(bytes).expect("sse");
+    parser.finish();
+    let mut events = Vec::new();
+    while let Some(event) = parser.next_event() {
+        events.push(event);
+    }
+    events
+}
+
+/// The JSON data of every event but OpenAI's `[DONE]`.
+pub fn data_of(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| {
+            serde_json::from_str(&e.data)
+                .unwrap_or_else(|_| panic!("event data is not JSON: {}", e.data))
+        })
+        .collect()
+}
+
+/// Polls `check` until it holds, failing the test after 10 s.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A documented-looking OpenAI chat body.
+pub fn chat_body(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."}
+        ]
+    })
+}
+
+/// A documented-looking Anthropic messages body.
+pub fn messages_body(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 64,
+        "stream": stream,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Say hello."}]
+    })
+}

@@ -1,0 +1,375 @@
+//! The real binary: zero-config start, SIGTERM drain, check-config, the mock
+//! CLI, and no secret in any log line.
+
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "process helpers fail the test when the child cannot be driven"
+)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use floodgate_mock_upstream::{MockConfig, MockServer};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+/// A running `floodgate` process whose output lines are collected.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("floodgate starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for reader in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(stderr),
+        ] {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    async fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} in {:#?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The address from the JSON "listening" log line.
+    async fn address(&self) -> String {
+        let line = self.line_with("floodgate listening").await;
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        value["address"].as_str().unwrap().to_string()
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines = self.lines.lock().unwrap().clone();
+        (status, lines)
+    }
+}
+
+#[tokio::test]
+async fn zero_config_serves_the_builtin_mock_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::spawn(
+        &["serve", "--listen", "127.0.0.1:0", "--log-format", "json"],
+        dir.path(),
+        &[],
+    );
+    let address = running.address().await;
+    let http = http_client();
+    let body = chat_body("mock", false);
+    let response = http
+        .post(format!("http://{address}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (code, headers, body) = json_of(response).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-floodgate-provider"], "mock");
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 10
+    );
+    let (code, _, ready) = json_of(
+        http.get(format!("http://{address}/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{ready}");
+    running.terminate();
+    let (status, _) = running.wait().await;
+    assert!(status.success());
+    assert!(
+        dir.path().join("floodgate.db").exists(),
+        "the SQLite file is created"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_running_stream_and_exits_zero() {
+    let mock = MockServer::start(MockConfig {
+        chunk_delay: Duration::from_millis(40),
+        chunks: 25,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[providers]]\nname = \"m\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nkeys = [\"mock-key\"]\n\n[[models]]\nname = \"gpt\"\ntargets = [\"m/gpt\"]\n",
+        mock.openai_base_url()
+    );
+    std::fs::write(dir.path().join("floodgate.toml"), config).unwrap();
+    let running = Running::spawn(
+        &[
+            "serve",
+            "-c",
+            "floodgate.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        dir.path(),
+        &[],
+    );
+    let address = running.address().await;
+    let response = http_client()
+        .post(format!("http://{address}/v1/chat/completions"))
+        .json(&chat_body("gpt", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    running.terminate();
+    let events = parse_sse(&response.bytes().await.unwrap());
+    assert_eq!(
+        events.last().unwrap().data,
+        "[DONE]",
+        "the stream finished despite SIGTERM"
+    );
+    assert_eq!(
+        data_of(&events)
+            .iter()
+            .filter(|c| c["choices"][0]["delta"]["content"].is_string())
+            .count(),
+        25 + 1
+    );
+    let (status, lines) = running.wait().await;
+    assert!(status.success(), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("draining")));
+}
+
+#[tokio::test]
+async fn check_config_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "listen = \"127.0.0.1:8080\"\n\n[[providers]]\nname = \"x\"\nkind = \"openia\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["check-config", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:5:") && stderr.contains("openai-compatible"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("good.toml"), "[[providers]]\nname = \"m\"\nkind = \"mock\"\n\n[[models]]\nname = \"a\"\ntargets = [\"m/x\"]\n").unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["check-config", "good.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("good.toml: OK (1 provider, 1 model"));
+
+    let output = std::process::Command::new(BIN)
+        .args(["check-config", "missing.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot read config file missing.toml")
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_or_responses() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let master = "fg-master-SECRET-0123456789abcdef";
+    let bad_key = "invalid-SECRET-key-0123456789abcdef";
+    let good_key = "sk-good-SECRET-0123456789abcdef";
+    let config = format!(
+        "master_key = \"${{FLOODGATE_MASTER_KEY}}\"\n\n[[providers]]\nname = \"m\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nkeys = [\"${{BAD_KEY}}\", \"${{GOOD_KEY}}\"]\n\n[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nkeys = [\"${{BAD_KEY}}\"]\n\n[[models]]\nname = \"gpt\"\ntargets = [\"m/gpt\"]\n\n[[models]]\nname = \"claude\"\ntargets = [\"a/claude\"]\n",
+        mock.openai_base_url(),
+        mock.base_url()
+    );
+    std::fs::write(dir.path().join("floodgate.toml"), config).unwrap();
+    let env = [
+        ("FLOODGATE_MASTER_KEY", master),
+        ("BAD_KEY", bad_key),
+        ("GOOD_KEY", good_key),
+        ("FLOODGATE_LOG", "trace"),
+    ];
+    let running = Running::spawn(
+        &[
+            "serve",
+            "-c",
+            "floodgate.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        dir.path(),
+        &env,
+    );
+    let address = running.address().await;
+    let http = http_client();
+    let mut bodies = Vec::new();
+    // A bad client key, a good one; an upstream that echoes the refused key; streams.
+    for (path, body, key) in [
+        (
+            "/v1/chat/completions",
+            chat_body("gpt", false),
+            "wrong-client-key",
+        ),
+        ("/v1/chat/completions", chat_body("gpt", false), master),
+        ("/v1/chat/completions", chat_body("gpt", true), master),
+        ("/v1/messages", messages_body("claude", false), master),
+        ("/v1/chat/completions", chat_body("claude", true), master),
+    ] {
+        let response = http
+            .post(format!("http://{address}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        bodies.push(response.text().await.unwrap());
+    }
+    let metrics = http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ready = http
+        .get(format!("http://{address}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    running.terminate();
+    let (status, lines) = running.wait().await;
+    assert!(status.success());
+    assert!(lines.len() > 10, "trace logging produced lines: {lines:#?}");
+    // The upstream did echo the refused key back to us.
+    assert!(
+        lines
+            .iter()
+            .chain(&bodies)
+            .any(|l| l.contains("[REDACTED]")),
+        "{lines:#?}\n{bodies:#?}"
+    );
+    let everything = [lines.join("\n"), bodies.join("\n"), metrics, ready].join("\n");
+    for secret in [master, bad_key, good_key, "SECRET"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mock_upstream_cli_serves_until_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::spawn(
+        &["mock-upstream", "--port", "0", "--chunks", "3"],
+        dir.path(),
+        &[],
+    );
+    let line = running
+        .line_with("mock upstream listening on http://")
+        .await;
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let response = http_client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("k")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    let (code, _, body) = json_of(response).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        floodgate_mock_upstream::answer_text(3)
+    );
+    running.terminate();
+    assert!(running.wait().await.0.success());
+}
