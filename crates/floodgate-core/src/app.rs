@@ -37,9 +37,20 @@ use crate::telemetry;
 /// the mock runs in this process, on loopback).
 const BUILTIN_MOCK_KEY: &str = "floodgate-builtin-mock";
 
-/// Everything handlers share. Cheap to clone.
+/// Everything handlers share: one `Arc`, so the per-request clone axum makes
+/// is a single reference-count increment.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub router: Arc<Router>,
     pub auth: Arc<Auth>,
@@ -153,7 +164,7 @@ impl App {
         let (ledger, writer) = Ledger::new(store.clone());
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             auth: Arc::new(Auth::new(config.master_key.clone())),
             prices: Arc::new(PriceTable::new(&config.pricing)),
             config: Arc::new(config),
@@ -163,7 +174,7 @@ impl App {
             ledger,
             metrics: telemetry::metrics_handle(),
             draining: CancellationToken::new(),
-        };
+        }));
         Ok(App {
             state,
             background,

@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// mimalloc: the request path allocates many small short-lived buffers, and
+/// glibc's malloc was about 12 % of the gateway's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,7 +53,7 @@ async fn serve(args: ServeArgs, env: &Env) -> ExitCode {
         Ok(config) => config,
         Err(error) => return config_failure(&error),
     };
-    telemetry::init_logging(&config.log);
+    let _log_guard = telemetry::init_logging(&config.log);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&format!("{error:#}"), 1),

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Gateway overhead in one run on this machine: wrk against the mock upstream
+# directly, then against floodgate (auth on, metrics on, JSON logs at info)
+# in front of the same mock, at several concurrency levels.
+#
+#   bench/overhead.sh [duration-seconds]        (default 10)
+#
+# Needs wrk (apt-get install wrk). Builds the release binary first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+MOCK_PORT=18181
+FG_PORT=18182
+OUT=bench/out
+mkdir -p "$OUT"
+
+cargo build --release --quiet
+BIN=target/release/floodgate
+
+cleanup() { kill "${MOCK_PID:-}" "${FG_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$BIN" mock-upstream --port "$MOCK_PORT" >"$OUT/mock.log" 2>&1 &
+MOCK_PID=$!
+
+cat >"$OUT/floodgate.toml" <<TOML
+master_key = "\${BENCH_MASTER_KEY}"
+
+[log]
+format = "json"
+
+[database]
+url = "sqlite://$OUT/bench.db"
+
+[[providers]]
+name = "mock"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:$MOCK_PORT/v1"
+keys = ["bench-upstream-key"]
+
+[[models]]
+name = "gpt-4o-mini"
+targets = ["mock/gpt-4o-mini"]
+TOML
+rm -f "$OUT"/bench.db*
+export BENCH_MASTER_KEY="bench-master-key-0123456789"
+"$BIN" serve --config "$OUT/floodgate.toml" --listen "127.0.0.1:$FG_PORT" >"$OUT/floodgate.log" 2>&1 &
+FG_PID=$!
+
+for port in $MOCK_PORT $FG_PORT; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+done
+
+run() { # name url concurrency
+  local threads=2
+  [ "$3" -lt 2 ] && threads=1
+  BENCH_KEY="$4" wrk -t"$threads" -c"$3" -d"${DURATION}s" --latency -s bench/chat.lua "$2" >"$OUT/$1-c$3.txt"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/$1-c$3.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$OUT/$1-c$3.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$OUT/$1-c$3.txt")
+  errs=$(grep -E "Non-2xx|Socket errors" "$OUT/$1-c$3.txt" | tr "\n" " " || true)
+  printf "| %-22s | %5s | %10s | %8s | %8s | %s\n" "$1" "$3" "$rps" "$p50" "$p99" "${errs:-0 errors}"
+}
+
+echo "| target                 |  conc |      req/s |      p50 |      p99 | errors"
+echo "|------------------------|-------|------------|----------|----------|-------"
+for c in 16 64 256; do
+  run mock-direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$c" bench-upstream-key
+  run floodgate "http://127.0.0.1:$FG_PORT/v1/chat/completions" "$c" "$BENCH_MASTER_KEY"
+done
+rss=$(ps -o rss= -p "$FG_PID" | tr -d ' ')
+echo
+echo "floodgate RSS after the run: $((rss / 1024)) MiB"
+echo "ledger rows written: $(sqlite3 "$OUT/bench.db" 'select count(*) from usage' 2>/dev/null || echo n/a)"
