@@ -51,10 +51,10 @@ for port in $MOCK_PORT $FG_PORT; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 done
 
-run() { # name url concurrency
-  local threads=2
+run() { # name url concurrency key [script]
+  local threads=2 script="${5:-bench/chat.lua}"
   [ "$3" -lt 2 ] && threads=1
-  BENCH_KEY="$4" wrk -t"$threads" -c"$3" -d"${DURATION}s" --latency -s bench/chat.lua "$2" >"$OUT/$1-c$3.txt"
+  BENCH_KEY="$4" wrk -t"$threads" -c"$3" -d"${DURATION}s" --latency -s "$script" "$2" >"$OUT/$1-c$3.txt"
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/$1-c$3.txt")
   p50=$(awk '$1=="50%" {print $2}' "$OUT/$1-c$3.txt")
@@ -69,6 +69,8 @@ for c in 16 64 256; do
   run mock-direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$c" bench-upstream-key
   run floodgate "http://127.0.0.1:$FG_PORT/v1/chat/completions" "$c" "$BENCH_MASTER_KEY"
 done
+run mock-direct-stream "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" 64 bench-upstream-key bench/chat-stream.lua
+run floodgate-stream "http://127.0.0.1:$FG_PORT/v1/chat/completions" 64 "$BENCH_MASTER_KEY" bench/chat-stream.lua
 rss=$(ps -o rss= -p "$FG_PID" | tr -d ' ')
 echo
 echo "floodgate RSS after the run: $((rss / 1024)) MiB"

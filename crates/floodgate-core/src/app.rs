@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use floodgate_mock_upstream::MockConfig;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -102,21 +103,14 @@ impl App {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.database.url)
-                .await
-                .map_err(|source| StartupError::Database {
-                    url: config.database.url.clone(),
-                    source,
-                })?,
-        );
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.database.url).await.map_err(|source| {
+                StartupError::Database { url: config.database.url.clone(), source }
+            })?);
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
 
-        let mut secrets: Vec<SecretString> = config
-            .providers
-            .iter()
-            .flat_map(|p| p.keys.iter().cloned())
-            .collect();
+        let mut secrets: Vec<SecretString> =
+            config.providers.iter().flat_map(|p| p.keys.iter().cloned()).collect();
         secrets.extend(config.master_key.clone());
         let scrubber = Arc::new(Scrubber::new(secrets));
 
@@ -126,9 +120,8 @@ impl App {
             let base_url = match (&provider_config.base_url, provider_config.kind) {
                 (Some(url), _) => url.clone(),
                 (None, ProviderKind::Mock) => {
-                    let listener = TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .map_err(StartupError::Mock)?;
+                    let listener =
+                        TcpListener::bind("127.0.0.1:0").await.map_err(StartupError::Mock)?;
                     let addr = listener.local_addr().map_err(StartupError::Mock)?;
                     let token = background.clone();
                     tasks.spawn(async move {
@@ -175,12 +168,7 @@ impl App {
             metrics: telemetry::metrics_handle(),
             draining: CancellationToken::new(),
         }));
-        Ok(App {
-            state,
-            background,
-            tasks,
-            ledger_task,
-        })
+        Ok(App { state, background, tasks, ledger_task })
     }
 
     pub fn state(&self) -> &AppState {
@@ -200,20 +188,22 @@ impl App {
             && !addr.ip().is_loopback()
             && !self.state.config.allow_unauthenticated
         {
-            return Err(std::io::Error::other(StartupError::Unauthenticated {
-                addr,
-            }));
+            return Err(std::io::Error::other(StartupError::Unauthenticated { addr }));
         }
         let app = router(self.state.clone());
         let drain = self.state.draining.clone();
         let server_shutdown = shutdown.clone();
         let mut server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
+            // Streams write many small frames: without TCP_NODELAY, Nagle's
+            // algorithm holds them back until the client's delayed ACK (~40 ms).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                .await
         });
         let result = tokio::select! {
             result = &mut server => Some(result),
@@ -276,10 +266,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(http::embeddings::embeddings))
         .route("/v1/models", get(http::models::list))
         .route("/v1/models/{*id}", get(http::models::get))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_key,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key));
     let ops = axum::Router::new()
         .route("/health", get(http::ops::health))
         .route("/health/ready", get(http::ops::ready))
@@ -309,9 +296,8 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         ::http::StatusCode::INTERNAL_SERVER_ERROR,
         body,
     ));
-    response.headers_mut().insert(
-        ::http::header::CONTENT_TYPE,
-        ::http::HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
     response
 }

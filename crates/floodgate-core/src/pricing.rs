@@ -52,11 +52,7 @@ impl PriceTable {
             .map(|(model, input, output, cache_read)| {
                 (
                     model.to_string(),
-                    Price {
-                        input: *input,
-                        output: *output,
-                        cache_read: *cache_read,
-                    },
+                    Price { input: *input, output: *output, cache_read: *cache_read },
                 )
             })
             .collect();
@@ -70,10 +66,7 @@ impl PriceTable {
                 },
             );
         }
-        PriceTable {
-            prices,
-            unknown_reported: Mutex::new(HashSet::new()),
-        }
+        PriceTable { prices, unknown_reported: Mutex::new(HashSet::new()) }
     }
 
     /// Cost in USD of `usage` on upstream model `model`.

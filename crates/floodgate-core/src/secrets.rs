@@ -21,10 +21,8 @@ pub struct Scrubber {
 
 impl Scrubber {
     pub fn new(secrets: impl IntoIterator<Item = SecretString>) -> Self {
-        let mut secrets: Vec<SecretString> = secrets
-            .into_iter()
-            .filter(|s| !s.expose_secret().is_empty())
-            .collect();
+        let mut secrets: Vec<SecretString> =
+            secrets.into_iter().filter(|s| !s.expose_secret().is_empty()).collect();
         // Longest first, so a key that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.expose_secret().len()));
         Scrubber { secrets }

@@ -63,10 +63,7 @@ fn describe() {
         Unit::Seconds,
         "Client request duration, streams until their last byte."
     );
-    describe_gauge!(
-        metric::HTTP_IN_FLIGHT,
-        "Client requests in progress, open streams included."
-    );
+    describe_gauge!(metric::HTTP_IN_FLIGHT, "Client requests in progress, open streams included.");
     describe_histogram!(
         metric::UPSTREAM_DURATION,
         Unit::Seconds,
@@ -77,50 +74,30 @@ fn describe() {
         Unit::Seconds,
         "Upstream time to first streamed token."
     );
-    describe_counter!(
-        metric::UPSTREAM_ERRORS,
-        "Failed upstream calls by provider and error kind."
-    );
-    describe_counter!(
-        metric::UPSTREAM_RETRIES,
-        "Upstream retries by provider and reason."
-    );
+    describe_counter!(metric::UPSTREAM_ERRORS, "Failed upstream calls by provider and error kind.");
+    describe_counter!(metric::UPSTREAM_RETRIES, "Upstream retries by provider and reason.");
     describe_counter!(
         metric::KEYS_DISABLED,
         "Provider keys taken out of use after the upstream refused them."
     );
-    describe_counter!(
-        metric::TOKENS,
-        "Tokens by direction (input/output), provider and model."
-    );
+    describe_counter!(metric::TOKENS, "Tokens by direction (input/output), provider and model.");
     describe_gauge!(
         metric::COST,
         "Estimated cost in USD by provider and model since start (only grows)."
     );
-    describe_gauge!(
-        metric::LEDGER_PENDING,
-        "Usage records waiting to be written."
-    );
-    describe_counter!(
-        metric::LEDGER_WRITTEN,
-        "Usage records written to the store."
-    );
+    describe_gauge!(metric::LEDGER_PENDING, "Usage records waiting to be written.");
+    describe_counter!(metric::LEDGER_WRITTEN, "Usage records written to the store.");
 }
 
 /// Installs the global log subscriber. Returns false if one was already set.
 pub fn init_logging(config: &LogConfig) -> bool {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
-            .is_ok(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(true).try_init().is_ok()
+        }
         LogFormat::Pretty => builder.compact().try_init().is_ok(),
     }
 }

@@ -111,17 +111,14 @@ impl Accounting {
                 .increment(u64::from(outcome.usage.input_tokens));
             metrics::counter!(metric::TOKENS, &labels("output"))
                 .increment(u64::from(outcome.usage.output_tokens));
-            let labels = [
-                ("provider", outcome.provider.clone()),
-                ("model", outcome.upstream_model.clone()),
-            ];
+            let labels =
+                [("provider", outcome.provider.clone()), ("model", outcome.upstream_model.clone())];
             // A gauge that only grows: the metrics facade's counters are integers.
             metrics::gauge!(metric::COST, &labels).increment(cost);
         }
         let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let at_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.ledger.record(UsageRecord {
             at_ms,
             request_id: self.request_id.to_string(),

@@ -60,11 +60,7 @@ pub const TOOL_CALL_COMPLETION_TOKENS: u64 = 4;
 /// The `index`-th streamed piece of a default answer: the first word bare, later ones with a
 /// leading space.
 pub(crate) fn piece(index: usize) -> &'static str {
-    if index == 0 {
-        WORDS[0]
-    } else {
-        SPACED[index % SPACED.len()]
-    }
+    if index == 0 { WORDS[0] } else { SPACED[index % SPACED.len()] }
 }
 
 /// The whole default answer of `words` words, i.e. the streamed pieces joined.
@@ -113,10 +109,7 @@ impl Reply {
     /// A text answer of the configured length, cut to `max_tokens` words if that is smaller.
     pub(crate) fn text(chunks: usize, max_tokens: Option<u64>) -> Reply {
         let limit = max_tokens.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX));
-        Reply::Text {
-            words: chunks.min(limit),
-            truncated: limit < chunks,
-        }
+        Reply::Text { words: chunks.min(limit), truncated: limit < chunks }
     }
 
     /// Completion tokens this answer reports.
@@ -144,9 +137,7 @@ pub(crate) fn tool_to_call(
 
 /// Seconds since the Unix epoch, for `created` fields.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// A member as a string, if it is one.
@@ -195,39 +186,15 @@ mod tests {
 
     #[test]
     fn reply_text_truncates_to_max_tokens() {
-        assert_eq!(
-            Reply::text(20, None),
-            Reply::Text {
-                words: 20,
-                truncated: false
-            }
-        );
-        assert_eq!(
-            Reply::text(20, Some(20)),
-            Reply::Text {
-                words: 20,
-                truncated: false
-            }
-        );
-        assert_eq!(
-            Reply::text(20, Some(5)),
-            Reply::Text {
-                words: 5,
-                truncated: true
-            }
-        );
+        assert_eq!(Reply::text(20, None), Reply::Text { words: 20, truncated: false });
+        assert_eq!(Reply::text(20, Some(20)), Reply::Text { words: 20, truncated: false });
+        assert_eq!(Reply::text(20, Some(5)), Reply::Text { words: 5, truncated: true });
     }
 
     #[test]
     fn tool_choice_rules() {
-        assert_eq!(
-            tool_to_call(true, false, None, Some("a")),
-            Some("a".to_owned())
-        );
-        assert_eq!(
-            tool_to_call(true, false, Some("b"), Some("a")),
-            Some("b".to_owned())
-        );
+        assert_eq!(tool_to_call(true, false, None, Some("a")), Some("a".to_owned()));
+        assert_eq!(tool_to_call(true, false, Some("b"), Some("a")), Some("b".to_owned()));
         assert_eq!(tool_to_call(false, false, None, Some("a")), None);
         assert_eq!(tool_to_call(true, true, None, Some("a")), None);
         assert_eq!(tool_to_call(true, false, None, None), None);

@@ -63,9 +63,7 @@ fn choose_reply(body: &Value, messages: &[Value], chunks: usize, max_tokens: u64
         .and_then(|tool| str_field(tool, "name"));
     let choice = body.get("tool_choice");
     let choice_type = choice.and_then(|choice| str_field(choice, "type"));
-    let forced = choice
-        .filter(|_| choice_type == Some("tool"))
-        .and_then(|c| str_field(c, "name"));
+    let forced = choice.filter(|_| choice_type == Some("tool")).and_then(|c| str_field(c, "name"));
     let last_is_user = messages.last().is_some_and(is_plain_user_turn);
     match tool_to_call(last_is_user, choice_type == Some("none"), forced, first) {
         Some(name) => Reply::Tool { name },
@@ -75,14 +73,9 @@ fn choose_reply(body: &Value, messages: &[Value], chunks: usize, max_tokens: u64
 
 /// A user message that carries no `tool_result` block.
 fn is_plain_user_turn(message: &Value) -> bool {
-    let has_tool_result = message
-        .get("content")
-        .and_then(Value::as_array)
-        .is_some_and(|blocks| {
-            blocks
-                .iter()
-                .any(|block| str_field(block, "type") == Some("tool_result"))
-        });
+    let has_tool_result = message.get("content").and_then(Value::as_array).is_some_and(|blocks| {
+        blocks.iter().any(|block| str_field(block, "type") == Some("tool_result"))
+    });
     str_field(message, "role") == Some("user") && !has_tool_result
 }
 
@@ -98,12 +91,8 @@ struct Answer<'a> {
 impl Answer<'_> {
     fn stop_reason(&self) -> &'static str {
         match self.reply {
-            Reply::Text {
-                truncated: true, ..
-            } => "max_tokens",
-            Reply::Text {
-                truncated: false, ..
-            } => "end_turn",
+            Reply::Text { truncated: true, .. } => "max_tokens",
+            Reply::Text { truncated: false, .. } => "end_turn",
             Reply::Tool { .. } => "tool_use",
         }
     }
@@ -113,20 +102,12 @@ impl Answer<'_> {
         let text;
         let block = match self.reply {
             Reply::Text { words, .. } => {
-                text = if *words == chunks {
-                    None
-                } else {
-                    Some(crate::answer_text(*words))
-                };
-                Block::Text {
-                    text: text.as_deref().unwrap_or(default_text),
-                }
+                text = if *words == chunks { None } else { Some(crate::answer_text(*words)) };
+                Block::Text { text: text.as_deref().unwrap_or(default_text) }
             }
-            Reply::Tool { name } => Block::ToolUse {
-                id: self.tool_id,
-                name,
-                input: Input::Mock { mock: true },
-            },
+            Reply::Tool { name } => {
+                Block::ToolUse { id: self.tool_id, name, input: Input::Mock { mock: true } }
+            }
         };
         let usage = Usage::new(self.input_tokens, self.reply.completion_tokens());
         let content = [block];
@@ -161,13 +142,7 @@ impl Answer<'_> {
         match self.reply {
             Reply::Text { words, .. } => {
                 let block = Block::Text { text: "" };
-                write(
-                    &mut frames,
-                    &Event::ContentBlockStart {
-                        index: 0,
-                        content_block: block,
-                    },
-                );
+                write(&mut frames, &Event::ContentBlockStart { index: 0, content_block: block });
                 write(&mut frames, &Event::Ping);
                 for index in 0..*words {
                     if index > 0 {
@@ -178,18 +153,8 @@ impl Answer<'_> {
                 }
             }
             Reply::Tool { name } => {
-                let block = Block::ToolUse {
-                    id: self.tool_id,
-                    name,
-                    input: Input::Empty {},
-                };
-                write(
-                    &mut frames,
-                    &Event::ContentBlockStart {
-                        index: 0,
-                        content_block: block,
-                    },
-                );
+                let block = Block::ToolUse { id: self.tool_id, name, input: Input::Empty {} };
+                write(&mut frames, &Event::ContentBlockStart { index: 0, content_block: block });
                 write(&mut frames, &Event::Ping);
                 for part in TOOL_ARGUMENT_PARTS {
                     frames.cut();
@@ -199,13 +164,8 @@ impl Answer<'_> {
             }
         }
         write(&mut frames, &Event::ContentBlockStop { index: 0 });
-        let delta = StopDelta {
-            stop_reason: self.stop_reason(),
-            stop_sequence: None,
-        };
-        let usage = OutputUsage {
-            output_tokens: self.reply.completion_tokens(),
-        };
+        let delta = StopDelta { stop_reason: self.stop_reason(), stop_sequence: None };
+        let usage = OutputUsage { output_tokens: self.reply.completion_tokens() };
         write(&mut frames, &Event::MessageDelta { delta, usage });
         write(&mut frames, &Event::MessageStop);
         frames.finish()
@@ -233,14 +193,8 @@ struct Message<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'a> {
-    Text {
-        text: &'a str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: Input,
-    },
+    Text { text: &'a str },
+    ToolUse { id: &'a str, name: &'a str, input: Input },
 }
 
 /// The input of a tool_use block: `{"mock":true}` when complete, `{}` at a stream's start.
@@ -273,25 +227,12 @@ impl Usage {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Event<'a> {
-    MessageStart {
-        message: Message<'a>,
-    },
-    ContentBlockStart {
-        index: u32,
-        content_block: Block<'a>,
-    },
+    MessageStart { message: Message<'a> },
+    ContentBlockStart { index: u32, content_block: Block<'a> },
     Ping,
-    ContentBlockDelta {
-        index: u32,
-        delta: Delta<'a>,
-    },
-    ContentBlockStop {
-        index: u32,
-    },
-    MessageDelta {
-        delta: StopDelta,
-        usage: OutputUsage,
-    },
+    ContentBlockDelta { index: u32, delta: Delta<'a> },
+    ContentBlockStop { index: u32 },
+    MessageDelta { delta: StopDelta, usage: OutputUsage },
     MessageStop,
 }
 

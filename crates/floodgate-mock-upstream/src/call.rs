@@ -123,9 +123,7 @@ pub(crate) fn error_response(
     };
     let mut response = json_response(fault.status(), &body);
     if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }
@@ -144,11 +142,7 @@ impl ApiError {
         fault: Fault,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Self {
-            provider,
-            fault,
-            message: message.into(),
-        }
+        Self { provider, fault, message: message.into() }
     }
 
     pub(crate) fn bad_request(provider: Provider, message: impl Into<Cow<'static, str>>) -> Self {
@@ -168,10 +162,9 @@ pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Respo
     write_json(&mut bytes, value);
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -192,11 +185,8 @@ impl Incoming {
     ) -> Result<Incoming, Response> {
         Counters::bump(&shared.stats.requests);
         let (parts, body) = request.into_parts();
-        let conn = parts
-            .extensions
-            .get::<Arc<ConnCtx>>()
-            .cloned()
-            .unwrap_or_else(ConnCtx::detached);
+        let conn =
+            parts.extensions.get::<Arc<ConnCtx>>().cloned().unwrap_or_else(ConnCtx::detached);
         let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -204,11 +194,7 @@ impl Incoming {
                 return Err(error_response(provider, Fault::BadRequest, &message, None));
             }
         };
-        let json = if bytes.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&bytes).ok()
-        };
+        let json = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         if shared.recording() {
             shared.record(recorded(&parts, json.as_ref()));
         }
@@ -216,10 +202,7 @@ impl Incoming {
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.parts
-            .headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
+        self.parts.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     pub(crate) fn query_param(&self, name: &str) -> Option<&str> {
@@ -233,13 +216,11 @@ impl Incoming {
     /// (Anthropic), `x-goog-api-key` or `?key=` (Gemini). Empty keys count as missing.
     fn api_key(&self, provider: Provider) -> Option<&str> {
         let key = match provider {
-            Provider::OpenAi => self
-                .header("authorization")
-                .and_then(|value| value.strip_prefix("Bearer ")),
+            Provider::OpenAi => {
+                self.header("authorization").and_then(|value| value.strip_prefix("Bearer "))
+            }
             Provider::Anthropic => self.header("x-api-key"),
-            Provider::Gemini => self
-                .header("x-goog-api-key")
-                .or_else(|| self.query_param("key")),
+            Provider::Gemini => self.header("x-goog-api-key").or_else(|| self.query_param("key")),
         };
         key.map(str::trim).filter(|key| !key.is_empty())
     }
@@ -248,11 +229,7 @@ impl Incoming {
     /// provider's shape. OpenAI's 401 echoes the whole key, as the real API echoes part of it.
     pub(crate) fn check_key(&self, provider: Provider) -> Result<(), ApiError> {
         let Some(key) = self.api_key(provider) else {
-            return Err(ApiError::new(
-                provider,
-                Fault::Unauthorized,
-                missing_key(provider),
-            ));
+            return Err(ApiError::new(provider, Fault::Unauthorized, missing_key(provider)));
         };
         if key.starts_with("invalid") {
             let message = match provider {
@@ -292,10 +269,7 @@ fn recorded(parts: &Parts, json: Option<&Value>) -> Recorded {
         .headers
         .iter()
         .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
         })
         .collect();
     Recorded {
@@ -335,9 +309,7 @@ impl Call {
         provider: Provider,
     ) -> Result<Incoming, Response> {
         let incoming = Incoming::read(shared, request, provider).await?;
-        incoming
-            .check_key(provider)
-            .map_err(IntoResponse::into_response)?;
+        incoming.check_key(provider).map_err(IntoResponse::into_response)?;
         if provider == Provider::Anthropic && incoming.header("anthropic-version").is_none() {
             let message = "anthropic-version: header is required";
             return Err(error_response(provider, Fault::BadRequest, message, None));
@@ -356,19 +328,9 @@ impl Call {
             return Err(script::play(shared, &incoming.conn, script).await);
         }
         let Some(body) = incoming.json.take() else {
-            return Err(error_response(
-                provider,
-                Fault::BadRequest,
-                invalid_json(provider),
-                None,
-            ));
+            return Err(error_response(provider, Fault::BadRequest, invalid_json(provider), None));
         };
-        Ok(Call {
-            shared: Arc::clone(shared),
-            provider,
-            incoming,
-            body,
-        })
+        Ok(Call { shared: Arc::clone(shared), provider, incoming, body })
     }
 
     /// A 400 in this call's provider shape.
@@ -400,12 +362,9 @@ impl Call {
                 let retry = Some(self.shared.config.retry_after_secs);
                 error_response(provider, Fault::RateLimited, "Rate limit reached.", retry)
             }
-            Misbehaviour::Status401 => error_response(
-                provider,
-                Fault::Unauthorized,
-                "Invalid authentication.",
-                None,
-            ),
+            Misbehaviour::Status401 => {
+                error_response(provider, Fault::Unauthorized, "Invalid authentication.", None)
+            }
             Misbehaviour::Hang => hang(&self.shared, &self.incoming.conn).await,
             Misbehaviour::Reset => reset(&self.incoming.conn).await,
         }
@@ -466,9 +425,7 @@ fn magic(model: &str) -> (Option<Misbehaviour>, Duration) {
     let slow = model
         .split_once("slow-")
         .map(|(_, rest)| {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             rest[..digits].parse().unwrap_or(0)
         })
         .map_or(Duration::ZERO, Duration::from_millis);
@@ -502,9 +459,7 @@ impl<'a> HungGuard<'a> {
 
 impl Drop for HungGuard<'_> {
     fn drop(&mut self) {
-        self.0
-            .hung
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.hung.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -515,26 +470,11 @@ mod tests {
     #[test]
     fn magic_names() {
         assert_eq!(magic("gpt-4o"), (None, Duration::ZERO));
-        assert_eq!(
-            magic("mock-error-500"),
-            (Some(Misbehaviour::Status500), Duration::ZERO)
-        );
-        assert_eq!(
-            magic("error-429"),
-            (Some(Misbehaviour::Status429), Duration::ZERO)
-        );
-        assert_eq!(
-            magic("x-error-401-y"),
-            (Some(Misbehaviour::Status401), Duration::ZERO)
-        );
-        assert_eq!(
-            magic("mock-hang"),
-            (Some(Misbehaviour::Hang), Duration::ZERO)
-        );
-        assert_eq!(
-            magic("mock-reset"),
-            (Some(Misbehaviour::Reset), Duration::ZERO)
-        );
+        assert_eq!(magic("mock-error-500"), (Some(Misbehaviour::Status500), Duration::ZERO));
+        assert_eq!(magic("error-429"), (Some(Misbehaviour::Status429), Duration::ZERO));
+        assert_eq!(magic("x-error-401-y"), (Some(Misbehaviour::Status401), Duration::ZERO));
+        assert_eq!(magic("mock-hang"), (Some(Misbehaviour::Hang), Duration::ZERO));
+        assert_eq!(magic("mock-reset"), (Some(Misbehaviour::Reset), Duration::ZERO));
         assert_eq!(magic("mock-slow-250"), (None, Duration::from_millis(250)));
         assert_eq!(
             magic("slow-40-error-500"),

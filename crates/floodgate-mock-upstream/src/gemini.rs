@@ -86,12 +86,7 @@ async fn generate(shared: &Arc<Shared>, model: &str, request: Request, stream: b
     };
     if stream {
         let delay = shared.config.chunk_delay;
-        sse_response(
-            shared,
-            answer.stream_frames(Frames::new(delay)),
-            delay,
-            Ending::Complete,
-        )
+        sse_response(shared, answer.stream_frames(Frames::new(delay)), delay, Ending::Complete)
     } else {
         answer.response(&shared.default_text, shared.config.chunks)
     }
@@ -132,14 +127,9 @@ fn choose_reply(body: &Value, contents: &[Value], chunks: usize) -> Reply {
 /// A user (or role-less) content with no `functionResponse` part.
 fn is_plain_user_turn(content: &Value) -> bool {
     let role = str_field(content, "role").unwrap_or("user");
-    let has_response = content
-        .get("parts")
-        .and_then(Value::as_array)
-        .is_some_and(|parts| {
-            parts
-                .iter()
-                .any(|part| member(part, "functionResponse", "function_response").is_some())
-        });
+    let has_response = content.get("parts").and_then(Value::as_array).is_some_and(|parts| {
+        parts.iter().any(|part| member(part, "functionResponse", "function_response").is_some())
+    });
     role == "user" && !has_response
 }
 
@@ -154,13 +144,8 @@ struct Answer<'a> {
 impl Answer<'_> {
     fn finish_reason(&self) -> &'static str {
         match self.reply {
-            Reply::Text {
-                truncated: true, ..
-            } => "MAX_TOKENS",
-            Reply::Text {
-                truncated: false, ..
-            }
-            | Reply::Tool { .. } => "STOP",
+            Reply::Text { truncated: true, .. } => "MAX_TOKENS",
+            Reply::Text { truncated: false, .. } | Reply::Tool { .. } => "STOP",
         }
     }
 
@@ -169,10 +154,7 @@ impl Answer<'_> {
         let prompt = self.prompt_tokens;
         Generated {
             candidates: [Candidate {
-                content: Content {
-                    parts: [part],
-                    role: "model",
-                },
+                content: Content { parts: [part], role: "model" },
                 finish_reason: finish.then(|| self.finish_reason()),
                 index: 0,
             }],
@@ -180,10 +162,7 @@ impl Answer<'_> {
                 prompt_token_count: prompt,
                 candidates_token_count: candidates_tokens,
                 total_token_count: prompt + candidates_tokens,
-                prompt_tokens_details: [ModalityCount {
-                    modality: "TEXT",
-                    token_count: prompt,
-                }],
+                prompt_tokens_details: [ModalityCount { modality: "TEXT", token_count: prompt }],
             },
             model_version: self.model,
             response_id: self.response_id,
@@ -194,11 +173,7 @@ impl Answer<'_> {
         let text;
         let part = match self.reply {
             Reply::Text { words, .. } => {
-                text = if *words == chunks {
-                    None
-                } else {
-                    Some(crate::answer_text(*words))
-                };
+                text = if *words == chunks { None } else { Some(crate::answer_text(*words)) };
                 Part::text(text.as_deref().unwrap_or(default_text))
             }
             Reply::Tool { name } => Part::call(name),
@@ -265,19 +240,13 @@ struct Part<'a> {
 
 impl<'a> Part<'a> {
     fn text(text: &'a str) -> Self {
-        Part {
-            text: Some(text),
-            function_call: None,
-        }
+        Part { text: Some(text), function_call: None }
     }
 
     fn call(name: &'a str) -> Self {
         Part {
             text: None,
-            function_call: Some(FunctionCall {
-                name,
-                args: MockArgs { mock: true },
-            }),
+            function_call: Some(FunctionCall { name, args: MockArgs { mock: true } }),
         }
     }
 }
@@ -353,10 +322,7 @@ fn embed_input(request: &Value) -> Result<(String, usize), &'static str> {
         .and_then(|content| content.get("parts"))
         .and_then(Value::as_array)
         .ok_or("* EmbedContentRequest.content: content is not specified")?;
-    let text: String = parts
-        .iter()
-        .filter_map(|part| str_field(part, "text"))
-        .collect();
+    let text: String = parts.iter().filter_map(|part| str_field(part, "text")).collect();
     let dimensions = match member(request, "outputDimensionality", "output_dimensionality") {
         None | Some(Value::Null) => DEFAULT_DIMENSIONS,
         Some(value) => value

@@ -105,23 +105,13 @@ pub enum Script {
     /// This status, these extra headers, and this body: a JSON value is sent as JSON, except that
     /// a JSON string is sent as raw text (to imitate HTML error pages of proxies) and `Null` as an
     /// empty body. A `content-type` in `headers` overrides the default one.
-    Status {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: serde_json::Value,
-    },
+    Status { status: u16, headers: Vec<(String, String)>, body: serde_json::Value },
     /// 200 with exactly this JSON body.
     Json(serde_json::Value),
     /// 200 `text/event-stream` with exactly these `(event, data)` events, `delay` between them.
-    Sse {
-        events: Vec<(Option<String>, String)>,
-        delay: Duration,
-    },
+    Sse { events: Vec<(Option<String>, String)>, delay: Duration },
     /// Like [`Script::Sse`], then the response is aborted (no clean end of the body).
-    SseThenReset {
-        events: Vec<(Option<String>, String)>,
-        delay: Duration,
-    },
+    SseThenReset { events: Vec<(Option<String>, String)>, delay: Duration },
     /// Never answer (until the client goes away or the server shuts down).
     Hang,
     /// Close the TCP connection with a reset and no HTTP response (on HTTP/2 this ends every
@@ -149,10 +139,7 @@ pub struct Recorded {
 impl Recorded {
     /// The first value of a header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -194,9 +181,7 @@ pub struct MockServer {
 
 impl std::fmt::Debug for MockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("MockServer").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -207,11 +192,7 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config, CancellationToken::new()));
         let task = tokio::spawn(server::run(listener, Arc::clone(&shared)));
-        Ok(MockServer {
-            addr,
-            shared,
-            task: Some(task),
-        })
+        Ok(MockServer { addr, shared, task: Some(task) })
     }
 
     /// The bound address.

@@ -44,10 +44,7 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, request: Request) ->
     }
     let reply = choose_reply(&call.body, messages, shared.config.chunks);
     let completion_tokens = reply.completion_tokens();
-    let usage = Usage::new(
-        prompt_tokens(text_chars(&call.body["messages"])),
-        completion_tokens,
-    );
+    let usage = Usage::new(prompt_tokens(text_chars(&call.body["messages"])), completion_tokens);
     let serial = shared.next_id();
     let answer = Answer {
         id: &format!("chatcmpl-mock{serial:012}"),
@@ -78,13 +75,10 @@ fn choose_reply(body: &Value, messages: &[Value], chunks: usize) -> Reply {
         .and_then(|function| str_field(function, "name"));
     let choice = body.get("tool_choice");
     let disabled = choice.and_then(Value::as_str) == Some("none");
-    let forced = choice
-        .and_then(|choice| choice.get("function"))
-        .and_then(|f| str_field(f, "name"));
-    let last_is_user = messages
-        .last()
-        .and_then(|message| str_field(message, "role"))
-        == Some("user");
+    let forced =
+        choice.and_then(|choice| choice.get("function")).and_then(|f| str_field(f, "name"));
+    let last_is_user =
+        messages.last().and_then(|message| str_field(message, "role")) == Some("user");
     match tool_to_call(last_is_user, disabled, forced, first) {
         Some(name) => Reply::Tool { name },
         None => {
@@ -114,34 +108,18 @@ impl Answer<'_> {
         let tool_call;
         let (message, finish_reason) = match self.reply {
             Reply::Text { words, truncated } => {
-                text = if *words == chunks {
-                    None
-                } else {
-                    Some(crate::answer_text(*words))
-                };
+                text = if *words == chunks { None } else { Some(crate::answer_text(*words)) };
                 let content = text.as_deref().unwrap_or(default_text);
-                let message = Message {
-                    content: Some(content),
-                    ..Message::EMPTY
-                };
+                let message = Message { content: Some(content), ..Message::EMPTY };
                 (message, if *truncated { "length" } else { "stop" })
             }
             Reply::Tool { name } => {
                 tool_call = [ToolCall {
                     id: self.call_id,
                     kind: "function",
-                    function: Function {
-                        name,
-                        arguments: TOOL_ARGUMENTS,
-                    },
+                    function: Function { name, arguments: TOOL_ARGUMENTS },
                 }];
-                (
-                    Message {
-                        tool_calls: Some(&tool_call),
-                        ..Message::EMPTY
-                    },
-                    "tool_calls",
-                )
+                (Message { tool_calls: Some(&tool_call), ..Message::EMPTY }, "tool_calls")
             }
         };
         let completion = Completion {
@@ -149,12 +127,7 @@ impl Answer<'_> {
             object: "chat.completion",
             created: self.created,
             model: self.model,
-            choices: [Choice {
-                index: 0,
-                message,
-                logprobs: None,
-                finish_reason,
-            }],
+            choices: [Choice { index: 0, message, logprobs: None, finish_reason }],
             usage: self.usage,
             service_tier: "default",
             system_fingerprint: FINGERPRINT,
@@ -164,31 +137,15 @@ impl Answer<'_> {
 
     /// The `chat.completion.chunk` events, one content piece per frame, then `[DONE]`.
     fn stream_frames(&self, include_usage: bool, frames: Frames) -> Vec<bytes::Bytes> {
-        let mut out = ChunkWriter {
-            answer: self,
-            include_usage,
-            frames,
-        };
+        let mut out = ChunkWriter { answer: self, include_usage, frames };
         let finish_reason = match self.reply {
             Reply::Text { words, truncated } => {
-                out.choice(
-                    Delta {
-                        content: Some(Some("")),
-                        ..Delta::FIRST
-                    },
-                    None,
-                );
+                out.choice(Delta { content: Some(Some("")), ..Delta::FIRST }, None);
                 for index in 0..*words {
                     if index > 0 {
                         out.frames.cut();
                     }
-                    out.choice(
-                        Delta {
-                            content: Some(Some(piece(index))),
-                            ..Delta::EMPTY
-                        },
-                        None,
-                    );
+                    out.choice(Delta { content: Some(Some(piece(index))), ..Delta::EMPTY }, None);
                 }
                 if *truncated { "length" } else { "stop" }
             }
@@ -197,16 +154,9 @@ impl Answer<'_> {
                     index: 0,
                     id: Some(self.call_id),
                     kind: Some("function"),
-                    function: DeltaFunction {
-                        name: Some(name),
-                        arguments: "",
-                    },
+                    function: DeltaFunction { name: Some(name), arguments: "" },
                 };
-                let delta = Delta {
-                    content: Some(None),
-                    tool_calls: Some([head]),
-                    ..Delta::FIRST
-                };
+                let delta = Delta { content: Some(None), tool_calls: Some([head]), ..Delta::FIRST };
                 out.choice(delta, None);
                 for part in TOOL_ARGUMENT_PARTS {
                     out.frames.cut();
@@ -214,18 +164,9 @@ impl Answer<'_> {
                         index: 0,
                         id: None,
                         kind: None,
-                        function: DeltaFunction {
-                            name: None,
-                            arguments: part,
-                        },
+                        function: DeltaFunction { name: None, arguments: part },
                     };
-                    out.choice(
-                        Delta {
-                            tool_calls: Some([call]),
-                            ..Delta::EMPTY
-                        },
-                        None,
-                    );
+                    out.choice(Delta { tool_calls: Some([call]), ..Delta::EMPTY }, None);
                 }
                 "tool_calls"
             }
@@ -248,12 +189,7 @@ struct ChunkWriter<'a> {
 
 impl ChunkWriter<'_> {
     fn choice(&mut self, delta: Delta<'_>, finish_reason: Option<&'static str>) {
-        let choice = ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        };
+        let choice = ChunkChoice { index: 0, delta, logprobs: None, finish_reason };
         // With include_usage every chunk carries `"usage": null` except the last one.
         let usage = self.include_usage.then_some(None);
         self.write(std::slice::from_ref(&choice), usage);
@@ -403,19 +339,10 @@ struct Delta<'a> {
 }
 
 impl Delta<'_> {
-    const EMPTY: Self = Delta {
-        role: None,
-        content: None,
-        tool_calls: None,
-        refusal: None,
-    };
+    const EMPTY: Self = Delta { role: None, content: None, tool_calls: None, refusal: None };
     /// The first delta of an answer announces the role and a null refusal.
-    const FIRST: Self = Delta {
-        role: Some("assistant"),
-        content: None,
-        tool_calls: None,
-        refusal: Some(None),
-    };
+    const FIRST: Self =
+        Delta { role: Some("assistant"), content: None, tool_calls: None, refusal: Some(None) };
 }
 
 #[derive(Serialize)]
@@ -459,11 +386,7 @@ pub(crate) async fn embeddings(State(shared): State<Arc<Shared>>, request: Reque
             } else {
                 Embedding::Float(vector)
             };
-            EmbeddingItem {
-                object: "embedding",
-                index,
-                embedding,
-            }
+            EmbeddingItem { object: "embedding", index, embedding }
         })
         .collect();
     let prompt_tokens = request.prompt_tokens();
@@ -471,10 +394,7 @@ pub(crate) async fn embeddings(State(shared): State<Arc<Shared>>, request: Reque
         object: "list",
         data,
         model: request.model,
-        usage: EmbeddingUsage {
-            prompt_tokens,
-            total_tokens: prompt_tokens,
-        },
+        usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     };
     json_response(StatusCode::OK, &list)
 }
@@ -492,9 +412,8 @@ impl<'a> EmbeddingRequest<'a> {
         let invalid = |message: &'static str| ApiError::bad_request(Provider::OpenAi, message);
         let model = str_field(body, "model")
             .ok_or_else(|| invalid("you must provide a model parameter"))?;
-        let input = body
-            .get("input")
-            .ok_or_else(|| invalid("Missing required parameter: 'input'."))?;
+        let input =
+            body.get("input").ok_or_else(|| invalid("Missing required parameter: 'input'."))?;
         let inputs = embedding_inputs(input).ok_or_else(|| {
             invalid(
                 "'input' : input must be a string, an array of strings, an array of integers or \
@@ -516,12 +435,7 @@ impl<'a> EmbeddingRequest<'a> {
             }
         };
         let dimensions = usize::try_from(dimensions).unwrap_or(usize::MAX);
-        Ok(Self {
-            model,
-            inputs,
-            dimensions,
-            base64,
-        })
+        Ok(Self { model, inputs, dimensions, base64 })
     }
 
     /// `ceil(chars / 4)` of the texts plus one per token id, at least 1.
@@ -572,13 +486,9 @@ fn embedding_inputs(input: &Value) -> Option<Vec<EmbedInput<'_>>> {
     match input {
         Value::String(text) => Some(vec![EmbedInput::Text(text)]),
         Value::Array(items) if items.is_empty() => None,
-        Value::Array(items) if items.iter().all(Value::is_string) => Some(
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(EmbedInput::Text)
-                .collect(),
-        ),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            Some(items.iter().filter_map(Value::as_str).map(EmbedInput::Text).collect())
+        }
         Value::Array(items) if items.iter().all(Value::is_u64) => {
             Some(vec![EmbedInput::Tokens(items)])
         }

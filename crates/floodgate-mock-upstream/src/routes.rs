@@ -49,11 +49,7 @@ async fn not_found(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     } else {
         Provider::OpenAi
     };
-    let message = format!(
-        "Invalid URL ({} {})",
-        request.method(),
-        request.uri().path()
-    );
+    let message = format!("Invalid URL ({} {})", request.method(), request.uri().path());
     match Incoming::read(&shared, request, provider).await {
         Ok(_) => error_response(provider, Fault::NotFound, &message, None),
         Err(response) => response,

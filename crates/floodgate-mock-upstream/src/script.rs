@@ -22,19 +22,12 @@ pub(crate) async fn play(shared: &Arc<Shared>, conn: &ConnCtx, script: Script) -
                 sleep(duration).await;
                 script = *inner;
             }
-            Script::Status {
-                status,
-                headers,
-                body,
-            } => return status_response(status, &headers, body),
+            Script::Status { status, headers, body } => {
+                return status_response(status, &headers, body);
+            }
             Script::Json(body) => return json_response(StatusCode::OK, &body),
             Script::Sse { events, delay } => {
-                return sse_response(
-                    shared,
-                    event_frames(&events, delay),
-                    delay,
-                    Ending::Complete,
-                );
+                return sse_response(shared, event_frames(&events, delay), delay, Ending::Complete);
             }
             Script::SseThenReset { events, delay } => {
                 return sse_response(shared, event_frames(&events, delay), delay, Ending::Abort);
@@ -74,10 +67,7 @@ fn status_response(status: u16, headers: &[(String, String)], body: Value) -> Re
     };
     *response.status_mut() = status;
     for (name, value) in headers {
-        match (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) {
+        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             (Ok(name), Ok(value)) => {
                 // A scripted content-type replaces the default one; other headers add up.
                 if name == header::CONTENT_TYPE {

@@ -41,10 +41,7 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     fn new(kill: CancellationToken) -> Arc<Self> {
-        Arc::new(Self {
-            kill,
-            reset: AtomicBool::new(false),
-        })
+        Arc::new(Self { kill, reset: AtomicBool::new(false) })
     }
 
     /// A context tied to no connection, for requests that did not come through the accept
@@ -98,10 +95,7 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Resul
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         force.cancel();
         tracker.wait().await;
     }
@@ -118,20 +112,14 @@ struct Connection {
 
 impl Connection {
     async fn serve(self, stream: TcpStream) {
-        let io = TokioIo::new(KillableStream {
-            inner: stream,
-            ctx: Arc::clone(&self.ctx),
-        });
+        let io = TokioIo::new(KillableStream { inner: stream, ctx: Arc::clone(&self.ctx) });
         let ctx = Arc::clone(&self.ctx);
         let service =
-            self.router
-                .map_request(move |mut request: Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(Arc::clone(&ctx));
-                    request
-                });
-        let conn = self
-            .builder
-            .serve_connection(io, TowerToHyperService::new(service));
+            self.router.map_request(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Arc::clone(&ctx));
+                request
+            });
+        let conn = self.builder.serve_connection(io, TowerToHyperService::new(service));
         tokio::pin!(conn);
         let mut draining = false;
         loop {

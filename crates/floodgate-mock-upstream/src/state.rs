@@ -34,9 +34,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: MockConfig, shutdown: CancellationToken) -> Self {
-        let records = config
-            .record
-            .then(|| Mutex::new(VecDeque::with_capacity(256)));
+        let records = config.record.then(|| Mutex::new(VecDeque::with_capacity(256)));
         Self {
             default_text: answer::answer_text(config.chunks),
             config,

@@ -31,11 +31,7 @@ pub(crate) struct Frames {
 impl Frames {
     /// Frames for a stream paced by `delay` (a zero delay means one single frame).
     pub(crate) fn new(delay: Duration) -> Self {
-        Self {
-            frames: Vec::new(),
-            current: Vec::with_capacity(1024),
-            split: !delay.is_zero(),
-        }
+        Self { frames: Vec::new(), current: Vec::with_capacity(1024), split: !delay.is_zero() }
     }
 
     /// Appends `data: <json>` plus the line ending `end` (`"\n\n"` or `"\r\n\r\n"`).
@@ -76,8 +72,7 @@ impl Frames {
     /// Ends the current frame (the next event goes out after the chunk delay).
     pub(crate) fn cut(&mut self) {
         if self.split && !self.current.is_empty() {
-            self.frames
-                .push(Bytes::from(std::mem::take(&mut self.current)));
+            self.frames.push(Bytes::from(std::mem::take(&mut self.current)));
         }
     }
 
@@ -114,21 +109,12 @@ pub(crate) fn sse_response(
     ending: Ending,
 ) -> Response {
     let guard = StreamGuard::start(Arc::clone(shared), frames.is_empty());
-    let state = StreamState {
-        frames: frames.into_iter(),
-        delay,
-        first: true,
-        ending,
-        guard,
-    };
+    let state = StreamState { frames: frames.into_iter(), delay, first: true, ending, guard };
     let body = Body::from_stream(futures_util::stream::unfold(state, next_frame));
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -177,10 +163,7 @@ struct StreamGuard {
 impl StreamGuard {
     fn start(shared: Arc<Shared>, empty: bool) -> Self {
         Counters::bump(&shared.stats.streams_started);
-        let mut guard = Self {
-            shared,
-            finished: false,
-        };
+        let mut guard = Self { shared, finished: false };
         if empty {
             guard.finish();
         }

@@ -101,11 +101,7 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Message {
-            role,
-            content: vec![Part::Text { text: text.into() }],
-            name: None,
-        }
+        Message { role, content: vec![Part::Text { text: text.into() }], name: None }
     }
 
     /// All text parts joined, for token estimates and logs of shape (never of content).
@@ -188,11 +184,7 @@ pub enum ToolChoice {
 pub enum ResponseFormat {
     Text,
     JsonObject,
-    JsonSchema {
-        name: String,
-        schema: Value,
-        strict: Option<bool>,
-    },
+    JsonSchema { name: String, schema: Value, strict: Option<bool> },
 }
 
 /// Token counts of one request.
@@ -265,11 +257,7 @@ pub struct Choice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     /// The answer begins. Always the first event of a stream.
-    Start {
-        id: String,
-        model: String,
-        created: u64,
-    },
+    Start { id: String, model: String, created: u64 },
     /// A piece of content for choice `choice`.
     Delta { choice: u32, delta: Delta },
     /// Choice `choice` is complete.

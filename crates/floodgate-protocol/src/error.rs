@@ -15,18 +15,12 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn new(message: impl Into<String>) -> Self {
-        RequestError {
-            message: message.into(),
-            param: None,
-        }
+        RequestError { message: message.into(), param: None }
     }
 
     pub fn at(param: impl Into<String>, message: impl Into<String>) -> Self {
         let param = param.into();
-        RequestError {
-            message: format!("{param}: {}", message.into()),
-            param: Some(param),
-        }
+        RequestError { message: format!("{param}: {}", message.into()), param: Some(param) }
     }
 
     /// Reads a JSON body into `T`, naming the failing path on error.
@@ -38,9 +32,7 @@ impl RequestError {
                 let path = err.path().to_string();
                 let inner = err.into_inner();
                 if inner.is_syntax() || inner.is_eof() {
-                    Err(RequestError::new(format!(
-                        "the body is not valid JSON: {inner}"
-                    )))
+                    Err(RequestError::new(format!("the body is not valid JSON: {inner}")))
                 } else if path == "." || path.is_empty() {
                     Err(RequestError::new(format!("invalid request body: {inner}")))
                 } else {
@@ -62,9 +54,7 @@ pub struct TranslateError {
 
 impl TranslateError {
     pub fn new(message: impl Into<String>) -> Self {
-        TranslateError {
-            message: message.into(),
-        }
+        TranslateError { message: message.into() }
     }
 }
 
@@ -77,9 +67,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub fn new(message: impl Into<String>) -> Self {
-        DecodeError {
-            message: message.into(),
-        }
+        DecodeError { message: message.into() }
     }
 }
 

@@ -72,11 +72,8 @@ pub fn write_chat_request(req: &ChatRequest) -> Result<Vec<u8>, TranslateError> 
     let tools = write_tools(&req.tools);
     // A toolConfig without declarations is refused by Gemini and means
     // nothing anyway.
-    let tool_config = if req.tools.is_empty() {
-        None
-    } else {
-        req.tool_choice.as_ref().map(write_tool_config)
-    };
+    let tool_config =
+        if req.tools.is_empty() { None } else { req.tool_choice.as_ref().map(write_tool_config) };
     let body = WireRequest {
         system_instruction: system,
         contents,
@@ -246,8 +243,7 @@ fn write_conversation(
         if turn.role == "user" {
             // A stable sort: the responses keep the order of the calls they
             // answer, and everything else keeps its order after them.
-            turn.parts
-                .sort_by_key(|part| part.function_response.is_none());
+            turn.parts.sort_by_key(|part| part.function_response.is_none());
         }
     }
     let system = (!system.is_empty()).then_some(SystemInstruction { parts: system });
@@ -295,24 +291,15 @@ fn write_part<'a>(
     match part {
         // Gemini refuses empty text parts, and they carry nothing.
         Part::Text { text } if text.is_empty() => {}
-        Part::Text { text } => out.push(OutPart {
-            text: Some(text.as_str()),
-            ..OutPart::default()
-        }),
+        Part::Text { text } => {
+            out.push(OutPart { text: Some(text.as_str()), ..OutPart::default() })
+        }
         Part::Image { source } => out.push(write_image(source, path)?),
-        Part::ToolCall {
-            id,
-            name,
-            arguments,
-        } => {
+        Part::ToolCall { id, name, arguments } => {
             call_names.insert(id, name);
             out.push(write_tool_call(id, name, arguments, path)?);
         }
-        Part::ToolResult {
-            tool_call_id,
-            content,
-            is_error,
-        } => {
+        Part::ToolResult { tool_call_id, content, is_error } => {
             let Some(name) = call_names.get(tool_call_id.as_str()).copied() else {
                 return Err(TranslateError::new(format!(
                     "{path}: the tool result answers tool call id `{tool_call_id}`, which no \
@@ -433,20 +420,11 @@ fn write_image<'a>(source: &'a ImageSource, path: &str) -> Result<OutPart<'a>, T
 }
 
 fn inline_part<'a>(mime_type: &'a str, data: &'a str) -> OutPart<'a> {
-    OutPart {
-        inline_data: Some(InlineData { mime_type, data }),
-        ..OutPart::default()
-    }
+    OutPart { inline_data: Some(InlineData { mime_type, data }), ..OutPart::default() }
 }
 
 fn file_part<'a>(mime_type: Option<&'static str>, file_uri: &'a str) -> OutPart<'a> {
-    OutPart {
-        file_data: Some(FileData {
-            mime_type,
-            file_uri,
-        }),
-        ..OutPart::default()
-    }
+    OutPart { file_data: Some(FileData { mime_type, file_uri }), ..OutPart::default() }
 }
 
 /// Reads `image/png;base64,AAAA` (a data URL without its `data:` prefix).
@@ -497,9 +475,7 @@ fn write_tools(tools: &[Tool]) -> Vec<WireTool<'_>> {
             parameters_json_schema: (!tool.parameters.is_null()).then_some(&tool.parameters),
         })
         .collect();
-    vec![WireTool {
-        function_declarations,
-    }]
+    vec![WireTool { function_declarations }]
 }
 
 fn write_tool_config(choice: &ToolChoice) -> ToolConfig<'_> {
@@ -509,12 +485,7 @@ fn write_tool_config(choice: &ToolChoice) -> ToolConfig<'_> {
         ToolChoice::Required => ("ANY", Vec::new()),
         ToolChoice::Tool(name) => ("ANY", vec![name.as_str()]),
     };
-    ToolConfig {
-        function_calling_config: FunctionCallingConfig {
-            mode,
-            allowed_function_names,
-        },
-    }
+    ToolConfig { function_calling_config: FunctionCallingConfig { mode, allowed_function_names } }
 }
 
 fn write_generation_config(req: &ChatRequest) -> Option<GenerationConfig<'_>> {
@@ -600,20 +571,13 @@ pub fn read_chat_response(
 ) -> Result<ChatResponse, DecodeError> {
     let _ = req;
     let wire: WireResponse = decode(&body, "generateContent response")?;
-    let id = wire
-        .response_id
-        .clone()
-        .unwrap_or_else(|| generated_id(&body));
+    let id = wire.response_id.clone().unwrap_or_else(|| generated_id(&body));
     let mut calls = CallIds::new(&id);
     let mut choices = Vec::with_capacity(wire.candidates.len().max(1));
     for (position, candidate) in wire.candidates.into_iter().enumerate() {
         choices.push(read_candidate(candidate, position, &mut calls));
     }
-    if choices.is_empty()
-        && wire
-            .prompt_feedback
-            .is_some_and(|f| f.block_reason.is_some())
-    {
+    if choices.is_empty() && wire.prompt_feedback.is_some_and(|f| f.block_reason.is_some()) {
         // The prompt itself was blocked: Gemini answers with no candidate.
         choices.push(Choice {
             index: 0,
@@ -627,10 +591,7 @@ pub fn read_chat_response(
         created: 0,
         choices,
         usage: wire.usage_metadata.map(read_usage).unwrap_or_default(),
-        native: Some(NativeResponse {
-            format: Format::Gemini,
-            body,
-        }),
+        native: Some(NativeResponse { format: Format::Gemini, body }),
     })
 }
 
@@ -709,11 +670,7 @@ struct WireError {
 enum ReadPart {
     Text(String),
     Thinking(String),
-    ToolCall {
-        id: String,
-        name: String,
-        arguments: String,
-    },
+    ToolCall { id: String, name: String, arguments: String },
 }
 
 /// Numbers the tool calls of one answer, for those Gemini gives no id.
@@ -725,10 +682,7 @@ struct CallIds {
 
 impl CallIds {
     fn new(response_id: &str) -> Self {
-        CallIds {
-            response_id: response_id.to_owned(),
-            next: 0,
-        }
+        CallIds { response_id: response_id.to_owned(), next: 0 }
     }
 
     /// Gemini's own id when it sent one, else `call_{response id}_{n}`, which
@@ -745,28 +699,16 @@ impl CallIds {
 fn read_part(part: WirePart, calls: &mut CallIds) -> Option<ReadPart> {
     if let Some(call) = part.function_call {
         let id = calls.id_for(call.id, part.thought_signature.as_deref());
-        let arguments = call
-            .args
-            .map_or_else(|| "{}".to_owned(), |args| args.get().to_owned());
-        return Some(ReadPart::ToolCall {
-            id,
-            name: call.name,
-            arguments,
-        });
+        let arguments = call.args.map_or_else(|| "{}".to_owned(), |args| args.get().to_owned());
+        return Some(ReadPart::ToolCall { id, name: call.name, arguments });
     }
     // Empty text parts arrive carrying only a signature; they hold no content.
     let text = part.text.filter(|text| !text.is_empty())?;
-    Some(if part.thought {
-        ReadPart::Thinking(text)
-    } else {
-        ReadPart::Text(text)
-    })
+    Some(if part.thought { ReadPart::Thinking(text) } else { ReadPart::Text(text) })
 }
 
 fn read_candidate(candidate: WireCandidate, position: usize, calls: &mut CallIds) -> Choice {
-    let index = candidate
-        .index
-        .unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
+    let index = candidate.index.unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
     let mut content = Vec::new();
     let mut has_calls = false;
     for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
@@ -775,39 +717,22 @@ fn read_candidate(candidate: WireCandidate, position: usize, calls: &mut CallIds
         };
         content.push(match part {
             ReadPart::Text(text) => Part::Text { text },
-            ReadPart::Thinking(text) => Part::Thinking {
-                text,
-                signature: None,
-            },
-            ReadPart::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
+            ReadPart::Thinking(text) => Part::Thinking { text, signature: None },
+            ReadPart::ToolCall { id, name, arguments } => {
                 has_calls = true;
-                Part::ToolCall {
-                    id,
-                    name,
-                    arguments,
-                }
+                Part::ToolCall { id, name, arguments }
             }
         });
     }
     Choice {
         index,
         message: assistant(content),
-        finish_reason: candidate
-            .finish_reason
-            .map(|reason| read_finish_reason(&reason, has_calls)),
+        finish_reason: candidate.finish_reason.map(|reason| read_finish_reason(&reason, has_calls)),
     }
 }
 
 fn assistant(content: Vec<Part>) -> Message {
-    Message {
-        role: Role::Assistant,
-        content,
-        name: None,
-    }
+    Message { role: Role::Assistant, content, name: None }
 }
 
 /// Gemini ends a turn with function calls by `STOP`, like any other.
@@ -828,12 +753,8 @@ fn read_finish_reason(reason: &str, has_calls: bool) -> FinishReason {
 /// code results fed back to the model) are billed as input too.
 fn read_usage(usage: UsageMetadata) -> Usage {
     Usage {
-        input_tokens: usage
-            .prompt_token_count
-            .saturating_add(usage.tool_use_prompt_token_count),
-        output_tokens: usage
-            .candidates_token_count
-            .saturating_add(usage.thoughts_token_count),
+        input_tokens: usage.prompt_token_count.saturating_add(usage.tool_use_prompt_token_count),
+        output_tokens: usage.candidates_token_count.saturating_add(usage.thoughts_token_count),
         cache_read_tokens: usage.cached_content_token_count,
         cache_creation_tokens: 0,
         reasoning_tokens: usage.thoughts_token_count,
@@ -852,13 +773,9 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, DecodeError
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
         let path = err.path().to_string();
-        DecodeError::new(format!(
-            "invalid Gemini {what} at {path}: {}",
-            err.into_inner()
-        ))
+        DecodeError::new(format!("invalid Gemini {what} at {path}: {}", err.into_inner()))
     })?;
-    de.end()
-        .map_err(|err| DecodeError::new(format!("invalid Gemini {what}: {err}")))?;
+    de.end().map_err(|err| DecodeError::new(format!("invalid Gemini {what}: {err}")))?;
     Ok(value)
 }
 
@@ -910,28 +827,18 @@ impl StreamReader {
         let mut events = Vec::new();
         if !self.started {
             self.started = true;
-            let id = wire
-                .response_id
-                .clone()
-                .unwrap_or_else(|| generated_id(data.as_bytes()));
+            let id = wire.response_id.clone().unwrap_or_else(|| generated_id(data.as_bytes()));
             self.calls = CallIds::new(&id);
             events.push(StreamEvent::Start {
                 id,
-                model: wire
-                    .model_version
-                    .clone()
-                    .unwrap_or_else(|| self.model.clone()),
+                model: wire.model_version.clone().unwrap_or_else(|| self.model.clone()),
                 created: 0,
             });
         }
         let blocked = wire.candidates.is_empty()
-            && wire
-                .prompt_feedback
-                .is_some_and(|f| f.block_reason.is_some());
+            && wire.prompt_feedback.is_some_and(|f| f.block_reason.is_some());
         for (position, candidate) in wire.candidates.into_iter().enumerate() {
-            let choice = candidate
-                .index
-                .unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
+            let choice = candidate.index.unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
             let state = self.choices.entry(choice).or_default();
             read_stream_candidate(candidate, choice, state, &mut self.calls, &mut events);
         }
@@ -968,11 +875,7 @@ fn read_stream_candidate(
         match part {
             ReadPart::Text(text) => push_delta(events, choice, Delta::Text(text)),
             ReadPart::Thinking(text) => push_delta(events, choice, Delta::Thinking(text)),
-            ReadPart::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
+            ReadPart::ToolCall { id, name, arguments } => {
                 // Gemini sends each call whole, so one start and one
                 // arguments fragment describe it.
                 let index = state.tool_calls;
@@ -1021,25 +924,18 @@ pub fn write_embeddings_request(
             "input: Gemini embeds text only; send the input as strings, not token arrays",
         ));
     };
-    let model = if model.starts_with("models/") {
-        model.to_owned()
-    } else {
-        format!("models/{model}")
-    };
+    let model =
+        if model.starts_with("models/") { model.to_owned() } else { format!("models/{model}") };
     let requests = texts
         .iter()
         .map(|text| EmbedContentRequest {
             model: &model,
-            content: EmbedContent {
-                parts: [TextPart { text }],
-            },
+            content: EmbedContent { parts: [TextPart { text }] },
             output_dimensionality: req.dimensions,
         })
         .collect();
     serde_json::to_vec(&BatchEmbedRequest { requests }).map_err(|err| {
-        TranslateError::new(format!(
-            "cannot serialise the Gemini embeddings request: {err}"
-        ))
+        TranslateError::new(format!("cannot serialise the Gemini embeddings request: {err}"))
     })
 }
 
@@ -1073,10 +969,7 @@ pub fn read_embeddings_response(
         model: model.to_owned(),
         embeddings: wire.embeddings.into_iter().map(|e| e.values).collect(),
         usage: Usage::default(),
-        native: Some(NativeResponse {
-            format: Format::Gemini,
-            body,
-        }),
+        native: Some(NativeResponse { format: Format::Gemini, body }),
     })
 }
 
@@ -1122,9 +1015,5 @@ fn read_wire_error(error: WireError) -> UpstreamErrorBody {
         .message
         .or_else(|| error.status.clone())
         .unwrap_or_else(|| "Gemini reported an error without a message".to_owned());
-    UpstreamErrorBody {
-        message,
-        kind: error.status,
-        code,
-    }
+    UpstreamErrorBody { message, kind: error.status, code }
 }

@@ -203,11 +203,7 @@ mod tests {
                     data: "{\"a\":1}".into(),
                     id: None
                 },
-                SseEvent {
-                    event: None,
-                    data: "[DONE]".into(),
-                    id: None
-                },
+                SseEvent { event: None, data: "[DONE]".into(), id: None },
             ]
         );
     }

@@ -28,19 +28,16 @@ fn image() -> impl Strategy<Value = Value> {
 fn user_message() -> impl Strategy<Value = Value> {
     prop_oneof![
         text().prop_map(|t| json!({"role": "user", "content": t})),
-        (
-            text(),
-            proptest::collection::vec(image(), 0..3),
-            proptest::option::of(text())
-        )
-            .prop_map(|(t, images, tail)| {
+        (text(), proptest::collection::vec(image(), 0..3), proptest::option::of(text())).prop_map(
+            |(t, images, tail)| {
                 let mut parts = vec![json!({"type": "text", "text": t})];
                 parts.extend(images);
                 if let Some(tail) = tail {
                     parts.push(json!({"type": "text", "text": tail}));
                 }
                 json!({"role": "user", "content": parts})
-            }),
+            }
+        ),
     ]
 }
 
@@ -171,18 +168,15 @@ fn normal(req: &ChatRequest) -> ChatRequest {
     }
     for message in &mut messages {
         if message.role == Role::System {
-            let joined: String = message
-                .content
-                .iter()
-                .filter_map(|p| {
-                    if let Part::Text { text } = p {
-                        Some(text.as_str())
-                    } else {
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+            let joined: String =
+                message
+                    .content
+                    .iter()
+                    .filter_map(|p| {
+                        if let Part::Text { text } = p { Some(text.as_str()) } else { None }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
             message.content = vec![Part::Text { text: joined }];
         }
     }
@@ -191,10 +185,7 @@ fn normal(req: &ChatRequest) -> ChatRequest {
 }
 
 fn without_native(req: &ChatRequest) -> ChatRequest {
-    ChatRequest {
-        native: None,
-        ..req.clone()
-    }
+    ChatRequest { native: None, ..req.clone() }
 }
 
 proptest! {

@@ -25,10 +25,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
     };
@@ -88,11 +85,7 @@ fn describe(config: &config::Config) -> String {
         })
         .collect();
     let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-    let auth = if config.master_key.is_some() {
-        "on"
-    } else {
-        "off"
-    };
+    let auth = if config.master_key.is_some() { "on" } else { "off" };
     format!(
         "floodgate listening; providers: {}; models: {}; client auth {auth}",
         providers.join(", "),
@@ -143,16 +136,12 @@ async fn mock_upstream(args: MockArgs) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
         Ok(listener) => listener,
         Err(error) => {
-            return fail(
-                &format!("cannot listen on {}:{}: {error}", args.host, args.port),
-                1,
-            );
+            return fail(&format!("cannot listen on {}:{}: {error}", args.host, args.port), 1);
         }
     };
-    let shown = listener.local_addr().map_or_else(
-        |_| format!("{}:{}", args.host, args.port),
-        |a| a.to_string(),
-    );
+    let shown = listener
+        .local_addr()
+        .map_or_else(|_| format!("{}:{}", args.host, args.port), |a| a.to_string());
     announce(&format!(
         "mock upstream listening on http://{shown} (OpenAI base URL http://{shown}/v1)"
     ));
@@ -167,10 +156,7 @@ fn announce(message: &str) {
     println!("{message}");
 }
 
-#[expect(
-    clippy::print_stderr,
-    reason = "errors before logging is set up go to stderr"
-)]
+#[expect(clippy::print_stderr, reason = "errors before logging is set up go to stderr")]
 fn fail(message: &str, code: u8) -> ExitCode {
     eprintln!("floodgate: {message}");
     ExitCode::from(code)

@@ -38,11 +38,7 @@ pub fn substitute(text: &str, env: &Env) -> Result<String, Vec<SubstError>> {
     for (index, line) in text.split_inclusive('\n').enumerate() {
         substitute_line(line, index + 1, env, &mut multiline, &mut out, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 fn substitute_line(
@@ -87,11 +83,7 @@ fn substitute_line(
             Quote::Basic | Quote::Literal => {
                 let closing = if quote == Quote::Basic { '"' } else { '\'' };
                 if multiline.is_some() {
-                    let delim = if quote == Quote::Basic {
-                        "\"\"\""
-                    } else {
-                        "'''"
-                    };
+                    let delim = if quote == Quote::Basic { "\"\"\"" } else { "'''" };
                     if rest.starts_with(delim) {
                         quote = Quote::None;
                         *multiline = None;
@@ -208,10 +200,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

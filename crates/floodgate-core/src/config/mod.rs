@@ -166,10 +166,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(.0))]
     Invalid(Vec<Problem>),
 }
@@ -184,10 +181,8 @@ fn render(problems: &[Problem]) -> String {
 pub fn load(path: Option<&Path>, env: &Env, overrides: &Overrides) -> Result<Config, ConfigError> {
     match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             from_text(&text, &path.display().to_string(), env, overrides)
         }
         None => from_text("", "defaults", env, overrides),
@@ -205,11 +200,7 @@ pub fn from_text(
         ConfigError::Invalid(
             errors
                 .into_iter()
-                .map(|e| Problem {
-                    file: file.to_string(),
-                    line: Some(e.line),
-                    message: e.message,
-                })
+                .map(|e| Problem { file: file.to_string(), line: Some(e.line), message: e.message })
                 .collect(),
         )
     })?;
@@ -220,11 +211,7 @@ pub fn from_text(
             message: err.message().trim().to_string(),
         }])
     })?;
-    let mut builder = Builder {
-        file,
-        text: &substituted,
-        problems: Vec::new(),
-    };
+    let mut builder = Builder { file, text: &substituted, problems: Vec::new() };
     let config = builder.build(raw, env, overrides);
     if builder.problems.is_empty() {
         Ok(config)
@@ -235,11 +222,7 @@ pub fn from_text(
 
 fn line_of(text: &str, span: &Range<usize>) -> usize {
     let end = span.start.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 const DEFAULT_DATABASE: &str = "sqlite://floodgate.db";
@@ -248,11 +231,7 @@ const DEFAULT_DATABASE: &str = "sqlite://floodgate.db";
 /// config names none, with the alias each gets.
 const ENV_PROVIDERS: [(&str, ProviderKind, &str); 3] = [
     ("OPENAI_API_KEY", ProviderKind::Openai, "gpt-4o-mini"),
-    (
-        "ANTHROPIC_API_KEY",
-        ProviderKind::Anthropic,
-        "claude-haiku-4-5",
-    ),
+    ("ANTHROPIC_API_KEY", ProviderKind::Anthropic, "claude-haiku-4-5"),
     ("GEMINI_API_KEY", ProviderKind::Gemini, "gemini-2.5-flash"),
 ];
 
@@ -268,11 +247,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn problem(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let line = span.map(|s| line_of(self.text, &s));
-        self.problems.push(Problem {
-            file: self.file.to_string(),
-            line,
-            message: message.into(),
-        });
+        self.problems.push(Problem { file: self.file.to_string(), line, message: message.into() });
     }
 
     fn build(&mut self, raw: RawConfig, env: &Env, overrides: &Overrides) -> Config {
@@ -281,10 +256,7 @@ impl Builder<'_> {
         let server = raw.server.unwrap_or_default();
         let max_body_bytes = match server.max_body_bytes {
             Some(v) if *v.get_ref() == 0 => {
-                self.problem(
-                    Some(v.span()),
-                    "server.max_body_bytes must be greater than 0",
-                );
+                self.problem(Some(v.span()), "server.max_body_bytes must be greater than 0");
                 0
             }
             Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
@@ -293,13 +265,11 @@ impl Builder<'_> {
         let log = raw.log.unwrap_or_default();
         let log_format = overrides
             .log_format
-            .or_else(
-                || match env.get("FLOODGATE_LOG_FORMAT").map(String::as_str) {
-                    Some("json") => Some(LogFormat::Json),
-                    Some("pretty") => Some(LogFormat::Pretty),
-                    _ => None,
-                },
-            )
+            .or_else(|| match env.get("FLOODGATE_LOG_FORMAT").map(String::as_str) {
+                Some("json") => Some(LogFormat::Json),
+                Some("pretty") => Some(LogFormat::Pretty),
+                _ => None,
+            })
             .or(log.format)
             .unwrap_or_default();
         let log_level = match (env.get("FLOODGATE_LOG"), log.level) {
@@ -325,11 +295,8 @@ impl Builder<'_> {
         let database = self.database(raw.database.unwrap_or_default(), env);
         let upstream = raw.upstream.unwrap_or_default();
         let from_file = !raw.providers.is_empty();
-        let mut providers: Vec<ProviderConfig> = raw
-            .providers
-            .into_iter()
-            .filter_map(|p| self.provider(p, &upstream))
-            .collect();
+        let mut providers: Vec<ProviderConfig> =
+            raw.providers.into_iter().filter_map(|p| self.provider(p, &upstream)).collect();
         let mut default_aliases = Vec::new();
         if !from_file {
             for (var, kind, alias) in ENV_PROVIDERS {
@@ -357,10 +324,7 @@ impl Builder<'_> {
             default_aliases
                 .into_iter()
                 .map(|(alias, provider)| ModelConfig {
-                    targets: vec![TargetRef {
-                        provider,
-                        model: alias.clone(),
-                    }],
+                    targets: vec![TargetRef { provider, model: alias.clone() }],
                     name: alias,
                     retries: None,
                 })
@@ -397,10 +361,7 @@ impl Builder<'_> {
                 shutdown_grace: dur(server.shutdown_grace, Duration::from_secs(30)),
                 compression: server.compression.unwrap_or(true),
             },
-            log: LogConfig {
-                format: log_format,
-                level: log_level,
-            },
+            log: LogConfig { format: log_format, level: log_level },
             state,
             database,
             routing,
@@ -492,25 +453,16 @@ impl Builder<'_> {
             return DatabaseConfig { url: url.clone() };
         }
         let Some(url) = raw.url else {
-            return DatabaseConfig {
-                url: DEFAULT_DATABASE.to_string(),
-            };
+            return DatabaseConfig { url: DEFAULT_DATABASE.to_string() };
         };
         if !url.get_ref().starts_with("sqlite:") {
-            let scheme = url
-                .get_ref()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            let scheme = url.get_ref().split(':').next().unwrap_or_default().to_string();
             self.problem(
                 Some(url.span()),
                 format!("database.url: {}", unsupported_database(&scheme)),
             );
         }
-        DatabaseConfig {
-            url: url.into_inner(),
-        }
+        DatabaseConfig { url: url.into_inner() }
     }
 
     fn provider(&mut self, raw: RawProvider, upstream: &RawTimeouts) -> Option<ProviderConfig> {
@@ -528,10 +480,7 @@ impl Builder<'_> {
             Some(url) => {
                 let text = url.get_ref().trim_end_matches('/').to_string();
                 if let Some(message) = check_base_url(kind, &text) {
-                    self.problem(
-                        Some(url.span()),
-                        format!("providers.{name}.base_url: {message}"),
-                    );
+                    self.problem(Some(url.span()), format!("providers.{name}.base_url: {message}"));
                     ok = false;
                 }
                 Some(text)
@@ -555,10 +504,8 @@ impl Builder<'_> {
             .filter(|k| !k.get_ref().is_empty())
             .map(|k| SecretString::from(k.get_ref().clone()))
             .collect();
-        let needs_keys = matches!(
-            kind,
-            ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Gemini
-        );
+        let needs_keys =
+            matches!(kind, ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Gemini);
         if needs_keys && keys.is_empty() {
             self.problem(
                 Some(raw.name.span()),
@@ -572,10 +519,7 @@ impl Builder<'_> {
         }
         for limit in [&raw.rpm, &raw.tpm].into_iter().flatten() {
             if *limit.get_ref() == 0 {
-                self.problem(
-                    Some(limit.span()),
-                    "rpm and tpm must be greater than 0 when set",
-                );
+                self.problem(Some(limit.span()), "rpm and tpm must be greater than 0 when set");
                 ok = false;
             }
         }
@@ -610,10 +554,7 @@ impl Builder<'_> {
                 continue;
             }
             if models.iter().any(|m| m.name == name) {
-                self.problem(
-                    Some(model.name.span()),
-                    format!("model {name:?} is defined twice"),
-                );
+                self.problem(Some(model.name.span()), format!("model {name:?} is defined twice"));
                 continue;
             }
             if model.targets.get_ref().is_empty() {
@@ -652,11 +593,7 @@ impl Builder<'_> {
                     ),
                 }
             }
-            models.push(ModelConfig {
-                name,
-                targets,
-                retries: model.retries,
-            });
+            models.push(ModelConfig { name, targets, retries: model.retries });
         }
         models
     }
@@ -669,11 +606,7 @@ impl Builder<'_> {
                 Some(price.output_usd_per_mtok),
                 price.cache_read_usd_per_mtok,
             ];
-            if values
-                .into_iter()
-                .flatten()
-                .any(|v| !v.is_finite() || v < 0.0)
-            {
+            if values.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
                 self.problem(
                     Some(price.model.span()),
                     format!(

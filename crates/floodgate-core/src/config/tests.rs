@@ -5,10 +5,7 @@ use secrecy::ExposeSecret;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Env {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn load_text(text: &str, env: &Env) -> Result<Config, ConfigError> {
@@ -70,30 +67,18 @@ fn design_example_parses_with_env_substitution() {
     ]);
     let config = load_text(DESIGN_EXAMPLE, &env).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(
-        config.master_key.unwrap().expose_secret(),
-        "master-key-0123456789abcdef"
-    );
+    assert_eq!(config.master_key.unwrap().expose_secret(), "master-key-0123456789abcdef");
     assert_eq!(config.providers.len(), 2);
     let openai = &config.providers[0];
     assert_eq!(openai.kind, ProviderKind::Openai);
     // The unset optional second key is skipped, not sent as "".
     assert_eq!(openai.keys.len(), 1);
     assert_eq!(openai.rpm, Some(3500));
-    assert_eq!(
-        openai.base_url.as_deref(),
-        Some("https://api.openai.com/v1")
-    );
-    assert_eq!(
-        config.providers[1].base_url.as_deref(),
-        Some("https://api.anthropic.com")
-    );
+    assert_eq!(openai.base_url.as_deref(), Some("https://api.openai.com/v1"));
+    assert_eq!(config.providers[1].base_url.as_deref(), Some("https://api.anthropic.com"));
     assert_eq!(
         config.models[0].targets[1],
-        TargetRef {
-            provider: "anthropic".into(),
-            model: "claude-3-5-haiku-latest".into()
-        }
+        TargetRef { provider: "anthropic".into(), model: "claude-3-5-haiku-latest".into() }
     );
     assert!(!config.routing.allow_direct_targets);
     assert_eq!(config.pricing[0].model, "gpt-4o-mini");
@@ -114,11 +99,8 @@ fn no_file_and_no_keys_gives_the_mock() {
 
 #[test]
 fn no_file_takes_providers_from_the_environment() {
-    let config = Config::defaults(&env(&[
-        ("OPENAI_API_KEY", "sk-a"),
-        ("GEMINI_API_KEY", "g-b"),
-    ]))
-    .unwrap();
+    let config =
+        Config::defaults(&env(&[("OPENAI_API_KEY", "sk-a"), ("GEMINI_API_KEY", "g-b")])).unwrap();
     let kinds: Vec<_> = config.providers.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [ProviderKind::Openai, ProviderKind::Gemini]);
     let aliases: Vec<_> = config.models.iter().map(|m| m.name.as_str()).collect();
@@ -130,52 +112,28 @@ fn env_and_cli_override_the_file() {
     let text = "listen = \"127.0.0.1:9000\"\n";
     let config = load_text(text, &env(&[("FLOODGATE_LISTEN", "127.0.0.1:9001")])).unwrap();
     assert_eq!(config.listen.port(), 9001);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:9002".parse().unwrap()),
-        ..Overrides::default()
-    };
-    let config = from_text(
-        text,
-        "f",
-        &env(&[("FLOODGATE_LISTEN", "127.0.0.1:9001")]),
-        &overrides,
-    )
-    .unwrap();
+    let overrides =
+        Overrides { listen: Some("127.0.0.1:9002".parse().unwrap()), ..Overrides::default() };
+    let config =
+        from_text(text, "f", &env(&[("FLOODGATE_LISTEN", "127.0.0.1:9001")]), &overrides).unwrap();
     assert_eq!(config.listen.port(), 9002);
 }
 
 #[test]
 fn syntax_error_names_the_line() {
-    let problems = problems(
-        "listen = \"127.0.0.1:8080\"\n[state\nbackend = \"memory\"\n",
-        &Env::new(),
-    );
+    let problems =
+        problems("listen = \"127.0.0.1:8080\"\n[state\nbackend = \"memory\"\n", &Env::new());
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].line, Some(2));
-    assert!(
-        problems[0].to_string().starts_with("floodgate.toml:2: "),
-        "{}",
-        problems[0]
-    );
+    assert!(problems[0].to_string().starts_with("floodgate.toml:2: "), "{}", problems[0]);
 }
 
 #[test]
 fn unknown_field_names_the_line_and_the_valid_ones() {
-    let problems = problems(
-        "listen = \"127.0.0.1:8080\"\n\n[server]\nmax_body = 5\n",
-        &Env::new(),
-    );
+    let problems = problems("listen = \"127.0.0.1:8080\"\n\n[server]\nmax_body = 5\n", &Env::new());
     assert_eq!(problems[0].line, Some(4));
-    assert!(
-        problems[0].message.contains("unknown field `max_body`"),
-        "{}",
-        problems[0].message
-    );
-    assert!(
-        problems[0].message.contains("max_body_bytes"),
-        "{}",
-        problems[0].message
-    );
+    assert!(problems[0].message.contains("unknown field `max_body`"), "{}", problems[0].message);
+    assert!(problems[0].message.contains("max_body_bytes"), "{}", problems[0].message);
 }
 
 #[test]
@@ -184,11 +142,7 @@ fn bad_enum_value_lists_the_valid_ones() {
     let problems = problems(text, &Env::new());
     assert_eq!(problems[0].line, Some(3));
     for kind in ["openai", "openai-compatible", "anthropic", "gemini", "mock"] {
-        assert!(
-            problems[0].message.contains(kind),
-            "{}",
-            problems[0].message
-        );
+        assert!(problems[0].message.contains(kind), "{}", problems[0].message);
     }
 }
 
@@ -232,25 +186,13 @@ targets = ["local/x"]
     let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
     assert_eq!(
         lines,
-        [
-            Some(3),
-            Some(9),
-            Some(14),
-            Some(19),
-            Some(19),
-            Some(19),
-            Some(22)
-        ],
+        [Some(3), Some(9), Some(14), Some(19), Some(19), Some(19), Some(22)],
         "{problems:#?}"
     );
     assert!(problems[0].message.contains("has no keys"));
     assert!(problems[1].message.contains("needs base_url"));
     assert!(problems[2].message.contains("do not include it"));
-    assert!(
-        problems[3]
-            .message
-            .contains("\"opneai\", which is not defined")
-    );
+    assert!(problems[3].message.contains("\"opneai\", which is not defined"));
     assert!(problems[4].message.contains("is not \"provider/model\""));
     assert!(problems[6].message.contains("defined twice"));
 }
@@ -268,10 +210,7 @@ fn features_of_later_versions_are_refused_clearly() {
     let p = problems("[state]\nbackend = \"redis\"\n", &Env::new());
     assert_eq!(p[0].line, Some(2));
     assert!(p[0].message.contains("valid: \"memory\""));
-    let p = problems(
-        "[database]\nurl = \"postgres://localhost/db\"\n",
-        &Env::new(),
-    );
+    let p = problems("[database]\nurl = \"postgres://localhost/db\"\n", &Env::new());
     assert_eq!(p[0].line, Some(2));
     let p = problems("[cache]\nenabled = true\n", &Env::new());
     assert!(p[0].message.contains("not available in this version"));

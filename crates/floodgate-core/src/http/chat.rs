@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use super::{ApiError, json_response, read_body, respond};
 use crate::app::AppState;
 use crate::pipeline::observe::{RequestId, RouteInfo};
-use crate::providers::{ClientHints, ProviderError, UpstreamStream, unix_now};
+use crate::providers::{ClientHints, ProviderError, Reservation, UpstreamStream, unix_now};
 use crate::routing::{Routed, StartedStream};
 use crate::usage::{Accounting, Outcome};
 
@@ -41,15 +41,7 @@ pub async fn chat_completions(
     let result = async {
         let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
         let req = openai::parse_chat_request(&bytes)?;
-        chat(
-            &app,
-            Format::OpenAi,
-            req,
-            ClientHints::default(),
-            &id,
-            &mut info,
-        )
-        .await
+        chat(&app, Format::OpenAi, req, ClientHints::default(), &id, &mut info).await
     }
     .await;
     respond(result, Format::OpenAi, info)
@@ -117,12 +109,7 @@ fn complete_response(
     routed: Routed<ChatResponse>,
     accounting: Accounting,
 ) -> Response {
-    let Routed {
-        value: mut resp,
-        provider,
-        model,
-        attempts,
-    } = routed;
+    let Routed { value: mut resp, provider, model, attempts } = routed;
     if resp.created == 0 {
         resp.created = unix_now();
     }
@@ -189,6 +176,8 @@ struct Relay {
     writer: ClientWriter,
     usage: Usage,
     accounting: Option<Accounting>,
+    /// The key's tokens reserved for this call, settled with the final usage.
+    reservation: Option<Reservation>,
     provider: String,
     model: String,
     info: RouteInfo,
@@ -224,11 +213,9 @@ impl Relay {
                 Some(Err(error)) => {
                     // Bytes already reached the client: no fallback is possible
                     // any more, so the stream ends with an error event.
-                    self.writer
-                        .write_error(&stream_error_body(&error), &mut out);
+                    self.writer.write_error(&stream_error_body(&error), &mut out);
                     self.done = true;
-                    self.info
-                        .set_error(format!("stream failed mid-way: {}", error.message));
+                    self.info.set_error(format!("stream failed mid-way: {}", error.message));
                     self.account(Some(error.label()));
                 }
             }
@@ -237,11 +224,11 @@ impl Relay {
     }
 
     fn account(&mut self, error: Option<&'static str>) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(self.usage.total());
+        }
         if let Some(accounting) = self.accounting.take() {
-            let ttft = self
-                .rest
-                .first_chunk_at()
-                .map(|t| t.duration_since(accounting.started()));
+            let ttft = self.rest.first_chunk_at().map(|t| t.duration_since(accounting.started()));
             let outcome = Outcome::answered(&self.provider, &self.model, self.usage, ttft);
             accounting.finish(match error {
                 Some(label) => outcome.with_error(label),
@@ -261,16 +248,8 @@ impl Drop for Relay {
 }
 
 fn stream_error_body(error: &ProviderError) -> UpstreamErrorBody {
-    let kind = if error.is_unavailable() {
-        "overloaded_error"
-    } else {
-        "api_error"
-    };
-    UpstreamErrorBody {
-        message: error.message.clone(),
-        kind: Some(kind.to_string()),
-        code: None,
-    }
+    let kind = if error.is_unavailable() { "overloaded_error" } else { "api_error" };
+    UpstreamErrorBody { message: error.message.clone(), kind: Some(kind.to_string()), code: None }
 }
 
 fn stream_response(
@@ -280,41 +259,29 @@ fn stream_response(
     accounting: Accounting,
     info: &RouteInfo,
 ) -> Response {
-    let Routed {
-        value: StartedStream { head, rest },
-        provider,
-        model,
-        attempts,
-    } = routed;
+    let Routed { value: StartedStream { head, rest, reservation }, provider, model, attempts } =
+        routed;
     let relay = Relay {
         head: head.into(),
         rest,
         writer: ClientWriter::new(format, req),
         usage: Usage::default(),
         accounting: Some(accounting),
+        reservation: Some(reservation),
         provider: provider.clone(),
         model: model.clone(),
         info: info.clone(),
         done: false,
     };
     let frames = futures_util::stream::unfold(relay, |mut relay| async move {
-        relay
-            .next_frame()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(bytes), relay))
+        relay.next_frame().await.map(|bytes| (Ok::<_, Infallible>(bytes), relay))
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies in front of us not to buffer the stream.
-    headers.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     routed_headers(headers, &provider, &model, attempts);
     response
 }

@@ -38,11 +38,7 @@ pub enum ApiError {
 
 /// The error format of a path: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
 pub fn format_for_path(path: &str) -> Format {
-    if path.starts_with("/v1/messages") {
-        Format::Anthropic
-    } else {
-        Format::OpenAi
-    }
+    if path.starts_with("/v1/messages") { Format::Anthropic } else { Format::OpenAi }
 }
 
 /// How an error is presented: status, machine-readable code, and per-format type.
@@ -62,14 +58,7 @@ impl Shape {
         openai_type: &'static str,
         anthropic_type: &'static str,
     ) -> Self {
-        Shape {
-            status,
-            code,
-            openai_type,
-            anthropic_type,
-            param: None,
-            retry_after: None,
-        }
+        Shape { status, code, openai_type, anthropic_type, param: None, retry_after: None }
     }
 }
 
@@ -153,12 +142,7 @@ impl ApiError {
                     !failures.is_empty() && failures.iter().all(|t| f(&t.error))
                 };
                 if all(|e| e.is_timeout()) {
-                    Shape::new(
-                        S::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "api_error",
-                        "timeout_error",
-                    )
+                    Shape::new(S::GATEWAY_TIMEOUT, "upstream_timeout", "api_error", "timeout_error")
                 } else if all(|e| e.is_unavailable()) {
                     Shape {
                         retry_after: failures.iter().filter_map(|t| t.error.retry_after).min(),
@@ -182,10 +166,8 @@ impl ApiError {
                 "model {model:?} does not exist; GET /v1/models lists the models you can use"
             ),
             ApiError::Route(RouteError::Rejected { target, error }) => {
-                let upstream = error
-                    .upstream
-                    .as_ref()
-                    .map_or(error.message.as_str(), |u| u.message.as_str());
+                let upstream =
+                    error.upstream.as_ref().map_or(error.message.as_str(), |u| u.message.as_str());
                 format!("{target} refused the request: {upstream}")
             }
             ApiError::MissingKey => {
@@ -215,10 +197,7 @@ impl ApiError {
         };
         let mut response = (shape.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = shape.retry_after {
             // Whole seconds, rounded up: `retry-after: 0` would invite a hot loop.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -52,10 +52,9 @@ pub fn respond(result: Result<Response, ApiError>, format: Format, info: RouteIn
 
 pub fn json_response(body: Vec<u8>) -> Response {
     let mut response = Body::from(body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -64,10 +63,7 @@ pub async fn no_route(method: Method, uri: Uri) -> Response {
     let path = uri.path().to_string();
     let format = error::format_for_path(&path);
     respond(
-        Err(ApiError::NoRoute {
-            method: method.to_string(),
-            path,
-        }),
+        Err(ApiError::NoRoute { method: method.to_string(), path }),
         format,
         RouteInfo::default(),
     )
@@ -78,10 +74,7 @@ pub async fn wrong_method(method: Method, uri: Uri) -> Response {
     let path = uri.path().to_string();
     let format = error::format_for_path(&path);
     respond(
-        Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            path,
-        }),
+        Err(ApiError::MethodNotAllowed { method: method.to_string(), path }),
         format,
         RouteInfo::default(),
     )

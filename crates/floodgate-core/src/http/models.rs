@@ -50,18 +50,11 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let anthropic = wants_anthropic(&headers);
-    let format = if anthropic {
-        Format::Anthropic
-    } else {
-        Format::OpenAi
-    };
+    let format = if anthropic { Format::Anthropic } else { Format::OpenAi };
     let result = match app.router.resolve(&id) {
         Ok(route) => {
-            let body = if anthropic {
-                anthropic_model(&route.name)
-            } else {
-                openai_model(&route.name)
-            };
+            let body =
+                if anthropic { anthropic_model(&route.name) } else { openai_model(&route.name) };
             Ok(json_response(body.to_string().into_bytes()))
         }
         Err(e) => Err(e.into()),

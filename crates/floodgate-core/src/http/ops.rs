@@ -10,17 +10,15 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
-use crate::providers::Pick;
 
 /// A dependency that does not answer within this is not ready.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn health() -> Response {
     let mut response = json!({"status": "ok"}).to_string().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -30,10 +28,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     let mut providers = Map::new();
     let mut any_provider = false;
     for provider in app.router.providers() {
-        let usable = match provider.keys.pick() {
-            Pick::Key(_) | Pick::Anonymous => true,
-            Pick::Exhausted => false,
-        };
+        let usable = provider.keys.in_use();
         any_provider |= usable;
         let disabled: Vec<Value> = provider
             .keys
@@ -49,6 +44,9 @@ pub async fn ready(State(app): State<AppState>) -> Response {
                 "keys": provider.keys.len(),
                 "keys_usable": provider.keys.usable(),
                 "keys_disabled": disabled,
+                "key_limits": provider.keys.levels().into_iter()
+                    .map(|(key, requests, tokens)| json!({"key": key, "requests_left": requests, "tokens_left": tokens}))
+                    .collect::<Vec<_>>(),
             }),
         );
     }
@@ -92,16 +90,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "database": database,
         }
     });
-    let code = if ready && !draining {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let mut response = (code, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

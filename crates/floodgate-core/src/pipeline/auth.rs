@@ -52,10 +52,7 @@ impl Auth {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let value = value.trim();
         let token = value
             .strip_prefix("Bearer ")
@@ -66,11 +63,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
             return Some(token);
         }
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
 }
 
 pub async fn require_key(
@@ -83,9 +76,9 @@ pub async fn require_key(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(error) => error
-            .into_response_for(format_for_path(request.uri().path()))
-            .into_response(),
+        Err(error) => {
+            error.into_response_for(format_for_path(request.uri().path())).into_response()
+        }
     }
 }
 
@@ -97,12 +90,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
+            .map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v)))
             .collect()
     }
 
@@ -110,22 +98,14 @@ mod tests {
     fn bearer_or_x_api_key() {
         let auth = Auth::new(Some(SecretString::from("master-key-0123456789")));
         assert_eq!(
-            auth.check(&headers(&[(
-                "authorization",
-                "Bearer master-key-0123456789"
-            )]))
-            .unwrap(),
+            auth.check(&headers(&[("authorization", "Bearer master-key-0123456789")])).unwrap(),
             Caller::Master
         );
         assert_eq!(
-            auth.check(&headers(&[("x-api-key", "master-key-0123456789")]))
-                .unwrap(),
+            auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap(),
             Caller::Master
         );
-        assert!(matches!(
-            auth.check(&headers(&[])),
-            Err(ApiError::MissingKey)
-        ));
+        assert!(matches!(auth.check(&headers(&[])), Err(ApiError::MissingKey)));
         assert!(matches!(
             auth.check(&headers(&[("authorization", "Bearer nope")])),
             Err(ApiError::InvalidKey)
@@ -134,9 +114,6 @@ mod tests {
 
     #[test]
     fn no_master_key_means_auth_off() {
-        assert_eq!(
-            Auth::new(None).check(&headers(&[])).unwrap(),
-            Caller::Anonymous
-        );
+        assert_eq!(Auth::new(None).check(&headers(&[])).unwrap(), Caller::Anonymous);
     }
 }

@@ -59,11 +59,7 @@ fn valid_request_id(value: &HeaderValue) -> Option<&str> {
 
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id: Arc<str> = match request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(valid_request_id)
-    {
+    let id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(valid_request_id) {
         Some(id) => id.into(),
         None => uuid::Uuid::new_v4().to_string().into(),
     };
@@ -79,19 +75,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    let info = response
-        .extensions()
-        .get::<RouteInfo>()
-        .cloned()
-        .unwrap_or_default();
-    let guard = Finish {
-        started,
-        route,
-        status: response.status().as_u16(),
-        info,
-        span,
-        completed: false,
-    };
+    let info = response.extensions().get::<RouteInfo>().cloned().unwrap_or_default();
+    let guard =
+        Finish { started, route, status: response.status().as_u16(), info, span, completed: false };
     response.map(|body| Body::new(ObservedBody { inner: body, guard }))
 }
 
@@ -108,16 +94,8 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let model = self
-            .info
-            .model
-            .clone()
-            .unwrap_or_else(|| "none".to_string());
-        let provider = self
-            .info
-            .provider
-            .clone()
-            .unwrap_or_else(|| "none".to_string());
+        let model = self.info.model.clone().unwrap_or_else(|| "none".to_string());
+        let provider = self.info.provider.clone().unwrap_or_else(|| "none".to_string());
         let labels = [
             ("route", self.route.clone()),
             ("model", model.clone()),
@@ -131,14 +109,9 @@ impl Drop for Finish {
         let _enter = self.span.enter();
         let ms = elapsed.as_secs_f64() * 1000.0;
         match (error, self.completed) {
-            (Some(error), _) => tracing::warn!(
-                status = self.status,
-                ms,
-                model,
-                provider,
-                error,
-                "request failed"
-            ),
+            (Some(error), _) => {
+                tracing::warn!(status = self.status, ms, model, provider, error, "request failed")
+            }
             (None, false) => tracing::info!(
                 status = self.status,
                 ms,
@@ -192,15 +165,9 @@ mod tests {
             valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")),
             Some("abc-123_x.y:z")
         );
-        assert_eq!(
-            valid_request_id(&HeaderValue::from_static("has space")),
-            None
-        );
+        assert_eq!(valid_request_id(&HeaderValue::from_static("has space")), None);
         assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
         let long = "a".repeat(129);
-        assert_eq!(
-            valid_request_id(&HeaderValue::from_str(&long).unwrap()),
-            None
-        );
+        assert_eq!(valid_request_id(&HeaderValue::from_str(&long).unwrap()), None);
     }
 }

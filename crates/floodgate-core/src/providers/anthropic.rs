@@ -25,10 +25,7 @@ impl Api for AnthropicApi {
 
     fn chat(&self, req: &ChatRequest, model: &str) -> Result<Call, TranslateError> {
         let body = anthropic::write_chat_request(req, model)?;
-        Ok(Call {
-            path: "/v1/messages".to_string(),
-            body,
-        })
+        Ok(Call { path: "/v1/messages".to_string(), body })
     }
 
     fn read_chat(

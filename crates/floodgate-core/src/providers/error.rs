@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Unsupported,
     /// Every key of the provider is out of use.
     NoUsableKey,
+    /// Every key in use is at its rpm/tpm limit for now.
+    KeysBusy,
     /// The stream ended with an error event or broke off after it began.
     Stream,
 }
@@ -62,12 +64,7 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError {
-            kind,
-            message: message.into(),
-            upstream: None,
-            retry_after: None,
-        }
+        ProviderError { kind, message: message.into(), upstream: None, retry_after: None }
     }
 
     pub fn disposition(&self) -> Disposition {
@@ -83,7 +80,8 @@ impl ProviderError {
             ErrorKind::Decode
             | ErrorKind::Translate
             | ErrorKind::Unsupported
-            | ErrorKind::NoUsableKey => Disposition::NextTarget,
+            | ErrorKind::NoUsableKey
+            | ErrorKind::KeysBusy => Disposition::NextTarget,
         }
     }
 
@@ -102,6 +100,7 @@ impl ProviderError {
             ErrorKind::Translate => "translate",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::NoUsableKey => "no_usable_key",
+            ErrorKind::KeysBusy => "keys_busy",
             ErrorKind::Stream => "stream",
         }
     }
@@ -114,7 +113,7 @@ impl ProviderError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Status(429 | 503 | 529) | ErrorKind::NoUsableKey
+            ErrorKind::Status(429 | 503 | 529) | ErrorKind::NoUsableKey | ErrorKind::KeysBusy
         )
     }
 }

@@ -11,6 +11,7 @@ mod anthropic;
 mod error;
 mod gemini;
 pub mod keys;
+pub mod limits;
 mod openai;
 mod stream;
 
@@ -28,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{Disposition, ErrorKind, ProviderError, TimeoutPhase};
 pub use keys::{Key, KeyPool, Pick};
+pub use limits::Reservation;
 pub use stream::{StreamReader, UpstreamStream, unix_now};
 
 use crate::config::{ProviderConfig, ProviderKind, Timeouts};
@@ -104,10 +106,7 @@ impl Provider {
         base_url: String,
         scrubber: Arc<Scrubber>,
     ) -> Result<Provider, BuildError> {
-        let fail = |message: String| BuildError {
-            name: config.name.clone(),
-            message,
-        };
+        let fail = |message: String| BuildError { name: config.name.clone(), message };
         let api: Box<dyn Api> = match config.kind {
             ProviderKind::Openai => Box::new(openai::OpenAiApi::new(openai::Dialect::OpenAi)),
             ProviderKind::OpenaiCompatible | ProviderKind::Mock => {
@@ -141,7 +140,7 @@ impl Provider {
             name: config.name.clone(),
             kind: config.kind,
             base_url,
-            keys: KeyPool::new(config.keys.clone()),
+            keys: KeyPool::new(config.keys.clone(), config.rpm, config.tpm),
             api,
             http,
             timeouts: config.timeouts,
@@ -170,9 +169,7 @@ impl Provider {
                 .await
                 .map_err(|_| self.timeout(TimeoutPhase::Total))?
                 .map_err(|e| self.transport_error(&e))?;
-            self.api
-                .read_chat(req, model, body)
-                .map_err(|e| self.decode_error(&e))
+            self.api.read_chat(req, model, body).map_err(|e| self.decode_error(&e))
         }
         .await;
         self.observe(model, started, result.as_ref().err());
@@ -201,10 +198,7 @@ impl Provider {
         Ok(UpstreamStream::new(
             response,
             self.api.stream_reader(req, model),
-            StreamLimits {
-                chunk: self.timeouts.chunk,
-                deadline,
-            },
+            StreamLimits { chunk: self.timeouts.chunk, deadline },
             self.name.clone(),
             model.to_string(),
             started,
@@ -223,27 +217,19 @@ impl Provider {
             None => {
                 return Err(ProviderError::new(
                     ErrorKind::Unsupported,
-                    format!(
-                        "{} ({}) has no embeddings API",
-                        self.name,
-                        self.kind.as_str()
-                    ),
+                    format!("{} ({}) has no embeddings API", self.name, self.kind.as_str()),
                 ));
             }
         };
         let started = Instant::now();
         let deadline = started + self.timeouts.total;
         let result = async {
-            let response = self
-                .send(call, key, &ClientHints::default(), deadline)
-                .await?;
+            let response = self.send(call, key, &ClientHints::default(), deadline).await?;
             let body = tokio::time::timeout_at(deadline.into(), response.bytes())
                 .await
                 .map_err(|_| self.timeout(TimeoutPhase::Total))?
                 .map_err(|e| self.transport_error(&e))?;
-            self.api
-                .read_embeddings(model, body)
-                .map_err(|e| self.decode_error(&e))
+            self.api.read_embeddings(model, body).map_err(|e| self.decode_error(&e))
         }
         .await;
         self.observe(model, started, result.as_ref().err());
@@ -259,20 +245,13 @@ impl Provider {
         deadline: Instant,
     ) -> Result<reqwest::Response, ProviderError> {
         let mut headers = self.extra_headers.clone();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        self.api
-            .headers(key.map(|k| &k.secret), hints, &mut headers);
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.api.headers(key.map(|k| &k.secret), hints, &mut headers);
         let url = format!("{}{}", self.base_url, call.path);
         let request = self.http.post(url).headers(headers).body(call.body);
         let first_byte = deadline.min(Instant::now() + self.timeouts.first_byte);
-        let phase = if first_byte < deadline {
-            TimeoutPhase::FirstByte
-        } else {
-            TimeoutPhase::Total
-        };
+        let phase =
+            if first_byte < deadline { TimeoutPhase::FirstByte } else { TimeoutPhase::Total };
         let response = tokio::time::timeout_at(first_byte.into(), request.send())
             .await
             .map_err(|_| self.timeout(phase))?
@@ -319,24 +298,12 @@ impl Provider {
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
-        let what = if err.is_connect() {
-            "cannot connect"
-        } else {
-            "connection failed"
-        };
+        let what = if err.is_connect() { "cannot connect" } else { "connection failed" };
         // reqwest's message carries the URL (no secret: keys travel in headers)
         // but we name the provider instead, which is what an operator knows.
-        let cause = std::error::Error::source(err)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let message = self
-            .scrubber
-            .scrub(&format!("{}: {what}: {cause}", self.name))
-            .into_owned();
-        ProviderError::new(
-            ErrorKind::Connect,
-            message.trim_end_matches(": ").to_string(),
-        )
+        let cause = std::error::Error::source(err).map(ToString::to_string).unwrap_or_default();
+        let message = self.scrubber.scrub(&format!("{}: {what}: {cause}", self.name)).into_owned();
+        ProviderError::new(ErrorKind::Connect, message.trim_end_matches(": ").to_string())
     }
 
     fn decode_error(&self, err: &DecodeError) -> ProviderError {
@@ -360,10 +327,7 @@ impl Provider {
         ];
         metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(started.elapsed());
         if let Some(error) = error {
-            let labels = [
-                ("provider", self.name.clone()),
-                ("kind", error.label().to_string()),
-            ];
+            let labels = [("provider", self.name.clone()), ("kind", error.label().to_string())];
             metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
         }
     }
@@ -398,12 +362,7 @@ async fn read_limited(mut response: reqwest::Response, deadline: Instant) -> Vec
 
 /// `retry-after-ms` (OpenAI), else `retry-after` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
@@ -415,10 +374,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// Puts `key` in `name`, marked sensitive so no layer logs it.
@@ -442,10 +398,7 @@ mod tests {
         headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        headers.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);

@@ -31,10 +31,7 @@ impl Api for OpenAiApi {
 
     fn chat(&self, req: &ChatRequest, model: &str) -> Result<Call, TranslateError> {
         let body = openai::write_chat_request(req, model, self.dialect)?;
-        Ok(Call {
-            path: "/chat/completions".to_string(),
-            body,
-        })
+        Ok(Call { path: "/chat/completions".to_string(), body })
     }
 
     fn read_chat(
@@ -56,10 +53,8 @@ impl Api for OpenAiApi {
         model: &str,
     ) -> Option<Result<Call, TranslateError>> {
         Some(
-            openai::write_embeddings_request(req, model).map(|body| Call {
-                path: "/embeddings".to_string(),
-                body,
-            }),
+            openai::write_embeddings_request(req, model)
+                .map(|body| Call { path: "/embeddings".to_string(), body }),
         )
     }
 

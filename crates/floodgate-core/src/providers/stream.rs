@@ -200,10 +200,8 @@ impl UpstreamStream {
                     StreamEvent::Delta { .. } if self.first_chunk.is_none() => {
                         let now = Instant::now();
                         self.first_chunk = Some(now);
-                        let labels = [
-                            ("provider", self.provider.clone()),
-                            ("model", self.model.clone()),
-                        ];
+                        let labels =
+                            [("provider", self.provider.clone()), ("model", self.model.clone())];
                         metrics::histogram!(metric::UPSTREAM_TTFT, &labels)
                             .record(now.duration_since(self.started));
                     }
@@ -230,10 +228,7 @@ impl UpstreamStream {
             }
             StreamError::Decode(e) => ProviderError::new(
                 ErrorKind::Decode,
-                format!(
-                    "{} sent a stream event that is not valid: {e}",
-                    self.provider
-                ),
+                format!("{} sent a stream event that is not valid: {e}", self.provider),
             ),
         }
     }
@@ -251,10 +246,7 @@ impl UpstreamStream {
         ];
         metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(self.started.elapsed());
         if outcome != "ok" {
-            let labels = [
-                ("provider", self.provider.clone()),
-                ("kind", outcome.to_string()),
-            ];
+            let labels = [("provider", self.provider.clone()), ("kind", outcome.to_string())];
             metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
         }
     }
@@ -279,7 +271,5 @@ fn source_of(err: &reqwest::Error) -> String {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

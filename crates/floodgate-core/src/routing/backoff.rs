@@ -14,11 +14,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-        }
+        Backoff { base, max, attempt: 0 }
     }
 
     /// The ceiling of the next wait, before jitter.

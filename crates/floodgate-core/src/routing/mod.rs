@@ -7,6 +7,7 @@
 //! because nothing has reached the client yet.
 
 mod backoff;
+pub mod estimate;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,7 +22,8 @@ pub use backoff::Backoff;
 
 use crate::config::{Config, RoutingConfig};
 use crate::providers::{
-    ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, UpstreamStream,
+    ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, Reservation,
+    UpstreamStream,
 };
 use crate::state::StateBackend;
 use crate::telemetry::metric;
@@ -70,6 +72,8 @@ pub struct StartedStream {
     /// Chunks read before committing, to be sent first.
     pub head: Vec<StreamChunk>,
     pub rest: UpstreamStream,
+    /// The key's tokens reserved for this call: settle it when the stream ends.
+    pub reservation: Reservation,
 }
 
 /// One target's part in a failed request.
@@ -87,22 +91,13 @@ pub enum RouteError {
     /// The upstream refused the request itself (400, 413, 422…): every target
     /// would, so the client gets the upstream's answer.
     #[error("{}", .error.message)]
-    Rejected {
-        target: String,
-        error: Box<ProviderError>,
-    },
+    Rejected { target: String, error: Box<ProviderError> },
     #[error("{}", describe_exhausted(.model, .failures))]
-    Exhausted {
-        model: String,
-        failures: Vec<TargetFailure>,
-    },
+    Exhausted { model: String, failures: Vec<TargetFailure> },
 }
 
 fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
-    let mut out = format!(
-        "every target for model {model:?} failed ({} tried): ",
-        failures.len()
-    );
+    let mut out = format!("every target for model {model:?} failed ({} tried): ", failures.len());
     for (i, f) in failures.iter().enumerate() {
         if i > 0 {
             out.push_str("; ");
@@ -144,23 +139,16 @@ impl Router {
                 .targets
                 .iter()
                 .filter_map(|t| {
-                    providers.get(&t.provider).map(|p| Target {
-                        provider: p.clone(),
-                        model: t.model.clone(),
-                    })
+                    providers
+                        .get(&t.provider)
+                        .map(|p| Target { provider: p.clone(), model: t.model.clone() })
                 })
                 .collect();
             let retries = model.retries.unwrap_or(config.routing.retries);
             aliases.insert(model.name.clone(), Alias { targets, retries });
             order.push(model.name.clone());
         }
-        Router {
-            providers,
-            aliases,
-            order,
-            config: config.routing.clone(),
-            state,
-        }
+        Router { providers, aliases, order, config: config.routing.clone(), state }
     }
 
     /// Alias names, in config order.
@@ -194,9 +182,7 @@ impl Router {
                 retries: self.config.retries,
             });
         }
-        Err(RouteError::UnknownModel {
-            model: model.to_string(),
-        })
+        Err(RouteError::UnknownModel { model: model.to_string() })
     }
 
     pub async fn chat(
@@ -238,9 +224,23 @@ impl Router {
             let mut retries_left = route.retries;
             let mut refused: Option<ProviderError> = None;
             let failure = loop {
-                let key = match target.provider.keys.pick() {
-                    Pick::Key(key) => Some(key),
-                    Pick::Anonymous => None,
+                let (key, reservation) = match target.provider.keys.pick(op.estimate()) {
+                    Pick::Key(key, reservation) => (Some(key), reservation),
+                    Pick::Anonymous(reservation) => (None, reservation),
+                    Pick::Busy(wait) => {
+                        let mut error = ProviderError::new(
+                            ErrorKind::KeysBusy,
+                            format!(
+                                "{}: every key is at its rpm/tpm limit; room again in {}",
+                                target.provider.name,
+                                humantime::format_duration(Duration::from_millis(
+                                    wait.as_millis() as u64
+                                ))
+                            ),
+                        );
+                        error.retry_after = Some(wait);
+                        break error;
+                    }
                     Pick::Exhausted => {
                         let last = refused
                             .as_ref()
@@ -258,7 +258,8 @@ impl Router {
                 attempts += 1;
                 total_attempts += 1;
                 let error = match op.call(target, key).await {
-                    Ok(value) => {
+                    Ok(mut value) => {
+                        A::settle(&mut value, reservation);
                         return Ok(Routed {
                             value,
                             provider: target.provider.name.clone(),
@@ -266,7 +267,11 @@ impl Router {
                             attempts: total_attempts,
                         });
                     }
-                    Err(error) => error,
+                    Err(error) => {
+                        // A failed call consumed a request but no tokens.
+                        reservation.settle(0);
+                        error
+                    }
                 };
                 match error.disposition() {
                     Disposition::Reject => {
@@ -309,16 +314,9 @@ impl Router {
                 }
             };
             tracing::debug!(target = %target.label(), error = %failure, "target failed, falling back");
-            failures.push(TargetFailure {
-                target: target.label(),
-                attempts,
-                error: failure,
-            });
+            failures.push(TargetFailure { target: target.label(), attempts, error: failure });
         }
-        Err(RouteError::Exhausted {
-            model: route.name.clone(),
-            failures,
-        })
+        Err(RouteError::Exhausted { model: route.name.clone(), failures })
     }
 
     async fn disable_key(&self, provider: &Provider, key: &Key, error: &ProviderError) {
@@ -332,11 +330,7 @@ impl Router {
             );
             let labels = [("provider", provider.name.clone())];
             metrics::counter!(metric::KEYS_DISABLED, &labels).increment(1);
-            if let Err(e) = self
-                .state
-                .disable_key(&provider.name, key.index, &reason)
-                .await
-            {
+            if let Err(e) = self.state.disable_key(&provider.name, key.index, &reason).await {
                 tracing::warn!(provider = %provider.name, error = %e, "could not record the disabled key in the state backend");
             }
         }
@@ -346,6 +340,11 @@ impl Router {
 /// One kind of upstream call the attempt loop can make.
 trait Attempt: Sync {
     type Output;
+    /// Tokens to reserve against the key's tpm before the call.
+    fn estimate(&self) -> u32;
+    /// Settles the reservation with what the call used (a stream hands it on
+    /// to be settled when it ends).
+    fn settle(output: &mut Self::Output, reservation: Reservation);
     fn call<'a>(
         &'a self,
         target: &'a Target,
@@ -360,14 +359,18 @@ struct Chat<'r> {
 
 impl Attempt for Chat<'_> {
     type Output = ChatResponse;
+    fn estimate(&self) -> u32 {
+        estimate::chat(self.req)
+    }
+    fn settle(output: &mut ChatResponse, reservation: Reservation) {
+        reservation.settle(output.usage.total());
+    }
     fn call<'a>(
         &'a self,
         target: &'a Target,
         key: Option<&'a Key>,
     ) -> impl Future<Output = Result<ChatResponse, ProviderError>> + Send + 'a {
-        target
-            .provider
-            .chat(self.req, &target.model, key, self.hints)
+        target.provider.chat(self.req, &target.model, key, self.hints)
     }
 }
 
@@ -378,6 +381,12 @@ struct Stream<'r> {
 
 impl Attempt for Stream<'_> {
     type Output = StartedStream;
+    fn estimate(&self) -> u32 {
+        estimate::chat(self.req)
+    }
+    fn settle(output: &mut StartedStream, reservation: Reservation) {
+        output.reservation = reservation;
+    }
     fn call<'a>(
         &'a self,
         target: &'a Target,
@@ -395,10 +404,7 @@ async fn start_stream(
     target: &Target,
     key: Option<&Key>,
 ) -> Result<StartedStream, ProviderError> {
-    let mut rest = target
-        .provider
-        .chat_stream(req, &target.model, key, hints)
-        .await?;
+    let mut rest = target.provider.chat_stream(req, &target.model, key, hints).await?;
     let mut head = Vec::new();
     loop {
         match rest.next_chunk().await {
@@ -406,17 +412,14 @@ async fn start_stream(
                 let has_content = !chunk.events.is_empty();
                 head.push(chunk);
                 if has_content {
-                    return Ok(StartedStream { head, rest });
+                    return Ok(StartedStream { head, rest, reservation: Reservation::none() });
                 }
             }
             Some(Err(e)) => return Err(e),
             None => {
                 return Err(ProviderError::new(
                     ErrorKind::Stream,
-                    format!(
-                        "{}: the stream ended before any content",
-                        target.provider.name
-                    ),
+                    format!("{}: the stream ended before any content", target.provider.name),
                 ));
             }
         }
@@ -429,6 +432,12 @@ struct Embeddings<'r> {
 
 impl Attempt for Embeddings<'_> {
     type Output = EmbeddingsResponse;
+    fn estimate(&self) -> u32 {
+        estimate::embeddings(self.req)
+    }
+    fn settle(output: &mut EmbeddingsResponse, reservation: Reservation) {
+        reservation.settle(output.usage.input_tokens);
+    }
     fn call<'a>(
         &'a self,
         target: &'a Target,

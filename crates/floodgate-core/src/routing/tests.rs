@@ -12,12 +12,8 @@ fn router(text: &str) -> Router {
         .iter()
         .map(|p| {
             Arc::new(
-                Provider::new(
-                    p,
-                    "http://127.0.0.1:9".into(),
-                    Arc::new(Scrubber::default()),
-                )
-                .unwrap(),
+                Provider::new(p, "http://127.0.0.1:9".into(), Arc::new(Scrubber::default()))
+                    .unwrap(),
             )
         })
         .collect();
@@ -48,22 +44,13 @@ fn aliases_resolve_to_their_targets_in_order() {
 
 #[test]
 fn direct_targets_only_when_allowed() {
-    assert!(matches!(
-        router(CONFIG).resolve("local/x"),
-        Err(RouteError::UnknownModel { .. })
-    ));
+    assert!(matches!(router(CONFIG).resolve("local/x"), Err(RouteError::UnknownModel { .. })));
     let allowed = format!("[routing]\nallow_direct_targets = true\n{CONFIG}");
     let router = router(&allowed);
     let route = router.resolve("local/meta-llama/Llama-3").unwrap();
     assert_eq!(route.targets[0].model, "meta-llama/Llama-3");
-    assert!(matches!(
-        router.resolve("nope/x"),
-        Err(RouteError::UnknownModel { .. })
-    ));
-    assert!(matches!(
-        router.resolve("local/"),
-        Err(RouteError::UnknownModel { .. })
-    ));
+    assert!(matches!(router.resolve("nope/x"), Err(RouteError::UnknownModel { .. })));
+    assert!(matches!(router.resolve("local/"), Err(RouteError::UnknownModel { .. })));
 }
 
 #[test]

@@ -61,10 +61,7 @@ mod tests {
         let state = MemoryState::default();
         state.disable_key("a", 1, "401").await.unwrap();
         state.disable_key("b", 0, "403").await.unwrap();
-        assert_eq!(
-            state.disabled_keys("a").await.unwrap(),
-            vec![(1, "401".to_string())]
-        );
+        assert_eq!(state.disabled_keys("a").await.unwrap(), vec![(1, "401".to_string())]);
         assert!(state.disabled_keys("c").await.unwrap().is_empty());
     }
 }

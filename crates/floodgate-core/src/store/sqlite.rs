@@ -156,10 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
-        store
-            .record_usage(&[record("a", 10), record("a", 5), record("b", 1)])
-            .await
-            .unwrap();
+        store.record_usage(&[record("a", 10), record("a", 5), record("b", 1)]).await.unwrap();
         drop(store);
         let store = SqliteStore::open(&url).await.unwrap();
         let totals = store.usage_totals().await.unwrap();

@@ -170,10 +170,7 @@ async fn forced_tool_none_and_tool_results() {
     assert_eq!(body["content"][0]["name"], "get_weather");
 
     let (_, body) = call(json!({"type": "none"}), user).await;
-    assert_eq!(
-        body["content"],
-        json!([{"type": "text", "text": "mock reply from"}])
-    );
+    assert_eq!(body["content"], json!([{"type": "text", "text": "mock reply from"}]));
     assert_eq!(body["stop_reason"], "end_turn");
 
     let after_result = json!([
@@ -186,10 +183,7 @@ async fn forced_tool_none_and_tool_results() {
         ]}
     ]);
     let (_, body) = call(json!({"type": "auto"}), after_result).await;
-    assert_eq!(
-        body["content"],
-        json!([{"type": "text", "text": "mock reply from"}])
-    );
+    assert_eq!(body["content"], json!([{"type": "text", "text": "mock reply from"}]));
     // "Time?" + "noon": ceil(9 / 4) = 3 input tokens.
     assert_eq!(body["usage"]["input_tokens"], 3);
 }

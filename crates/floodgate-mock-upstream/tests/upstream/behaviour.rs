@@ -59,12 +59,7 @@ async fn openai_keys_missing_invalid_and_forbidden() {
     let (status, body) = send_json(with_key("forbidden-sk-1")).await;
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "insufficient_permissions");
-    assert!(
-        !body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("forbidden-sk-1")
-    );
+    assert!(!body["error"]["message"].as_str().unwrap().contains("forbidden-sk-1"));
 
     let (status, _) = send_json(with_key("sk-fine")).await;
     assert_eq!(status, 200);
@@ -86,10 +81,7 @@ async fn anthropic_keys_missing_invalid_and_forbidden() {
     let error = |kind: &str, message: &str| json!({"type": "error", "error": {"type": kind, "message": message}});
     assert_eq!(
         send_json(request(None)).await,
-        (
-            401,
-            error("authentication_error", "x-api-key header is required")
-        )
+        (401, error("authentication_error", "x-api-key header is required"))
     );
     assert_eq!(
         send_json(request(Some("invalid-key"))).await,
@@ -104,18 +96,13 @@ async fn anthropic_keys_missing_invalid_and_forbidden() {
 async fn gemini_keys_missing_invalid_and_forbidden() {
     let server = start(3).await;
     let client = client();
-    let url = format!(
-        "{}/v1beta/models/gemini-2.0-flash:generateContent",
-        server.base_url()
-    );
+    let url = format!("{}/v1beta/models/gemini-2.0-flash:generateContent", server.base_url());
     let (status, body) = send_json(client.post(&url).json(&contents())).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], 401);
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
 
-    let invalid = client
-        .post(format!("{url}?key=invalid-key"))
-        .json(&contents());
+    let invalid = client.post(format!("{url}?key=invalid-key")).json(&contents());
     let (status, body) = send_json(invalid).await;
     assert_eq!(status, 401);
     assert_eq!(
@@ -127,10 +114,7 @@ async fn gemini_keys_missing_invalid_and_forbidden() {
         }})
     );
 
-    let forbidden = client
-        .post(&url)
-        .header("x-goog-api-key", "forbidden-1")
-        .json(&contents());
+    let forbidden = client.post(&url).header("x-goog-api-key", "forbidden-1").json(&contents());
     let (status, body) = send_json(forbidden).await;
     assert_eq!(status, 403);
     assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
@@ -149,11 +133,8 @@ async fn magic_error_models_fail_in_each_provider_shape() {
         json!({"error": {"message": "The server had an error.", "type": "server_error", "param": null, "code": null}})
     );
 
-    let response = anthropic(&server, &client)
-        .json(&messages("claude-error-429"))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        anthropic(&server, &client).json(&messages("claude-error-429")).send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(
@@ -174,10 +155,7 @@ async fn magic_error_models_fail_in_each_provider_shape() {
 #[tokio::test]
 async fn magic_hang_reset_and_slow_models() {
     let server = start(3).await;
-    let quick = builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let quick = builder().timeout(Duration::from_millis(300)).build().unwrap();
     let error = openai(&server, &quick, "/chat/completions")
         .json(&chat("mock-hang"))
         .send()
@@ -233,16 +211,10 @@ async fn error_rate_one_fails_everything_and_zero_nothing() {
         }})
     );
     // Routes other than chat/messages/embeddings never fail.
-    let models = client
-        .get(format!("{}/models", failing.openai_base_url()))
-        .bearer_auth("k");
+    let models = client.get(format!("{}/models", failing.openai_base_url())).bearer_auth("k");
     assert_eq!(send(models).await.0, 200);
 
-    let healthy = start_with(MockConfig {
-        error_rate: 0.0,
-        ..MockConfig::default()
-    })
-    .await;
+    let healthy = start_with(MockConfig { error_rate: 0.0, ..MockConfig::default() }).await;
     for _ in 0..20 {
         let (status, _) =
             send_json(openai(&healthy, &client, "/chat/completions").json(&chat("gpt-4o"))).await;
@@ -258,10 +230,7 @@ async fn error_kind_reset_and_hang_apply_at_random() {
         ..MockConfig::default()
     })
     .await;
-    let result = anthropic(&resetting, &client())
-        .json(&messages("claude"))
-        .send()
-        .await;
+    let result = anthropic(&resetting, &client()).json(&messages("claude")).send().await;
     assert!(result.is_err());
 
     let hanging = start_with(MockConfig {
@@ -270,15 +239,8 @@ async fn error_kind_reset_and_hang_apply_at_random() {
         ..MockConfig::default()
     })
     .await;
-    let quick = builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let error = anthropic(&hanging, &quick)
-        .json(&messages("claude"))
-        .send()
-        .await
-        .unwrap_err();
+    let quick = builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let error = anthropic(&hanging, &quick).json(&messages("claude")).send().await.unwrap_err();
     assert!(error.is_timeout());
 }
 
@@ -288,15 +250,9 @@ async fn requests_are_recorded_only_when_asked() {
     let client = client();
     let request = chat("gpt-4o");
     let url = format!("{}/chat/completions?trace=1", server.openai_base_url());
-    let sent = client
-        .post(&url)
-        .bearer_auth("sk-1")
-        .header("X-Custom", "Yes")
-        .json(&request);
+    let sent = client.post(&url).bearer_auth("sk-1").header("X-Custom", "Yes").json(&request);
     assert_eq!(send(sent).await.0, 200);
-    let raw = client
-        .post(format!("{}/embeddings", server.openai_base_url()))
-        .body("plain text");
+    let raw = client.post(format!("{}/embeddings", server.openai_base_url())).body("plain text");
     assert_eq!(send(raw).await.0, 401);
 
     let recorded = server.requests();
@@ -308,12 +264,7 @@ async fn requests_are_recorded_only_when_asked() {
     assert_eq!(first.header("x-custom"), Some("Yes"));
     assert_eq!(first.header("authorization"), Some("Bearer sk-1"));
     assert_eq!(first.header("content-type"), Some("application/json"));
-    assert!(
-        first
-            .headers
-            .iter()
-            .all(|(name, _)| name.chars().all(|c| !c.is_ascii_uppercase()))
-    );
+    assert!(first.headers.iter().all(|(name, _)| name.chars().all(|c| !c.is_ascii_uppercase())));
     assert_eq!(first.body, request);
     assert_eq!(recorded[1].body, Value::Null);
     assert_eq!(server.stats().requests, 2);
@@ -346,25 +297,15 @@ async fn latency_and_chunk_delay_slow_answers_down() {
     let mut request = chat("gpt-4o");
     request["stream"] = json!(true);
     let started = Instant::now();
-    let mut response = openai(&server, &client, "/chat/completions")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(150),
-        "latency before the head"
-    );
+    let mut response =
+        openai(&server, &client, "/chat/completions").json(&request).send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150), "latency before the head");
     let mut chunks = 0;
     while response.chunk().await.unwrap().is_some() {
         chunks += 1;
     }
     // Four words, three delays of 50 ms between them.
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
     assert!(chunks >= 2, "the stream arrived in {chunks} piece(s)");
 }
 
@@ -389,28 +330,13 @@ async fn serve_runs_until_cancelled_and_ends_hanging_requests() {
     let (status, _) = send_json(client.post(&url).bearer_auth("k").json(&chat("gpt-4o"))).await;
     assert_eq!(status, 200);
 
-    let hanging = tokio::spawn(
-        client
-            .post(&url)
-            .bearer_auth("k")
-            .json(&chat("mock-hang"))
-            .send(),
-    );
+    let hanging = tokio::spawn(client.post(&url).bearer_auth("k").json(&chat("mock-hang")).send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     token.cancel();
     let result = tokio::time::timeout(Duration::from_secs(3), server).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
-    assert!(
-        hanging.await.unwrap().is_err(),
-        "the hanging request was dropped"
-    );
-    assert!(
-        client
-            .get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .is_err()
-    );
+    assert!(hanging.await.unwrap().is_err(), "the hanging request was dropped");
+    assert!(client.get(format!("http://{addr}/health")).send().await.is_err());
 }
 
 #[tokio::test]
@@ -418,9 +344,7 @@ async fn shutdown_waits_for_the_server_to_stop() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let url = format!("{}/health", server.base_url());
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
-    tokio::time::timeout(Duration::from_secs(3), server.shutdown())
-        .await
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server.shutdown()).await.unwrap();
     assert!(client().get(&url).send().await.is_err());
 }
 
@@ -428,11 +352,8 @@ async fn shutdown_waits_for_the_server_to_stop() {
 async fn http2_prior_knowledge_is_served() {
     let server = start(3).await;
     let client = builder().http2_prior_knowledge().build().unwrap();
-    let response = openai(&server, &client, "/chat/completions")
-        .json(&chat("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        openai(&server, &client, "/chat/completions").json(&chat("gpt-4o")).send().await.unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
     let mut request = chat("gpt-4o");

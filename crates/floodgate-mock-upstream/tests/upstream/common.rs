@@ -1,10 +1,7 @@
 //! Helpers shared by the integration tests: starting a mock, an HTTP client, and a small SSE
 //! parser written here (independently of the mock) to read streamed answers.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers fail the test on unexpected input"
-)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail the test on unexpected input")]
 
 use std::time::{Duration, Instant};
 
@@ -13,12 +10,7 @@ use serde_json::Value;
 
 /// A recording mock with the given number of chunks.
 pub async fn start(chunks: usize) -> MockServer {
-    start_with(MockConfig {
-        chunks,
-        record: true,
-        ..MockConfig::default()
-    })
-    .await
+    start_with(MockConfig { chunks, record: true, ..MockConfig::default() }).await
 }
 
 pub async fn start_with(config: MockConfig) -> MockServer {
@@ -85,10 +77,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, String, String) {
 /// Sends and parses the body as JSON.
 pub async fn send_json(request: reqwest::RequestBuilder) -> (u16, Value) {
     let (status, _, body) = send(request).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
-    )
+    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
 }
 
 /// Parses a complete SSE body into `(event, data)` pairs. Lines may end with `\n` or `\r\n`;
@@ -194,10 +183,5 @@ pub async fn wait_for_stats(server: &MockServer, check: impl Fn(&Stats) -> bool)
 
 /// The f32 values of a JSON array of numbers.
 pub fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
 }

@@ -53,14 +53,7 @@ async fn generate_content_has_the_documented_shape() {
     assert_eq!(content_type, "application/json");
     let body: Value = serde_json::from_str(&body).unwrap();
     // "Be brief." + "Hello there": ceil(20 / 4) = 5 prompt tokens.
-    assert_eq!(
-        body,
-        generated(
-            json!({"text": "mock reply from"}),
-            Some("STOP"),
-            usage(5, 3)
-        )
-    );
+    assert_eq!(body, generated(json!({"text": "mock reply from"}), Some("STOP"), usage(5, 3)));
 }
 
 #[tokio::test]
@@ -138,11 +131,7 @@ async fn function_calling_modes_and_function_responses() {
         {"role": "model", "parts": [{"functionCall": {"name": "get_time", "args": {}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "get_time", "response": {"time": "noon"}}}]}
     ]);
-    let (_, body) = call(
-        json!({"functionCallingConfig": {"mode": "AUTO"}}),
-        after_response,
-    )
-    .await;
+    let (_, body) = call(json!({"functionCallingConfig": {"mode": "AUTO"}}), after_response).await;
     assert_eq!(part(&body), json!({"text": "mock reply from"}));
 }
 
@@ -153,10 +142,7 @@ async fn max_output_tokens_gives_finish_reason_max_tokens() {
     request["generationConfig"] = json!({"maxOutputTokens": 2});
     let target = "gemini-2.0-flash:generateContent";
     let (_, body) = send_json(gemini(&server, &client(), target).json(&request)).await;
-    assert_eq!(
-        body["candidates"][0]["content"]["parts"][0]["text"],
-        "mock reply"
-    );
+    assert_eq!(body["candidates"][0]["content"]["parts"][0]["text"], "mock reply");
     assert_eq!(body["candidates"][0]["finishReason"], "MAX_TOKENS");
     assert_eq!(body["usageMetadata"]["candidatesTokenCount"], 2);
 }
@@ -177,23 +163,14 @@ async fn batch_and_single_embeddings() {
     assert_eq!(embeddings.len(), 2);
     assert_eq!(body.as_object().unwrap().len(), 1);
     assert_eq!(embeddings[0].as_object().unwrap().len(), 1);
-    assert_eq!(
-        floats(&embeddings[0]["values"]),
-        embedding_vector("hello", 16)
-    );
-    assert_eq!(
-        floats(&embeddings[1]["values"]),
-        embedding_vector("world", 4)
-    );
+    assert_eq!(floats(&embeddings[0]["values"]), embedding_vector("hello", 16));
+    assert_eq!(floats(&embeddings[1]["values"]), embedding_vector("world", 4));
 
     let request = json!({"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 8});
     let target = "text-embedding-004:embedContent";
     let (status, body) = send_json(gemini(&server, &client, target).json(&request)).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        floats(&body["embedding"]["values"]),
-        embedding_vector("hello", 8)
-    );
+    assert_eq!(floats(&body["embedding"]["values"]), embedding_vector("hello", 8));
 
     let target = "text-embedding-004:batchEmbedContents";
     let (status, body) =
@@ -224,10 +201,7 @@ async fn models_list_and_unknown_methods() {
     assert_eq!(status, 200);
     let first = &body["models"][0];
     assert_eq!(first["name"], "models/gemini-2.0-flash");
-    assert_eq!(
-        first["supportedGenerationMethods"],
-        json!(["generateContent", "countTokens"])
-    );
+    assert_eq!(first["supportedGenerationMethods"], json!(["generateContent", "countTokens"]));
 
     let (status, body) =
         send_json(gemini(&server, &client, "gemini-2.0-flash:countTokens").json(&request())).await;

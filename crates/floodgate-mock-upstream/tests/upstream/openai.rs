@@ -132,27 +132,12 @@ async fn stream_with_include_usage_ends_with_a_usage_chunk_and_done() {
     let expected = vec![
         chunk(
             m,
-            delta(
-                json!({"role": "assistant", "content": "", "refusal": null}),
-                json!(null),
-            ),
+            delta(json!({"role": "assistant", "content": "", "refusal": null}), json!(null)),
             null.clone(),
         ),
-        chunk(
-            m,
-            delta(json!({"content": "mock"}), json!(null)),
-            null.clone(),
-        ),
-        chunk(
-            m,
-            delta(json!({"content": " reply"}), json!(null)),
-            null.clone(),
-        ),
-        chunk(
-            m,
-            delta(json!({"content": " from"}), json!(null)),
-            null.clone(),
-        ),
+        chunk(m, delta(json!({"content": "mock"}), json!(null)), null.clone()),
+        chunk(m, delta(json!({"content": " reply"}), json!(null)), null.clone()),
+        chunk(m, delta(json!({"content": " from"}), json!(null)), null.clone()),
         chunk(m, delta(json!({}), json!("stop")), null),
         chunk(m, json!([]), Some(usage(7, 3))),
         json!("[DONE]"),
@@ -173,10 +158,7 @@ async fn stream_without_include_usage_has_no_usage_member() {
     let expected = vec![
         chunk(
             m,
-            delta(
-                json!({"role": "assistant", "content": "", "refusal": null}),
-                json!(null),
-            ),
+            delta(json!({"role": "assistant", "content": "", "refusal": null}), json!(null)),
             None,
         ),
         chunk(m, delta(json!({"content": "mock"}), json!(null)), None),
@@ -246,10 +228,7 @@ async fn forced_tool_choice_none_and_tool_results() {
 
     let forced = json!({"type": "function", "function": {"name": "get_time"}});
     let (_, body) = call(forced, user.clone()).await;
-    assert_eq!(
-        body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
-        "get_time"
-    );
+    assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_time");
 
     let (_, body) = call(json!("none"), user).await;
     assert_eq!(body["choices"][0]["message"]["content"], "mock reply from");
@@ -329,10 +308,7 @@ async fn embeddings_are_deterministic_vectors_of_the_asked_dimensions() {
     assert_eq!(body["object"], "list");
     assert_eq!(body["model"], "text-embedding-3-small");
     // "hello" + "world": ceil(10 / 4) = 3 tokens.
-    assert_eq!(
-        body["usage"],
-        json!({"prompt_tokens": 3, "total_tokens": 3})
-    );
+    assert_eq!(body["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     for (index, (item, text)) in data.iter().zip(["hello", "world"]).enumerate() {
@@ -349,20 +325,14 @@ async fn embeddings_default_to_sixteen_dimensions_and_accept_token_ids() {
     let client = client();
     let request = json!({"model": "m", "input": "one text"});
     let (_, body) = send_json(openai(&server, &client, "/embeddings").json(&request)).await;
-    assert_eq!(
-        floats(&body["data"][0]["embedding"]),
-        embedding_vector("one text", 16)
-    );
+    assert_eq!(floats(&body["data"][0]["embedding"]), embedding_vector("one text", 16));
     assert_eq!(body["usage"]["prompt_tokens"], 2);
 
     let request = json!({"model": "m", "input": [[1, 2, 3], [4]]});
     let (status, body) = send_json(openai(&server, &client, "/embeddings").json(&request)).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        floats(&body["data"][1]["embedding"]),
-        embedding_vector("4", 16)
-    );
+    assert_eq!(floats(&body["data"][1]["embedding"]), embedding_vector("4", 16));
     assert_eq!(body["usage"]["prompt_tokens"], 4);
 }
 
@@ -373,13 +343,9 @@ async fn base64_embeddings_are_little_endian_f32() {
         json!({"model": "m", "input": "hello", "encoding_format": "base64", "dimensions": 4});
     let (_, body) = send_json(openai(&server, &client(), "/embeddings").json(&request)).await;
     let encoded = body["data"][0]["embedding"].as_str().unwrap();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap();
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let values: Vec<f32> =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     assert_eq!(values, embedding_vector("hello", 4));
 }
 
@@ -429,12 +395,7 @@ async fn invalid_json_and_missing_fields_get_400_in_openai_shape() {
     assert_eq!(status, 400);
     let error = body["error"].as_object().unwrap();
     assert_eq!(error.len(), 4);
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("We could not parse the JSON body")
-    );
+    assert!(error["message"].as_str().unwrap().starts_with("We could not parse the JSON body"));
     assert_eq!(
         (&error["type"], &error["param"], &error["code"]),
         (&json!("invalid_request_error"), &Value::Null, &Value::Null)
@@ -444,16 +405,10 @@ async fn invalid_json_and_missing_fields_get_400_in_openai_shape() {
         send_json(openai(&server, &client, "/chat/completions").json(&json!({"messages": []})))
             .await;
     assert_eq!(status, 400);
-    assert_eq!(
-        body["error"]["message"],
-        "you must provide a model parameter"
-    );
+    assert_eq!(body["error"]["message"], "you must provide a model parameter");
 
     let (status, body) =
         send_json(openai(&server, &client, "/chat/completions").json(&json!({"model": "m"}))).await;
     assert_eq!(status, 400);
-    assert_eq!(
-        body["error"]["message"],
-        "Missing required parameter: 'messages'."
-    );
+    assert_eq!(body["error"]["message"], "Missing required parameter: 'messages'.");
 }

@@ -14,9 +14,7 @@ fn chat() -> serde_json::Value {
 }
 
 fn events(list: &[(Option<&str>, &str)]) -> Vec<(Option<String>, String)> {
-    list.iter()
-        .map(|(name, data)| (name.map(str::to_owned), (*data).to_owned()))
-        .collect()
+    list.iter().map(|(name, data)| (name.map(str::to_owned), (*data).to_owned())).collect()
 }
 
 /// The whole error chain of an error, for assertions and messages.
@@ -37,17 +35,11 @@ async fn status_script_sends_status_headers_and_body() {
     let body = json!({"error": {"message": "slow down", "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
     server.enqueue(Script::Status {
         status: 429,
-        headers: vec![
-            ("retry-after".into(), "7".into()),
-            ("x-extra".into(), "yes".into()),
-        ],
+        headers: vec![("retry-after".into(), "7".into()), ("x-extra".into(), "yes".into())],
         body: body.clone(),
     });
-    let response = openai(&server, &client(), "/chat/completions")
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let response =
+        openai(&server, &client(), "/chat/completions").json(&chat()).send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "7");
     assert_eq!(response.headers()["x-extra"], "yes");
@@ -85,15 +77,9 @@ async fn json_script_answers_even_an_invalid_body() {
 #[tokio::test]
 async fn sse_script_sends_the_exact_transcript() {
     let server = start(3).await;
-    let list = events(&[
-        (Some("message_start"), "{\"a\":1}"),
-        (None, "two\nlines"),
-        (None, "[DONE]"),
-    ]);
-    server.enqueue(Script::Sse {
-        events: list,
-        delay: Duration::ZERO,
-    });
+    let list =
+        events(&[(Some("message_start"), "{\"a\":1}"), (None, "two\nlines"), (None, "[DONE]")]);
+    server.enqueue(Script::Sse { events: list, delay: Duration::ZERO });
     let (status, content_type, body) = send(anthropic(&server, &client()).json(&json!({}))).await;
     assert_eq!(status, 200);
     assert_eq!(content_type, "text/event-stream");
@@ -103,11 +89,7 @@ async fn sse_script_sends_the_exact_transcript() {
     );
     let stats = server.stats();
     assert_eq!(
-        (
-            stats.streams_started,
-            stats.streams_completed,
-            stats.streams_cancelled
-        ),
+        (stats.streams_started, stats.streams_completed, stats.streams_cancelled),
         (1, 1, 0)
     );
 }
@@ -116,17 +98,10 @@ async fn sse_script_sends_the_exact_transcript() {
 async fn sse_script_delay_paces_events() {
     let server = start(3).await;
     let list = events(&[(None, "1"), (None, "2"), (None, "3")]);
-    server.enqueue(Script::Sse {
-        events: list,
-        delay: Duration::from_millis(100),
-    });
+    server.enqueue(Script::Sse { events: list, delay: Duration::from_millis(100) });
     let started = Instant::now();
     let (_, _, body) = send(openai(&server, &client(), "/chat/completions").json(&chat())).await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
     assert_eq!(body, "data: 1\n\ndata: 2\n\ndata: 3\n\n");
 }
 
@@ -134,15 +109,9 @@ async fn sse_script_delay_paces_events() {
 async fn sse_then_reset_delivers_events_then_breaks_the_body() {
     let server = start(3).await;
     let list = events(&[(None, "first"), (None, "second")]);
-    server.enqueue(Script::SseThenReset {
-        events: list,
-        delay: Duration::ZERO,
-    });
-    let mut response = openai(&server, &client(), "/chat/completions")
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    server.enqueue(Script::SseThenReset { events: list, delay: Duration::ZERO });
+    let mut response =
+        openai(&server, &client(), "/chat/completions").json(&chat()).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let mut received = Vec::new();
     let error = loop {
@@ -152,10 +121,7 @@ async fn sse_then_reset_delivers_events_then_breaks_the_body() {
             Err(error) => break error,
         }
     };
-    assert_eq!(
-        String::from_utf8(received).unwrap(),
-        "data: first\n\ndata: second\n\n"
-    );
+    assert_eq!(String::from_utf8(received).unwrap(), "data: first\n\ndata: second\n\n");
     assert!(error.is_body() || error.is_decode(), "{}", chain(&error));
 }
 
@@ -163,13 +129,8 @@ async fn sse_then_reset_delivers_events_then_breaks_the_body() {
 async fn hang_script_never_answers_and_counts_as_hung() {
     let server = start(3).await;
     server.enqueue(Script::Hang);
-    let client = builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let request = openai(&server, &client, "/chat/completions")
-        .json(&chat())
-        .send();
+    let client = builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let request = openai(&server, &client, "/chat/completions").json(&chat()).send();
     let (result, stats) = tokio::join!(request, wait_for_stats(&server, |stats| stats.hung == 1));
     assert_eq!(stats.hung, 1);
     let error = result.unwrap_err();
@@ -183,11 +144,8 @@ async fn reset_script_drops_the_connection_without_a_response() {
     let server = start(3).await;
     server.enqueue(Script::Reset);
     let started = Instant::now();
-    let error = openai(&server, &client(), "/chat/completions")
-        .json(&chat())
-        .send()
-        .await
-        .unwrap_err();
+    let error =
+        openai(&server, &client(), "/chat/completions").json(&chat()).send().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!error.is_timeout());
     let text = chain(&error);
@@ -254,25 +212,15 @@ async fn models_and_health_do_not_consume_scripts_and_bad_keys_do_not_either() {
 async fn stream_dropped_by_the_client_counts_as_cancelled() {
     let server = start(3).await;
     let list: Vec<_> = (0..50).map(|n| (None, n.to_string())).collect();
-    server.enqueue(Script::Sse {
-        events: list,
-        delay: Duration::from_millis(20),
-    });
-    let mut response = openai(&server, &client(), "/chat/completions")
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    server.enqueue(Script::Sse { events: list, delay: Duration::from_millis(20) });
+    let mut response =
+        openai(&server, &client(), "/chat/completions").json(&chat()).send().await.unwrap();
     let first = response.chunk().await.unwrap().unwrap();
     assert_eq!(&first[..], b"data: 0\n\n");
     drop(response);
     let stats = wait_for_stats(&server, |stats| stats.streams_cancelled == 1).await;
     assert_eq!(
-        (
-            stats.streams_started,
-            stats.streams_completed,
-            stats.streams_cancelled
-        ),
+        (stats.streams_started, stats.streams_completed, stats.streams_cancelled),
         (1, 0, 1)
     );
 }

@@ -132,10 +132,7 @@ pub(super) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestErro
     let wire: RequestIn = read_at(&value, "")?;
     let mut req = translate(wire)?;
     if let Value::Object(body) = value {
-        req.native = Some(NativeBody {
-            format: Format::Anthropic,
-            body,
-        });
+        req.native = Some(NativeBody { format: Format::Anthropic, body });
     }
     Ok(req)
 }
@@ -145,10 +142,7 @@ fn translate(wire: RequestIn) -> Result<ChatRequest, RequestError> {
         Some(model) if !model.is_empty() => model,
         Some(_) => return Err(RequestError::at("model", "must not be empty")),
         None => {
-            return Err(RequestError::at(
-                "model",
-                "required: the model to answer with",
-            ));
+            return Err(RequestError::at("model", "required: the model to answer with"));
         }
     };
     let Some(max_tokens) = wire.max_tokens else {
@@ -189,10 +183,7 @@ fn read_messages(
     let messages = match messages {
         Some(messages) if !messages.is_empty() => messages,
         Some(_) => {
-            return Err(RequestError::at(
-                "messages",
-                "must hold at least one message",
-            ));
+            return Err(RequestError::at("messages", "must hold at least one message"));
         }
         None => {
             return Err(RequestError::at(
@@ -231,11 +222,7 @@ fn read_system(system: ContentIn) -> Result<Option<Message>, RequestError> {
         let block: TextIn = read_at(block, &path)?;
         content.push(Part::Text { text: block.text });
     }
-    Ok((!content.is_empty()).then_some(Message {
-        role: Role::System,
-        content,
-        name: None,
-    }))
+    Ok((!content.is_empty()).then_some(Message { role: Role::System, content, name: None }))
 }
 
 /// Reads one Anthropic turn into canonical messages.
@@ -286,11 +273,7 @@ struct TurnRuns {
 
 impl TurnRuns {
     fn new(role: Role) -> Self {
-        TurnRuns {
-            role,
-            current: Vec::new(),
-            emitted: false,
-        }
+        TurnRuns { role, current: Vec::new(), emitted: false }
     }
 
     fn push(&mut self, part: Part) {
@@ -299,11 +282,7 @@ impl TurnRuns {
 
     fn push_tool_result(&mut self, part: Part, out: &mut Vec<Message>) {
         self.flush(out);
-        out.push(Message {
-            role: Role::Tool,
-            content: vec![part],
-            name: None,
-        });
+        out.push(Message { role: Role::Tool, content: vec![part], name: None });
         self.emitted = true;
     }
 
@@ -312,11 +291,7 @@ impl TurnRuns {
     fn finish(mut self, out: &mut Vec<Message>) {
         self.flush(out);
         if !self.emitted {
-            out.push(Message {
-                role: self.role,
-                content: Vec::new(),
-                name: None,
-            });
+            out.push(Message { role: self.role, content: Vec::new(), name: None });
         }
     }
 
@@ -338,10 +313,7 @@ impl TurnRuns {
 fn read_block(path: &str, block: &Value, role: Role) -> Result<Option<Part>, RequestError> {
     let kind: TypeIn = read_at(block, path)?;
     let Some(kind) = kind.kind else {
-        return Err(RequestError::at(
-            format!("{path}.type"),
-            "required: the content block type",
-        ));
+        return Err(RequestError::at(format!("{path}.type"), "required: the content block type"));
     };
     match (kind.as_str(), role) {
         ("text", _) => read_text(block, path).map(Some),
@@ -350,10 +322,7 @@ fn read_block(path: &str, block: &Value, role: Role) -> Result<Option<Part>, Req
         ("tool_result", Role::User) => read_tool_result(block, path).map(Some),
         ("thinking", _) => {
             let block: ThinkingIn = read_at(block, path)?;
-            Ok(Some(Part::Thinking {
-                text: block.thinking,
-                signature: block.signature,
-            }))
+            Ok(Some(Part::Thinking { text: block.thinking, signature: block.signature }))
         }
         ("tool_use", _) => Err(RequestError::at(
             format!("{path}.type"),
@@ -386,11 +355,7 @@ fn read_image(block: &Value, path: &str) -> Result<Option<Part>, RequestError> {
 
 fn read_tool_use(block: &Value, path: &str) -> Result<Part, RequestError> {
     let block: ToolUseIn = read_at(block, path)?;
-    Ok(Part::ToolCall {
-        id: block.id,
-        name: block.name,
-        arguments: block.input.to_string(),
-    })
+    Ok(Part::ToolCall { id: block.id, name: block.name, arguments: block.input.to_string() })
 }
 
 fn read_tool_result(block: &Value, path: &str) -> Result<Part, RequestError> {

@@ -128,20 +128,12 @@ impl StreamReader {
         })?;
         let name = match &event.event {
             Some(name) => name.clone(),
-            None => value
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            None => value.get("type").and_then(Value::as_str).unwrap_or_default().to_owned(),
         };
         let decoded = EventIn::deserialize(&value).map_err(|err| {
             DecodeError::new(format!("undecodable Anthropic {name} event: {err}"))
         })?;
-        let mut chunk = StreamChunk {
-            events: Vec::new(),
-            native: None,
-            done: false,
-        };
+        let mut chunk = StreamChunk { events: Vec::new(), native: None, done: false };
         match decoded {
             EventIn::Error { error } => {
                 return Err(StreamError::Upstream(UpstreamErrorBody {
@@ -175,10 +167,9 @@ impl StreamReader {
                 });
                 out.push(StreamEvent::Usage(self.usage.canonical()));
             }
-            EventIn::ContentBlockStart {
-                index,
-                content_block,
-            } => self.block_start(index, content_block, out),
+            EventIn::ContentBlockStart { index, content_block } => {
+                self.block_start(index, content_block, out)
+            }
             EventIn::ContentBlockDelta { index, delta } => self.block_delta(index, delta, out),
             EventIn::ContentBlockStop { index } => self.block_stop(index, out),
             EventIn::MessageDelta { delta, usage } => {
@@ -214,11 +205,7 @@ impl StreamReader {
             BlockIn::ToolUse { id, name, input } => {
                 let call = self.tool_calls;
                 self.tool_calls += 1;
-                out.push(delta(Delta::ToolCallStart {
-                    index: call,
-                    id,
-                    name,
-                }));
+                out.push(delta(Delta::ToolCallStart { index: call, id, name }));
                 // Tool inputs stream as deltas and start as `{}`; an input
                 // given up front is already the whole of it.
                 let has_arguments = has_input(&input);
@@ -228,13 +215,7 @@ impl StreamReader {
                         fragment: input_arguments(&input),
                     }));
                 }
-                self.blocks.insert(
-                    index,
-                    BlockState::Tool {
-                        call,
-                        has_arguments,
-                    },
-                );
+                self.blocks.insert(index, BlockState::Tool { call, has_arguments });
             }
             BlockIn::Other => {}
         }
@@ -249,10 +230,7 @@ impl StreamReader {
             }
             DeltaIn::InputJsonDelta { partial_json } if !partial_json.is_empty() => {
                 match self.blocks.get_mut(&index) {
-                    Some(BlockState::Tool {
-                        call,
-                        has_arguments,
-                    }) => {
+                    Some(BlockState::Tool { call, has_arguments }) => {
                         *has_arguments = true;
                         out.push(delta(Delta::ToolCallArguments {
                             index: *call,
@@ -275,13 +253,9 @@ impl StreamReader {
     /// of the OpenAI format parse the arguments, and `""` is not JSON.
     fn block_stop(&mut self, index: u32, out: &mut Vec<StreamEvent>) {
         match self.blocks.remove(&index) {
-            Some(BlockState::Tool {
-                call,
-                has_arguments: false,
-            }) => out.push(delta(Delta::ToolCallArguments {
-                index: call,
-                fragment: "{}".to_owned(),
-            })),
+            Some(BlockState::Tool { call, has_arguments: false }) => {
+                out.push(delta(Delta::ToolCallArguments { index: call, fragment: "{}".to_owned() }))
+            }
             Some(BlockState::Json { has_text: false }) => {
                 out.push(delta(Delta::Text("{}".to_owned())));
             }

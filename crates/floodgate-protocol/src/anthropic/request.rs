@@ -144,12 +144,9 @@ fn write_system(messages: &[Message]) -> Result<Option<SystemOut<'_>>, Translate
     Ok(match texts.as_slice() {
         [] => None,
         [text] => Some(SystemOut::Text(text)),
-        _ => Some(SystemOut::Blocks(
-            texts
-                .into_iter()
-                .map(|text| BlockOut::Text { text })
-                .collect(),
-        )),
+        _ => {
+            Some(SystemOut::Blocks(texts.into_iter().map(|text| BlockOut::Text { text }).collect()))
+        }
     })
 }
 
@@ -167,10 +164,7 @@ fn write_turns(messages: &[Message]) -> Result<Vec<TurnOut<'_>>, TranslateError>
         let blocks = write_blocks(&message.content)?;
         match turns.last_mut() {
             Some(turn) if joins_tool_turn => turn.content.extend(blocks),
-            _ => turns.push(TurnOut {
-                role,
-                content: blocks,
-            }),
+            _ => turns.push(TurnOut { role, content: blocks }),
         }
         after_tool = message.role == Role::Tool;
     }
@@ -190,37 +184,19 @@ fn write_blocks(parts: &[Part]) -> Result<Vec<BlockOut<'_>>, TranslateError> {
 fn write_block(part: &Part) -> Result<Option<BlockOut<'_>>, TranslateError> {
     Ok(Some(match part {
         Part::Text { text } => BlockOut::Text { text },
-        Part::Image { source } => BlockOut::Image {
-            source: write_source(source),
-        },
-        Part::ToolCall {
-            id,
-            name,
-            arguments,
-        } => BlockOut::ToolUse {
-            id,
-            name,
-            input: tool_input(id, name, arguments)?,
-        },
-        Part::ToolResult {
-            tool_call_id,
-            content,
-            is_error,
-        } => BlockOut::ToolResult {
+        Part::Image { source } => BlockOut::Image { source: write_source(source) },
+        Part::ToolCall { id, name, arguments } => {
+            BlockOut::ToolUse { id, name, input: tool_input(id, name, arguments)? }
+        }
+        Part::ToolResult { tool_call_id, content, is_error } => BlockOut::ToolResult {
             tool_use_id: tool_call_id,
             content: write_result_content(tool_call_id, content)?,
             is_error: *is_error,
         },
-        Part::Thinking {
-            text,
-            signature: Some(signature),
-        } => BlockOut::Thinking {
-            thinking: text,
-            signature: Some(signature),
-        },
-        Part::Thinking {
-            signature: None, ..
-        } => return Ok(None),
+        Part::Thinking { text, signature: Some(signature) } => {
+            BlockOut::Thinking { thinking: text, signature: Some(signature) }
+        }
+        Part::Thinking { signature: None, .. } => return Ok(None),
     }))
 }
 
@@ -262,9 +238,7 @@ fn write_result_content<'a>(
             for part in parts {
                 blocks.push(match part {
                     Part::Text { text } => BlockOut::Text { text },
-                    Part::Image { source } => BlockOut::Image {
-                        source: write_source(source),
-                    },
+                    Part::Image { source } => BlockOut::Image { source: write_source(source) },
                     _ => {
                         return Err(TranslateError::new(format!(
                             "the result of tool call {id} holds a part other than text or \
@@ -329,20 +303,17 @@ fn write_tool_choice(
         };
     }
     Ok(match &req.tool_choice {
-        None if disable == Some(true) => Some(ToolChoiceOut::Auto {
-            disable_parallel_tool_use: disable,
-        }),
+        None if disable == Some(true) => {
+            Some(ToolChoiceOut::Auto { disable_parallel_tool_use: disable })
+        }
         None => None,
-        Some(ToolChoice::Auto) => Some(ToolChoiceOut::Auto {
-            disable_parallel_tool_use: disable,
-        }),
-        Some(ToolChoice::Required) => Some(ToolChoiceOut::Any {
-            disable_parallel_tool_use: disable,
-        }),
-        Some(ToolChoice::Tool(name)) => Some(ToolChoiceOut::Tool {
-            name,
-            disable_parallel_tool_use: disable,
-        }),
+        Some(ToolChoice::Auto) => Some(ToolChoiceOut::Auto { disable_parallel_tool_use: disable }),
+        Some(ToolChoice::Required) => {
+            Some(ToolChoiceOut::Any { disable_parallel_tool_use: disable })
+        }
+        Some(ToolChoice::Tool(name)) => {
+            Some(ToolChoiceOut::Tool { name, disable_parallel_tool_use: disable })
+        }
         // Anthropic's `none` choice has no parallel flag: no call is allowed.
         Some(ToolChoice::None) => Some(ToolChoiceOut::None),
     })

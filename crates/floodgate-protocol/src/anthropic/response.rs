@@ -31,9 +31,7 @@ pub(super) fn read_chat_response(
     body: Bytes,
 ) -> Result<ChatResponse, DecodeError> {
     let wire: ResponseIn = serde_json::from_slice(&body).map_err(|err| {
-        DecodeError::new(format!(
-            "the upstream answer is not an Anthropic Message: {err}"
-        ))
+        DecodeError::new(format!("the upstream answer is not an Anthropic Message: {err}"))
     })?;
     let json_mode = response_schema(req.response_format.as_ref()).is_some();
     let mut answered_json = false;
@@ -44,32 +42,23 @@ pub(super) fn read_chat_response(
             // The synthetic response-format tool carries the JSON answer.
             BlockIn::ToolUse { name, input, .. } if json_mode && name == RESPONSE_FORMAT_TOOL => {
                 answered_json = true;
-                content.push(Part::Text {
-                    text: input_arguments(&input),
-                });
+                content.push(Part::Text { text: input_arguments(&input) });
             }
-            BlockIn::ToolUse { id, name, input } => content.push(Part::ToolCall {
-                id,
-                name,
-                arguments: input_arguments(&input),
-            }),
-            BlockIn::Thinking {
-                thinking,
-                signature,
-            } => content.push(Part::Thinking {
-                text: thinking,
-                signature,
-            }),
+            BlockIn::ToolUse { id, name, input } => {
+                content.push(Part::ToolCall { id, name, arguments: input_arguments(&input) })
+            }
+            BlockIn::Thinking { thinking, signature } => {
+                content.push(Part::Thinking { text: thinking, signature })
+            }
             BlockIn::Other => {}
         }
     }
     let calls_tools = content.iter().any(|p| matches!(p, Part::ToolCall { .. }));
     let finish_reason =
-        wire.stop_reason
-            .map(|reason| match stop_reason_in(&reason, wire.stop_sequence) {
-                FinishReason::ToolCalls if answered_json && !calls_tools => FinishReason::Stop,
-                other => other,
-            });
+        wire.stop_reason.map(|reason| match stop_reason_in(&reason, wire.stop_sequence) {
+            FinishReason::ToolCalls if answered_json && !calls_tools => FinishReason::Stop,
+            other => other,
+        });
     let mut usage = UsageTally::default();
     usage.merge(&wire.usage);
     Ok(ChatResponse {
@@ -79,18 +68,11 @@ pub(super) fn read_chat_response(
         created: 0,
         choices: vec![Choice {
             index: 0,
-            message: Message {
-                role: Role::Assistant,
-                content,
-                name: None,
-            },
+            message: Message { role: Role::Assistant, content, name: None },
             finish_reason,
         }],
         usage: usage.canonical(),
-        native: Some(NativeResponse {
-            format: Format::Anthropic,
-            body,
-        }),
+        native: Some(NativeResponse { format: Format::Anthropic, body }),
     })
 }
 
@@ -128,22 +110,12 @@ pub(super) fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
 fn answer_block(part: &Part) -> Option<BlockOut<'_>> {
     match part {
         Part::Text { text } => Some(BlockOut::Text { text }),
-        Part::ToolCall {
-            id,
-            name,
-            arguments,
-        } => Some(BlockOut::ToolUse {
-            id,
-            name,
-            input: answer_input(arguments),
-        }),
-        Part::Thinking {
-            text,
-            signature: Some(signature),
-        } => Some(BlockOut::Thinking {
-            thinking: text,
-            signature: Some(signature),
-        }),
+        Part::ToolCall { id, name, arguments } => {
+            Some(BlockOut::ToolUse { id, name, input: answer_input(arguments) })
+        }
+        Part::Thinking { text, signature: Some(signature) } => {
+            Some(BlockOut::Thinking { thinking: text, signature: Some(signature) })
+        }
         Part::Thinking { .. } | Part::Image { .. } | Part::ToolResult { .. } => None,
     }
 }

@@ -91,9 +91,7 @@ pub(super) struct UsageOut {
 
 impl UsageOut {
     pub fn from_canonical(usage: &Usage) -> Self {
-        let cached = usage
-            .cache_read_tokens
-            .saturating_add(usage.cache_creation_tokens);
+        let cached = usage.cache_read_tokens.saturating_add(usage.cache_creation_tokens);
         UsageOut {
             input_tokens: usage.input_tokens.saturating_sub(cached),
             cache_creation_input_tokens: usage.cache_creation_tokens,
@@ -133,24 +131,11 @@ pub(super) fn stop_reason_out(reason: &FinishReason) -> (&str, Option<&str>) {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum EventOut<'a> {
-    MessageStart {
-        message: MessageOut<'a>,
-    },
-    ContentBlockStart {
-        index: u32,
-        content_block: BlockOut<'a>,
-    },
-    ContentBlockDelta {
-        index: u32,
-        delta: DeltaOut<'a>,
-    },
-    ContentBlockStop {
-        index: u32,
-    },
-    MessageDelta {
-        delta: MessageDeltaOut<'a>,
-        usage: UsageOut,
-    },
+    MessageStart { message: MessageOut<'a> },
+    ContentBlockStart { index: u32, content_block: BlockOut<'a> },
+    ContentBlockDelta { index: u32, delta: DeltaOut<'a> },
+    ContentBlockStop { index: u32 },
+    MessageDelta { delta: MessageDeltaOut<'a>, usage: UsageOut },
     MessageStop,
 }
 
@@ -204,10 +189,7 @@ struct ErrorOut<'a> {
 
 impl<'a> ErrorBodyOut<'a> {
     pub fn new(kind: &'a str, message: &'a str) -> Self {
-        ErrorBodyOut {
-            kind: "error",
-            error: ErrorOut { kind, message },
-        }
+        ErrorBodyOut { kind: "error", error: ErrorOut { kind, message } }
     }
 }
 

@@ -113,10 +113,7 @@ impl StreamWriter {
             None => (None, None),
         };
         let message_delta = EventOut::MessageDelta {
-            delta: MessageDeltaOut {
-                stop_reason,
-                stop_sequence,
-            },
+            delta: MessageDeltaOut { stop_reason, stop_sequence },
             usage: UsageOut::from_canonical(&self.usage),
         };
         emit(out, &message_delta);
@@ -167,11 +164,7 @@ impl StreamWriter {
             Delta::ToolCallStart { index, id, name } => {
                 self.ensure_started(out);
                 self.close_block(out);
-                let block = BlockOut::ToolUse {
-                    id,
-                    name,
-                    input: Value::Object(Map::new()),
-                };
+                let block = BlockOut::ToolUse { id, name, input: Value::Object(Map::new()) };
                 self.start_block(BlockKind::Tool(*index), block, out);
             }
             // Anthropic blocks cannot be reopened, so arguments for a call
@@ -202,10 +195,7 @@ impl StreamWriter {
         }
         self.close_block(out);
         let block = match kind {
-            BlockKind::Thinking => BlockOut::Thinking {
-                thinking: "",
-                signature: None,
-            },
+            BlockKind::Thinking => BlockOut::Thinking { thinking: "", signature: None },
             BlockKind::Text | BlockKind::Tool(_) => BlockOut::Text { text: "" },
         };
         self.start_block(kind, block, out)
@@ -214,10 +204,7 @@ impl StreamWriter {
     fn start_block(&mut self, kind: BlockKind, block: BlockOut<'_>, out: &mut Vec<u8>) -> u32 {
         let index = self.next_index;
         self.next_index += 1;
-        let start = EventOut::ContentBlockStart {
-            index,
-            content_block: block,
-        };
+        let start = EventOut::ContentBlockStart { index, content_block: block };
         emit(out, &start);
         self.open = Some(OpenBlock { kind, index });
         index

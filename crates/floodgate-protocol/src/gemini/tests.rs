@@ -18,30 +18,15 @@ fn text(text: &str) -> Part {
 }
 
 fn msg(role: Role, content: Vec<Part>) -> Message {
-    Message {
-        role,
-        content,
-        name: None,
-    }
+    Message { role, content, name: None }
 }
 
 fn call(id: &str, name: &str, arguments: &str) -> Part {
-    Part::ToolCall {
-        id: id.into(),
-        name: name.into(),
-        arguments: arguments.into(),
-    }
+    Part::ToolCall { id: id.into(), name: name.into(), arguments: arguments.into() }
 }
 
 fn result(id: &str, content: Vec<Part>, is_error: bool) -> Message {
-    msg(
-        Role::Tool,
-        vec![Part::ToolResult {
-            tool_call_id: id.into(),
-            content,
-            is_error,
-        }],
-    )
+    msg(Role::Tool, vec![Part::ToolResult { tool_call_id: id.into(), content, is_error }])
 }
 
 fn weather_tool() -> Tool {
@@ -80,11 +65,7 @@ fn written(req: &ChatRequest) -> Value {
 }
 
 fn request(messages: Vec<Message>) -> ChatRequest {
-    ChatRequest {
-        model: "gemini-2.5-flash".into(),
-        messages,
-        ..ChatRequest::default()
-    }
+    ChatRequest { model: "gemini-2.5-flash".into(), messages, ..ChatRequest::default() }
 }
 
 /// A thought signature as Gemini sends it: standard base64 with `+`, `/`
@@ -154,27 +135,16 @@ fn writes_multi_turn_conversation_with_system_and_images() {
 fn writes_function_call_round_with_signature_and_results() {
     let signed_id = format!("call_r1_0{SIG_SEP}{SIGNATURE_IN_ID}");
     let mut req = request(vec![
-        Message::text(
-            Role::User,
-            "What's the weather in Boston, and the time in Tokyo?",
-        ),
+        Message::text(Role::User, "What's the weather in Boston, and the time in Tokyo?"),
         msg(
             Role::Assistant,
             vec![
                 text("Let me look both up."),
-                call(
-                    &signed_id,
-                    "get_weather",
-                    r#"{"location":"Boston, MA","unit":"celsius"}"#,
-                ),
+                call(&signed_id, "get_weather", r#"{"location":"Boston, MA","unit":"celsius"}"#),
                 call("call_r1_1", "get_time", r#"{"timezone":"Asia/Tokyo"}"#),
             ],
         ),
-        result(
-            &signed_id,
-            vec![text(r#"{"temperature": 22, "unit": "celsius"}"#)],
-            false,
-        ),
+        result(&signed_id, vec![text(r#"{"temperature": 22, "unit": "celsius"}"#)], false),
         result("call_r1_1", vec![text("time service unavailable")], true),
         Message::text(Role::User, "Thanks! What about Paris?"),
         msg(Role::Assistant, vec![call("toolu_01", "get_weather", "")]),
@@ -190,13 +160,7 @@ fn writes_function_call_round_with_signature_and_results() {
 fn function_responses_come_first_and_tool_images_follow_them() {
     let req = request(vec![
         Message::text(Role::User, "Take two screenshots."),
-        msg(
-            Role::Assistant,
-            vec![
-                call("c1", "screenshot", "{}"),
-                call("c2", "screenshot", "{}"),
-            ],
-        ),
+        msg(Role::Assistant, vec![call("c1", "screenshot", "{}"), call("c2", "screenshot", "{}")]),
         result(
             "c1",
             vec![
@@ -235,13 +199,7 @@ fn consecutive_same_role_messages_merge_and_empty_turns_vanish() {
         Message::text(Role::User, "one"),
         Message::text(Role::System, "be brief"),
         Message::text(Role::User, "two"),
-        msg(
-            Role::Assistant,
-            vec![Part::Thinking {
-                text: "hmm".into(),
-                signature: None,
-            }],
-        ),
+        msg(Role::Assistant, vec![Part::Thinking { text: "hmm".into(), signature: None }]),
         Message::text(Role::User, ""),
         Message::text(Role::User, "three"),
     ]);
@@ -259,18 +217,9 @@ fn consecutive_same_role_messages_merge_and_empty_turns_vanish() {
 #[test]
 fn tool_choice_variants() {
     let cases = [
-        (
-            ToolChoice::Auto,
-            json!({"functionCallingConfig": {"mode": "AUTO"}}),
-        ),
-        (
-            ToolChoice::None,
-            json!({"functionCallingConfig": {"mode": "NONE"}}),
-        ),
-        (
-            ToolChoice::Required,
-            json!({"functionCallingConfig": {"mode": "ANY"}}),
-        ),
+        (ToolChoice::Auto, json!({"functionCallingConfig": {"mode": "AUTO"}})),
+        (ToolChoice::None, json!({"functionCallingConfig": {"mode": "NONE"}})),
+        (ToolChoice::Required, json!({"functionCallingConfig": {"mode": "ANY"}})),
         (
             ToolChoice::Tool("get_time".into()),
             json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}),
@@ -300,18 +249,12 @@ fn tool_choice_variants() {
 fn no_tools_means_no_tool_config() {
     let mut req = request(vec![Message::text(Role::User, "hi")]);
     req.tool_choice = Some(ToolChoice::Required);
-    assert_eq!(
-        written(&req),
-        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
-    );
+    assert_eq!(written(&req), json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));
 }
 
 #[test]
 fn writes_json_schema_response_format() {
-    let mut req = request(vec![Message::text(
-        Role::User,
-        "List a few popular cookie recipes.",
-    )]);
+    let mut req = request(vec![Message::text(Role::User, "List a few popular cookie recipes.")]);
     req.response_format = Some(ResponseFormat::JsonSchema {
         name: "recipes".into(),
         schema: json!({
@@ -334,10 +277,7 @@ fn writes_json_schema_response_format() {
 fn writes_json_object_and_text_response_formats() {
     let mut req = request(vec![Message::text(Role::User, "Reply in JSON.")]);
     req.response_format = Some(ResponseFormat::JsonObject);
-    assert_eq!(
-        written(&req)["generationConfig"],
-        json!({"responseMimeType": "application/json"})
-    );
+    assert_eq!(written(&req)["generationConfig"], json!({"responseMimeType": "application/json"}));
     req.response_format = Some(ResponseFormat::Text);
     assert!(written(&req).get("generationConfig").is_none());
 }
@@ -382,10 +322,7 @@ fn refuses_what_gemini_cannot_take() {
     let system_image = request(vec![msg(
         Role::System,
         vec![Part::Image {
-            source: ImageSource::Base64 {
-                media_type: "image/png".into(),
-                data: "AAAA".into(),
-            },
+            source: ImageSource::Base64 { media_type: "image/png".into(), data: "AAAA".into() },
         }],
     )]);
     assert_eq!(
@@ -395,23 +332,15 @@ fn refuses_what_gemini_cannot_take() {
 
     let bad_data_url = request(vec![msg(
         Role::User,
-        vec![Part::Image {
-            source: ImageSource::Url("data:image/png,rawbytes".into()),
-        }],
+        vec![Part::Image { source: ImageSource::Url("data:image/png,rawbytes".into()) }],
     )]);
     assert!(write_chat_request(&bad_data_url).is_err());
 }
 
 #[test]
 fn tool_result_objects_pass_as_they_are_and_errors_are_wrapped() {
-    assert_eq!(
-        Value::Object(tool_result_object(r#"{"a": [1]}"#.into(), false)),
-        json!({"a": [1]})
-    );
-    assert_eq!(
-        Value::Object(tool_result_object("[1]".into(), false)),
-        json!({"result": "[1]"})
-    );
+    assert_eq!(Value::Object(tool_result_object(r#"{"a": [1]}"#.into(), false)), json!({"a": [1]}));
+    assert_eq!(Value::Object(tool_result_object("[1]".into(), false)), json!({"result": "[1]"}));
     assert_eq!(
         Value::Object(tool_result_object(r#"{"a": 1}"#.into(), true)),
         json!({"error": "{\"a\": 1}"})
@@ -501,10 +430,7 @@ fn reads_text_thoughts_function_calls_and_usage() {
                 cache_creation_tokens: 0,
                 reasoning_tokens: 100,
             },
-            native: Some(NativeResponse {
-                format: Format::Gemini,
-                body
-            }),
+            native: Some(NativeResponse { format: Format::Gemini, body }),
         }
     );
 }
@@ -582,13 +508,7 @@ fn blocked_prompt_reads_as_one_filtered_choice() {
             finish_reason: Some(FinishReason::ContentFilter),
         }]
     );
-    assert_eq!(
-        resp.usage,
-        Usage {
-            input_tokens: 8,
-            ..Usage::default()
-        }
-    );
+    assert_eq!(resp.usage, Usage { input_tokens: 8, ..Usage::default() });
     assert!(resp.id.starts_with("gemini-"), "{}", resp.id);
 }
 
@@ -609,36 +529,20 @@ fn finish_reasons_map() {
         .to_string(),
     );
     let resp = read_chat_response(&request(Vec::new()), "gemini-2.0-flash", body).unwrap();
-    let reasons: Vec<_> = resp
-        .choices
-        .iter()
-        .map(|c| (c.index, c.finish_reason.clone()))
-        .collect();
+    let reasons: Vec<_> = resp.choices.iter().map(|c| (c.index, c.finish_reason.clone())).collect();
     assert_eq!(
         reasons,
         vec![
             (0, Some(FinishReason::ContentFilter)),
             (1, Some(FinishReason::Length)),
             (2, Some(FinishReason::Stop)),
-            (
-                3,
-                Some(FinishReason::Other("MALFORMED_FUNCTION_CALL".into()))
-            ),
+            (3, Some(FinishReason::Other("MALFORMED_FUNCTION_CALL".into()))),
             (4, None),
         ]
     );
     assert_eq!(resp.model, "gemini-2.0-flash");
-    for reason in [
-        "RECITATION",
-        "BLOCKLIST",
-        "PROHIBITED_CONTENT",
-        "SPII",
-        "IMAGE_SAFETY",
-    ] {
-        assert_eq!(
-            read_finish_reason(reason, false),
-            FinishReason::ContentFilter
-        );
+    for reason in ["RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"] {
+        assert_eq!(read_finish_reason(reason, false), FinishReason::ContentFilter);
     }
 }
 
@@ -668,11 +572,7 @@ fn undecodable_response_names_the_field() {
         Bytes::from_static(br#"{"candidates": [{"index": "zero"}]}"#),
     )
     .unwrap_err();
-    assert!(
-        err.message.contains("candidates[0].index"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("candidates[0].index"), "{}", err.message);
     assert!(read_chat_response(&request(Vec::new()), "m", Bytes::from_static(b"{} x")).is_err());
 }
 
@@ -693,10 +593,7 @@ fn read_stream(bytes: &str) -> Vec<Result<StreamChunk, StreamError>> {
 }
 
 fn sse(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .map(|c| format!("data: {c}\r\n\r\n"))
-        .collect()
+    chunks.iter().map(|c| format!("data: {c}\r\n\r\n")).collect()
 }
 
 #[test]
@@ -784,14 +681,8 @@ fn reads_a_streamed_answer_with_text_a_function_call_and_usage() {
                     id: "call_6xDTaNPGE5fZnsEP2bbN0Q4_1".into(),
                     name: "get_time".into()
                 }),
-                delta(Delta::ToolCallArguments {
-                    index: 1,
-                    fragment: "{}".into()
-                }),
-                StreamEvent::Finish {
-                    choice: 0,
-                    reason: FinishReason::ToolCalls
-                },
+                delta(Delta::ToolCallArguments { index: 1, fragment: "{}".into() }),
+                StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls },
                 usage(70, 16, 50),
             ],
         ]
@@ -811,10 +702,8 @@ fn stream_text_answer_finishes_with_stop_and_ignores_signature_only_parts() {
             "modelVersion": "gemini-2.0-flash"
         }),
     ];
-    let events: Vec<StreamEvent> = read_stream(&sse(&chunks))
-        .into_iter()
-        .flat_map(|c| c.unwrap().events)
-        .collect();
+    let events: Vec<StreamEvent> =
+        read_stream(&sse(&chunks)).into_iter().flat_map(|c| c.unwrap().events).collect();
     let StreamEvent::Start { id, model, created } = &events[0] else {
         panic!("{events:?}");
     };
@@ -823,19 +712,9 @@ fn stream_text_answer_finishes_with_stop_and_ignores_signature_only_parts() {
     assert_eq!(
         events[1..],
         [
-            StreamEvent::Delta {
-                choice: 0,
-                delta: Delta::Text("Hello".into())
-            },
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::Stop
-            },
-            StreamEvent::Usage(Usage {
-                input_tokens: 4,
-                output_tokens: 1,
-                ..Usage::default()
-            }),
+            StreamEvent::Delta { choice: 0, delta: Delta::Text("Hello".into()) },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::Stop },
+            StreamEvent::Usage(Usage { input_tokens: 4, output_tokens: 1, ..Usage::default() }),
         ]
     );
 }
@@ -852,19 +731,9 @@ fn stream_blocked_prompt_finishes_with_content_filter() {
     assert_eq!(
         events,
         vec![
-            StreamEvent::Start {
-                id: "r-1".into(),
-                model: "gemini-2.5-pro".into(),
-                created: 0
-            },
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ContentFilter
-            },
-            StreamEvent::Usage(Usage {
-                input_tokens: 9,
-                ..Usage::default()
-            }),
+            StreamEvent::Start { id: "r-1".into(), model: "gemini-2.5-pro".into(), created: 0 },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::ContentFilter },
+            StreamEvent::Usage(Usage { input_tokens: 9, ..Usage::default() }),
         ]
     );
 }
@@ -894,11 +763,7 @@ fn stream_error_chunk_is_an_upstream_error() {
 #[test]
 fn stream_garbage_is_a_decode_error() {
     let mut reader = StreamReader::new(&request(Vec::new()), "m");
-    let event = SseEvent {
-        event: None,
-        data: "not json".into(),
-        id: None,
-    };
+    let event = SseEvent { event: None, data: "not json".into(), id: None };
     assert!(matches!(reader.read(&event), Err(StreamError::Decode(_))));
 }
 
@@ -927,10 +792,7 @@ fn writes_batch_embed_contents() {
         &write_embeddings_request(&req, "models/text-embedding-004").unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        prefixed["requests"][1]["model"],
-        "models/text-embedding-004"
-    );
+    assert_eq!(prefixed["requests"][1]["model"], "models/text-embedding-004");
 }
 
 #[test]
@@ -940,9 +802,7 @@ fn embeddings_refuse_token_input() {
         ..EmbeddingsRequest::default()
     };
     assert_eq!(
-        write_embeddings_request(&req, "gemini-embedding-001")
-            .unwrap_err()
-            .message,
+        write_embeddings_request(&req, "gemini-embedding-001").unwrap_err().message,
         "input: Gemini embeds text only; send the input as strings, not token arrays"
     );
 }
@@ -967,10 +827,7 @@ fn reads_batch_embed_contents() {
                 vec![-0.0010469664, 0.022357102, 0.005243031],
             ],
             usage: Usage::default(),
-            native: Some(NativeResponse {
-                format: Format::Gemini,
-                body
-            }),
+            native: Some(NativeResponse { format: Format::Gemini, body }),
         }
     );
     assert!(read_embeddings_response("m", Bytes::from_static(b"{\"embedding\": {}}")).is_err());
@@ -1008,10 +865,7 @@ fn reads_error_bodies() {
         kind: Some("RESOURCE_EXHAUSTED".into()),
         code: Some("429".into()),
     };
-    assert_eq!(
-        read_error(quota_error().to_string().as_bytes()),
-        Some(expected.clone())
-    );
+    assert_eq!(read_error(quota_error().to_string().as_bytes()), Some(expected.clone()));
     let wrapped = json!([quota_error()]).to_string();
     assert_eq!(read_error(wrapped.as_bytes()), Some(expected));
 
@@ -1137,10 +991,7 @@ fn build_conversation(rounds: &[Round]) -> (ChatRequest, Expected) {
         for t in &round.user {
             keep(&mut expected.texts, t);
         }
-        messages.push(msg(
-            Role::User,
-            round.user.iter().map(|t| text(t)).collect(),
-        ));
+        messages.push(msg(Role::User, round.user.iter().map(|t| text(t)).collect()));
         let mut parts = Vec::new();
         if let Some(t) = &round.assistant_text {
             keep(&mut expected.texts, t);

@@ -36,26 +36,16 @@ fn write_native(
     model: &str,
     stream: bool,
 ) -> Result<Vec<u8>, TranslateError> {
-    let mut set = vec![
-        ("model", Value::String(model.to_owned())),
-        ("stream", Value::Bool(stream)),
-    ];
+    let mut set = vec![("model", Value::String(model.to_owned())), ("stream", Value::Bool(stream))];
     let mut remove = Vec::new();
     if stream {
-        set.push((
-            "stream_options",
-            stream_options_with_usage(body.get("stream_options")),
-        ));
+        set.push(("stream_options", stream_options_with_usage(body.get("stream_options"))));
     } else {
         // OpenAI refuses `stream_options` on a request that does not stream;
         // the gateway may have turned streaming off, so it goes too.
         remove.push("stream_options");
     }
-    let patched = PatchedBody {
-        body,
-        set: &set,
-        remove: &remove,
-    };
+    let patched = PatchedBody { body, set: &set, remove: &remove };
     serde_json::to_vec(&patched)
         .map_err(|err| TranslateError::new(format!("cannot serialise the request: {err}")))
 }
@@ -154,11 +144,7 @@ fn build_request<'a>(
         model,
         messages,
         tools: req.tools.iter().map(OutTool::from).collect(),
-        tool_choice: req
-            .tool_choice
-            .as_ref()
-            .filter(|_| has_tools)
-            .map(OutToolChoice::from),
+        tool_choice: req.tool_choice.as_ref().filter(|_| has_tools).map(OutToolChoice::from),
         parallel_tool_calls: req.parallel_tool_calls.filter(|_| has_tools),
         max_completion_tokens,
         max_tokens,
@@ -168,9 +154,7 @@ fn build_request<'a>(
         top_k: req.top_k.filter(|_| dialect == Dialect::Compatible),
         stop: &req.stop,
         stream: req.stream,
-        stream_options: req.stream.then_some(OutStreamOptions {
-            include_usage: true,
-        }),
+        stream_options: req.stream.then_some(OutStreamOptions { include_usage: true }),
         response_format: req.response_format.as_ref().map(OutResponseFormat::from),
         user: req.user.as_deref(),
     })
@@ -227,9 +211,7 @@ fn image_part(source: &ImageSource) -> OutPart<'_> {
             Cow::Owned(format!("data:{media_type};base64,{data}"))
         }
     };
-    OutPart::ImageUrl {
-        image_url: OutImageUrl { url },
-    }
+    OutPart::ImageUrl { image_url: OutImageUrl { url } }
 }
 
 /// Appends the OpenAI messages for canonical message `i`.
@@ -248,16 +230,12 @@ fn push_message<'a>(
         match part {
             Part::Text { text } => parts.push(OutPart::Text { text }),
             Part::Image { source } => parts.push(image_part(source)),
-            Part::ToolCall {
-                id,
-                name,
-                arguments,
-            } => tool_calls.push(OutToolCall::new(id, name, arguments)),
-            Part::ToolResult {
-                tool_call_id,
-                content,
-                ..
-            } => out.push(tool_message(i, tool_call_id, content)?),
+            Part::ToolCall { id, name, arguments } => {
+                tool_calls.push(OutToolCall::new(id, name, arguments))
+            }
+            Part::ToolResult { tool_call_id, content, .. } => {
+                out.push(tool_message(i, tool_call_id, content)?)
+            }
             Part::Thinking { .. } => {}
         }
     }
@@ -293,10 +271,7 @@ fn push_message<'a>(
 }
 
 fn has_tool_result(message: &Message) -> bool {
-    message
-        .content
-        .iter()
-        .any(|part| matches!(part, Part::ToolResult { .. }))
+    message.content.iter().any(|part| matches!(part, Part::ToolResult { .. }))
 }
 
 /// OpenAI assistant content is text only. With tool calls and no text the
@@ -418,10 +393,9 @@ impl<'a> From<&'a ToolChoice> for OutToolChoice<'a> {
             ToolChoice::Auto => OutToolChoice::Mode("auto"),
             ToolChoice::None => OutToolChoice::Mode("none"),
             ToolChoice::Required => OutToolChoice::Mode("required"),
-            ToolChoice::Tool(name) => OutToolChoice::Named {
-                kind: "function",
-                function: OutName { name },
-            },
+            ToolChoice::Tool(name) => {
+                OutToolChoice::Named { kind: "function", function: OutName { name } }
+            }
         }
     }
 }
@@ -447,16 +421,8 @@ impl<'a> From<&'a ResponseFormat> for OutResponseFormat<'a> {
         match format {
             ResponseFormat::Text => OutResponseFormat::Text,
             ResponseFormat::JsonObject => OutResponseFormat::JsonObject,
-            ResponseFormat::JsonSchema {
-                name,
-                schema,
-                strict,
-            } => OutResponseFormat::JsonSchema {
-                json_schema: OutJsonSchema {
-                    name,
-                    schema,
-                    strict: *strict,
-                },
+            ResponseFormat::JsonSchema { name, schema, strict } => OutResponseFormat::JsonSchema {
+                json_schema: OutJsonSchema { name, schema, strict: *strict },
             },
         }
     }

@@ -54,10 +54,7 @@ pub fn parse_embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, Reques
         input,
         dimensions: wire.dimensions,
         user: wire.user,
-        native: Some(NativeBody {
-            format: Format::OpenAi,
-            body,
-        }),
+        native: Some(NativeBody { format: Format::OpenAi, body }),
     })
 }
 
@@ -65,10 +62,7 @@ pub fn parse_embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, Reques
 /// the canonical request does not carry: pass the answer to
 /// [`write_embeddings_response_as`] when it came from a non-OpenAI upstream.
 pub fn wants_base64(req: &EmbeddingsRequest) -> bool {
-    req.native
-        .as_ref()
-        .and_then(|n| n.body.get("encoding_format"))
-        .and_then(Value::as_str)
+    req.native.as_ref().and_then(|n| n.body.get("encoding_format")).and_then(Value::as_str)
         == Some("base64")
 }
 
@@ -160,10 +154,7 @@ impl WireInput {
             WireInput::Items(items) => items,
         };
         let mixed = || {
-            RequestError::at(
-                "input",
-                format!("mixes kinds of items; expected {INPUT_EXPECTED}"),
-            )
+            RequestError::at("input", format!("mixes kinds of items; expected {INPUT_EXPECTED}"))
         };
         match &items[0] {
             InputItem::Text(_) => items
@@ -296,15 +287,11 @@ impl<'de> Deserialize<'de> for WireVector {
 pub fn read_embeddings_response(body: Bytes) -> Result<EmbeddingsResponse, DecodeError> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let wire: WireResponse = serde_path_to_error::deserialize(de).map_err(|err| {
-        DecodeError::new(format!(
-            "an OpenAI embeddings answer could not be read: {err}"
-        ))
+        DecodeError::new(format!("an OpenAI embeddings answer could not be read: {err}"))
     })?;
     let Some(data) = wire.data else {
-        let reported = wire
-            .error
-            .as_ref()
-            .and_then(|e| error_from_field(e, &serde_json::Map::new()));
+        let reported =
+            wire.error.as_ref().and_then(|e| error_from_field(e, &serde_json::Map::new()));
         return Err(DecodeError::new(match reported {
             Some(error) => format!("the upstream answered with an error: {}", error.message),
             None => "an OpenAI embeddings answer has no `data`".to_owned(),
@@ -325,10 +312,7 @@ pub fn read_embeddings_response(body: Bytes) -> Result<EmbeddingsResponse, Decod
         model: wire.model.unwrap_or_default(),
         embeddings: indexed.into_iter().map(|(_, vector)| vector).collect(),
         usage: wire.usage.map(|u| u.to_canonical()).unwrap_or_default(),
-        native: Some(NativeResponse {
-            format: Format::OpenAi,
-            body,
-        }),
+        native: Some(NativeResponse { format: Format::OpenAi, body }),
     })
 }
 
@@ -342,10 +326,7 @@ fn decode_vector(i: usize, text: &str) -> Result<Vec<f32>, DecodeError> {
             bytes.len()
         )));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 fn encode_vector(vector: &[f32]) -> String {

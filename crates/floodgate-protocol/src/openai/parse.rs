@@ -31,10 +31,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let body = read_body(body)?;
     let wire: WireRequest = read_fields(&body)?;
     let mut req = wire.into_canonical()?;
-    req.native = Some(NativeBody {
-        format: Format::OpenAi,
-        body,
-    });
+    req.native = Some(NativeBody { format: Format::OpenAi, body });
     Ok(req)
 }
 
@@ -80,10 +77,7 @@ pub(super) fn read_fields<'de, T: Deserialize<'de>>(
 /// Checks the `model` field every OpenAI request needs.
 pub(super) fn required_model(model: Option<String>) -> Result<String, RequestError> {
     match model {
-        None => Err(RequestError::at(
-            "model",
-            "is required: the name of the model to use",
-        )),
+        None => Err(RequestError::at("model", "is required: the name of the model to use")),
         Some(model) if model.is_empty() => Err(RequestError::at("model", "must not be empty")),
         Some(model) => Ok(model),
     }
@@ -176,17 +170,10 @@ impl WireRequest {
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
             top_p: self.top_p,
-            top_k: self
-                .top_k
-                .as_ref()
-                .and_then(Value::as_u64)
-                .and_then(|k| u32::try_from(k).ok()),
+            top_k: self.top_k.as_ref().and_then(Value::as_u64).and_then(|k| u32::try_from(k).ok()),
             stop: self.stop.map(|s| s.0).unwrap_or_default(),
             stream: self.stream.unwrap_or(false),
-            include_usage: self
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
+            include_usage: self.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
             response_format,
             user: self.user,
             native: None,
@@ -220,31 +207,18 @@ impl Described for WireMessage {
 
 fn read_messages(messages: Option<ListOf<WireMessage>>) -> Result<Vec<Message>, RequestError> {
     let Some(ListOf(messages)) = messages else {
-        return Err(RequestError::at(
-            "messages",
-            "is required: a non-empty array of messages",
-        ));
+        return Err(RequestError::at("messages", "is required: a non-empty array of messages"));
     };
     if messages.is_empty() {
-        return Err(RequestError::at(
-            "messages",
-            "must not be empty: send at least one message",
-        ));
+        return Err(RequestError::at("messages", "must not be empty: send at least one message"));
     }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| read_message(i, m))
-        .collect()
+    messages.into_iter().enumerate().map(|(i, m)| read_message(i, m)).collect()
 }
 
 fn read_message(i: usize, mut m: WireMessage) -> Result<Message, RequestError> {
     let role_path = || format!("messages[{i}].role");
     let Some(role) = m.role.take() else {
-        return Err(RequestError::at(
-            role_path(),
-            format!("is required; {VALID_ROLES}"),
-        ));
+        return Err(RequestError::at(role_path(), format!("is required; {VALID_ROLES}")));
     };
     match role.as_str() {
         "system" | "developer" => instructions_or_user(i, Role::System, m),
@@ -252,10 +226,9 @@ fn read_message(i: usize, mut m: WireMessage) -> Result<Message, RequestError> {
         "assistant" => assistant_message(i, m),
         "tool" => tool_message(i, m),
         "function" => function_message(i, m),
-        other => Err(RequestError::at(
-            role_path(),
-            format!("unknown role `{other}`; {VALID_ROLES}"),
-        )),
+        other => {
+            Err(RequestError::at(role_path(), format!("unknown role `{other}`; {VALID_ROLES}")))
+        }
     }
 }
 
@@ -267,11 +240,7 @@ fn instructions_or_user(i: usize, role: Role, m: WireMessage) -> Result<Message,
             "is required: a string or an array of content parts",
         ));
     };
-    Ok(Message {
-        role,
-        content: content_parts(i, content)?,
-        name: m.name,
-    })
+    Ok(Message { role, content: content_parts(i, content)?, name: m.name })
 }
 
 /// Canonical assistant content is its text (and any image) parts first, then
@@ -281,23 +250,13 @@ fn assistant_message(i: usize, m: WireMessage) -> Result<Message, RequestError> 
         Some(content) => content_parts(i, content)?,
         None => Vec::new(),
     };
-    for (j, call) in m
-        .tool_calls
-        .map(|c| c.0)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (j, call) in m.tool_calls.map(|c| c.0).unwrap_or_default().into_iter().enumerate() {
         content.extend(read_tool_call(i, j, call)?);
     }
     if let Some(call) = m.function_call {
         content.push(read_legacy_function_call(i, call)?);
     }
-    Ok(Message {
-        role: Role::Assistant,
-        content,
-        name: m.name,
-    })
+    Ok(Message { role: Role::Assistant, content, name: m.name })
 }
 
 fn tool_message(i: usize, m: WireMessage) -> Result<Message, RequestError> {
@@ -333,11 +292,7 @@ fn tool_result(
     };
     Ok(Message {
         role: Role::Tool,
-        content: vec![Part::ToolResult {
-            tool_call_id,
-            content,
-            is_error: false,
-        }],
+        content: vec![Part::ToolResult { tool_call_id, content, is_error: false }],
         name: None,
     })
 }
@@ -425,9 +380,7 @@ fn read_part(i: usize, j: usize, part: WirePart) -> Result<Option<Part>, Request
                     "is required for an image_url part: an http(s) or data: URL",
                 )
             })?;
-            Ok(Some(Part::Image {
-                source: image_source(url),
-            }))
+            Ok(Some(Part::Image { source: image_source(url) }))
         }
         // See the module documentation: other parts are the native body's business.
         Some(_) => Ok(None),
@@ -457,9 +410,7 @@ impl<'de> Deserialize<'de> for WireImageUrl {
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(WireImageUrl {
-                    url: Some(v.to_owned()),
-                })
+                Ok(WireImageUrl { url: Some(v.to_owned()) })
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
@@ -475,16 +426,11 @@ impl<'de> Deserialize<'de> for WireImageUrl {
 /// A `data:<mime>;base64,<data>` URL is inline data; anything else is a URL
 /// for the upstream to fetch (non-base64 data URLs included, kept as they are).
 pub(super) fn image_source(url: String) -> ImageSource {
-    if let Some((meta, data)) = url
-        .strip_prefix("data:")
-        .and_then(|rest| rest.split_once(','))
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(','))
         && let Some(media) = meta.strip_suffix(";base64")
     {
         let media_type = media.split(';').next().unwrap_or_default();
-        return ImageSource::Base64 {
-            media_type: media_type.to_owned(),
-            data: data.to_owned(),
-        };
+        return ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
     }
     ImageSource::Url(url)
 }
@@ -587,12 +533,7 @@ fn read_tools(
     functions: Option<ListOf<WireFunction>>,
 ) -> Result<Vec<Tool>, RequestError> {
     let mut out = Vec::new();
-    for (j, tool) in tools
-        .map(|t| t.0)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (j, tool) in tools.map(|t| t.0).unwrap_or_default().into_iter().enumerate() {
         if tool.kind.as_deref().is_some_and(|kind| kind != "function") {
             continue;
         }
@@ -604,12 +545,7 @@ fn read_tools(
         };
         out.push(read_function(&format!("tools[{j}].function"), function)?);
     }
-    for (j, function) in functions
-        .map(|f| f.0)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (j, function) in functions.map(|f| f.0).unwrap_or_default().into_iter().enumerate() {
         out.push(read_function(&format!("functions[{j}]"), function)?);
     }
     Ok(out)
@@ -721,9 +657,9 @@ fn read_tool_choice(choice: WireToolChoice) -> Result<Option<ToolChoice>, Reques
 fn read_function_call_choice(choice: WireToolChoice) -> Result<Option<ToolChoice>, RequestError> {
     match choice {
         WireToolChoice::Mode(mode) => choice_mode("function_call", &mode).map(Some),
-        WireToolChoice::Named(WireNamedChoice {
-            name: Some(name), ..
-        }) => Ok(Some(ToolChoice::Tool(name))),
+        WireToolChoice::Named(WireNamedChoice { name: Some(name), .. }) => {
+            Ok(Some(ToolChoice::Tool(name)))
+        }
         WireToolChoice::Named(_) => Err(RequestError::at(
             "function_call.name",
             "is required: the name of the function the model must call",
@@ -804,9 +740,8 @@ fn read_response_format(format: WireResponseFormat) -> Result<ResponseFormat, Re
             "response_format.type",
             format!("unknown type `{other}`; {VALID_FORMATS}"),
         )),
-        None => Err(RequestError::at(
-            "response_format.type",
-            format!("is required; {VALID_FORMATS}"),
-        )),
+        None => {
+            Err(RequestError::at("response_format.type", format!("is required; {VALID_FORMATS}")))
+        }
     }
 }

@@ -78,9 +78,7 @@ struct WireFunction {
 pub fn read_chat_response(req: &ChatRequest, body: Bytes) -> Result<ChatResponse, DecodeError> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let wire: WireCompletion = serde_path_to_error::deserialize(de).map_err(|err| {
-        DecodeError::new(format!(
-            "an OpenAI chat completion could not be read: {err}"
-        ))
+        DecodeError::new(format!("an OpenAI chat completion could not be read: {err}"))
     })?;
     let Some(choices) = wire.choices else {
         return Err(DecodeError::new(missing_choices(wire.error.as_ref())));
@@ -96,10 +94,7 @@ pub fn read_chat_response(req: &ChatRequest, body: Bytes) -> Result<ChatResponse
         created: wire.created.unwrap_or(0),
         choices,
         usage: wire.usage.map(|u| u.to_canonical()).unwrap_or_default(),
-        native: Some(NativeResponse {
-            format: Format::OpenAi,
-            body,
-        }),
+        native: Some(NativeResponse { format: Format::OpenAi, body }),
     })
 }
 
@@ -117,11 +112,7 @@ fn read_choice(i: usize, choice: WireChoice) -> Result<Choice, DecodeError> {
     };
     Ok(Choice {
         index: index_or(choice.index, i),
-        message: Message {
-            role: Role::Assistant,
-            content: message_parts(i, message)?,
-            name: None,
-        },
+        message: Message { role: Role::Assistant, content: message_parts(i, message)?, name: None },
         finish_reason: choice.finish_reason.as_deref().map(finish_reason_from),
     })
 }
@@ -132,29 +123,17 @@ fn message_parts(i: usize, message: WireMessage) -> Result<Vec<Part>, DecodeErro
     if let Some(text) = message.reasoning_content.or(message.reasoning)
         && !text.is_empty()
     {
-        parts.push(Part::Thinking {
-            text,
-            signature: None,
-        });
+        parts.push(Part::Thinking { text, signature: None });
     }
     push_content(message.content, &mut parts);
-    for (j, call) in message
-        .tool_calls
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (j, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
         parts.push(read_tool_call(i, j, call)?);
     }
     if let Some(function) = message.function_call {
         let (name, arguments) =
             read_function(&format!("choices[{i}].message.function_call"), function)?;
         // A legacy call has no id; its name stands for one, as when parsing.
-        parts.push(Part::ToolCall {
-            id: name.clone(),
-            name,
-            arguments,
-        });
+        parts.push(Part::ToolCall { id: name.clone(), name, arguments });
     }
     Ok(parts)
 }
@@ -168,9 +147,7 @@ fn push_content(content: Option<Value>, parts: &mut Vec<Part>) {
                 if let Some(text) = item.get("text").and_then(Value::as_str).filter(|_| is_text)
                     && !text.is_empty()
                 {
-                    parts.push(Part::Text {
-                        text: text.to_owned(),
-                    });
+                    parts.push(Part::Text { text: text.to_owned() });
                 }
             }
         }
@@ -259,11 +236,7 @@ fn out_choice(choice: &Choice) -> OutChoice<'_> {
     let tool_calls = parts
         .iter()
         .filter_map(|part| match part {
-            Part::ToolCall {
-                id,
-                name,
-                arguments,
-            } => Some(OutToolCall::new(id, name, arguments)),
+            Part::ToolCall { id, name, arguments } => Some(OutToolCall::new(id, name, arguments)),
             _ => None,
         })
         .collect();

@@ -89,11 +89,7 @@ pub struct StreamReader {
 
 impl StreamReader {
     pub fn new(req: &ChatRequest) -> Self {
-        StreamReader {
-            fallback_model: req.model.clone(),
-            started: false,
-            open_calls: Vec::new(),
-        }
+        StreamReader { fallback_model: req.model.clone(), started: false, open_calls: Vec::new() }
     }
 
     pub fn read(&mut self, event: &SseEvent) -> Result<StreamChunk, StreamError> {
@@ -107,11 +103,7 @@ impl StreamReader {
             data: event.data.clone(),
         });
         if data == "[DONE]" {
-            return Ok(StreamChunk {
-                events: Vec::new(),
-                native,
-                done: true,
-            });
+            return Ok(StreamChunk { events: Vec::new(), native, done: true });
         }
         let chunk: WireChunk = serde_json::from_str(data).map_err(|err| {
             DecodeError::new(format!("an OpenAI stream chunk could not be read: {err}"))
@@ -127,11 +119,7 @@ impl StreamReader {
         if let Some(usage) = &chunk.usage {
             events.push(StreamEvent::Usage(usage.to_canonical()));
         }
-        Ok(StreamChunk {
-            events,
-            native,
-            done: false,
-        })
+        Ok(StreamChunk { events, native, done: false })
     }
 
     /// `Start` comes with the first chunk that carries a choice, usage or an
@@ -166,20 +154,13 @@ impl StreamReader {
             self.read_delta(index, delta, events);
         }
         if let Some(reason) = choice.finish_reason {
-            events.push(StreamEvent::Finish {
-                choice: index,
-                reason: finish_reason_from(&reason),
-            });
+            events.push(StreamEvent::Finish { choice: index, reason: finish_reason_from(&reason) });
         }
     }
 
     fn read_delta(&mut self, choice: u32, delta: WireDelta, events: &mut Vec<StreamEvent>) {
         let mut push = |delta: Delta| events.push(StreamEvent::Delta { choice, delta });
-        if let Some(text) = delta
-            .reasoning_content
-            .or(delta.reasoning)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = delta.reasoning_content.or(delta.reasoning).filter(|t| !t.is_empty()) {
             push(Delta::Thinking(text));
         }
         if let Some(text) = content_text(delta.content).filter(|t| !t.is_empty()) {
@@ -336,10 +317,7 @@ impl StreamWriter {
     pub fn new(req: &ChatRequest) -> Self {
         StreamWriter {
             include_usage: req.include_usage,
-            passthrough: req
-                .native
-                .as_ref()
-                .is_some_and(|n| n.format == Format::OpenAi),
+            passthrough: req.native.as_ref().is_some_and(|n| n.format == Format::OpenAi),
             id: String::new(),
             model: String::new(),
             created: 0,
@@ -355,17 +333,12 @@ impl StreamWriter {
             return;
         }
         self.remember(&chunk.events);
-        let native = chunk
-            .native
-            .as_ref()
-            .filter(|n| self.passthrough && n.format == Format::OpenAi);
+        let native =
+            chunk.native.as_ref().filter(|n| self.passthrough && n.format == Format::OpenAi);
         match native {
             Some(native) if !chunk.done => self.replay(chunk, native, out),
             Some(_) => {}
-            None => chunk
-                .events
-                .iter()
-                .for_each(|event| self.encode(event, out)),
+            None => chunk.events.iter().for_each(|event| self.encode(event, out)),
         }
         if chunk.done {
             self.finish(out);
@@ -436,10 +409,7 @@ impl StreamWriter {
     /// not ask for: usage is always requested upstream, so it is counted,
     /// but an OpenAI client that did not ask must not see the extra chunk.
     fn replay(&mut self, chunk: &StreamChunk, native: &NativeEvent, out: &mut Vec<u8>) {
-        let has_usage = chunk
-            .events
-            .iter()
-            .any(|e| matches!(e, StreamEvent::Usage(_)));
+        let has_usage = chunk.events.iter().any(|e| matches!(e, StreamEvent::Usage(_)));
         if has_usage {
             if !self.include_usage && is_usage_only(&native.data) {
                 return;
@@ -472,11 +442,7 @@ impl StreamWriter {
             return;
         }
         self.opened.push(choice);
-        let delta = OutDelta {
-            role: Some("assistant"),
-            content: Some(""),
-            ..OutDelta::default()
-        };
+        let delta = OutDelta { role: Some("assistant"), content: Some(""), ..OutDelta::default() };
         self.push_choice(out, choice, delta, None);
     }
 
@@ -487,12 +453,7 @@ impl StreamWriter {
         delta: OutDelta<'_>,
         finish_reason: Option<&'static str>,
     ) {
-        let choice = OutChoice {
-            index,
-            delta,
-            logprobs: None,
-            finish_reason,
-        };
+        let choice = OutChoice { index, delta, logprobs: None, finish_reason };
         push_data(
             out,
             &OutChunk {
@@ -521,23 +482,15 @@ fn out_delta(delta: &Delta) -> Option<OutDelta<'_>> {
     };
     match delta {
         Delta::Text(text) if text.is_empty() => None,
-        Delta::Text(text) => Some(OutDelta {
-            content: Some(text),
-            ..OutDelta::default()
-        }),
+        Delta::Text(text) => Some(OutDelta { content: Some(text), ..OutDelta::default() }),
         Delta::Thinking(text) if text.is_empty() => None,
-        Delta::Thinking(text) => Some(OutDelta {
-            reasoning_content: Some(text),
-            ..OutDelta::default()
-        }),
+        Delta::Thinking(text) => {
+            Some(OutDelta { reasoning_content: Some(text), ..OutDelta::default() })
+        }
         Delta::ThinkingSignature(_) => None,
-        Delta::ToolCallStart { index, id, name } => Some(tool_call(
-            *index,
-            Some(id),
-            Some("function"),
-            Some(name),
-            "",
-        )),
+        Delta::ToolCallStart { index, id, name } => {
+            Some(tool_call(*index, Some(id), Some("function"), Some(name), ""))
+        }
         Delta::ToolCallArguments { index, fragment } => {
             Some(tool_call(*index, None, None, None, fragment))
         }

@@ -30,11 +30,7 @@ fn text(text: &str) -> Part {
 }
 
 fn message(role: Role, content: Vec<Part>) -> Message {
-    Message {
-        role,
-        content,
-        name: None,
-    }
+    Message { role, content, name: None }
 }
 
 fn weather_tool_json() -> Value {
@@ -130,10 +126,7 @@ fn parses_a_documented_conversation_with_tool_calls() {
         include_usage: true,
         response_format: None,
         user: Some("user-1234".into()),
-        native: Some(NativeBody {
-            format: Format::OpenAi,
-            body: object(&body),
-        }),
+        native: Some(NativeBody { format: Format::OpenAi, body: object(&body) }),
     };
     assert_eq!(req, expected);
 }
@@ -152,16 +145,8 @@ fn assistant_content_is_text_then_tool_calls() {
         req.messages[0].content,
         vec![
             text("Let me check."),
-            Part::ToolCall {
-                id: "call_1".into(),
-                name: "a".into(),
-                arguments: "{}".into()
-            },
-            Part::ToolCall {
-                id: "call_2".into(),
-                name: "b".into(),
-                arguments: "{\"x\":1}".into()
-            },
+            Part::ToolCall { id: "call_1".into(), name: "a".into(), arguments: "{}".into() },
+            Part::ToolCall { id: "call_2".into(), name: "b".into(), arguments: "{\"x\":1}".into() },
         ]
     );
 }
@@ -262,10 +247,7 @@ fn tool_choice_forms() {
             json!({"type": "function", "function": {"name": "get_current_weather"}}),
             Some(ToolChoice::Tool("get_current_weather".into())),
         ),
-        (
-            json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}),
-            None,
-        ),
+        (json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}), None),
     ];
     for (choice, expected) in cases {
         let req = parse(&json!({
@@ -341,10 +323,7 @@ fn response_formats_and_top_k() {
         with_format(json!({"type": "json_object"})).response_format,
         Some(ResponseFormat::JsonObject)
     );
-    assert_eq!(
-        with_format(json!({"type": "text"})).response_format,
-        Some(ResponseFormat::Text)
-    );
+    assert_eq!(with_format(json!({"type": "text"})).response_format, Some(ResponseFormat::Text));
 }
 
 #[test]
@@ -364,11 +343,7 @@ fn top_k_of_another_type_is_ignored_and_max_tokens_is_the_fallback() {
 #[test]
 fn every_bad_request_names_its_field() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        (
-            r#"[1, 2]"#,
-            None,
-            "the body must be a JSON object, not an array",
-        ),
+        (r#"[1, 2]"#, None, "the body must be a JSON object, not an array"),
         (
             r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
             Some("model"),
@@ -689,14 +664,9 @@ fn tool_choice_and_parallel_calls_need_tools() {
 
 #[test]
 fn what_openai_cannot_carry_is_refused() {
-    let image = Part::Image {
-        source: ImageSource::Url("https://example.com/chart.png".into()),
-    };
-    let with_messages = |messages| ChatRequest {
-        model: "m".into(),
-        messages,
-        ..ChatRequest::default()
-    };
+    let image = Part::Image { source: ImageSource::Url("https://example.com/chart.png".into()) };
+    let with_messages =
+        |messages| ChatRequest { model: "m".into(), messages, ..ChatRequest::default() };
     let tool_image = with_messages(vec![message(
         Role::Tool,
         vec![Part::ToolResult {
@@ -719,11 +689,7 @@ fn what_openai_cannot_carry_is_refused() {
     );
     let user_call = with_messages(vec![message(
         Role::User,
-        vec![Part::ToolCall {
-            id: "c".into(),
-            name: "f".into(),
-            arguments: "{}".into(),
-        }],
+        vec![Part::ToolCall { id: "c".into(), name: "f".into(), arguments: "{}".into() }],
     )]);
     assert_eq!(
         write_chat_request(&user_call, "gpt-4o", Dialect::OpenAi).unwrap_err(),
@@ -761,10 +727,7 @@ fn tool_results_inside_a_user_message_come_first_as_tool_messages() {
 // --------------------------------------------------------------- responses
 
 fn read(body: &Value) -> ChatResponse {
-    let req = ChatRequest {
-        model: "chat".into(),
-        ..ChatRequest::default()
-    };
+    let req = ChatRequest { model: "chat".into(), ..ChatRequest::default() };
     read_chat_response(&req, Bytes::from(body.to_string())).unwrap()
 }
 
@@ -800,11 +763,7 @@ fn reads_a_documented_text_completion() {
                 message: Message::text(Role::Assistant, "Hello! How can I assist you today?"),
                 finish_reason: Some(FinishReason::Stop),
             }],
-            usage: Usage {
-                input_tokens: 19,
-                output_tokens: 10,
-                ..Usage::default()
-            },
+            usage: Usage { input_tokens: 19, output_tokens: 10, ..Usage::default() },
             native: Some(NativeResponse {
                 format: Format::OpenAi,
                 body: Bytes::from(body.to_string()),
@@ -897,10 +856,7 @@ fn reads_reasoning_content_as_thinking() {
     assert_eq!(
         resp.choices[0].message.content,
         vec![
-            Part::Thinking {
-                text: "9.11 < 9.8 because 0.11 < 0.8.".into(),
-                signature: None
-            },
+            Part::Thinking { text: "9.11 < 9.8 because 0.11 < 0.8.".into(), signature: None },
             text("9.8 is greater."),
         ]
     );
@@ -941,10 +897,7 @@ fn odd_optional_fields_of_compatible_servers_do_not_fail() {
                 ),
                 finish_reason: Some(FinishReason::Other("eos".into())),
             }],
-            usage: Usage {
-                input_tokens: 3,
-                ..Usage::default()
-            },
+            usage: Usage { input_tokens: 3, ..Usage::default() },
             native: resp.native.clone(),
         }
     );
@@ -972,11 +925,7 @@ fn missing_essentials_fail_decoding() {
         decode(r#"{"choices": [{"message": {"tool_calls": [{"id": "c", "function": {}}]}}]}"#),
         DecodeError::new("choices[0].message.tool_calls[0].function.name is missing")
     );
-    assert!(
-        decode("not json")
-            .message
-            .starts_with("an OpenAI chat completion could not be read")
-    );
+    assert!(decode("not json").message.starts_with("an OpenAI chat completion could not be read"));
 }
 
 #[test]
@@ -1012,10 +961,7 @@ fn builds_a_completion_from_a_translated_answer() {
             cache_creation_tokens: 0,
             reasoning_tokens: 0,
         },
-        native: Some(NativeResponse {
-            format: Format::Anthropic,
-            body: Bytes::from_static(b"{}"),
-        }),
+        native: Some(NativeResponse { format: Format::Anthropic, body: Bytes::from_static(b"{}") }),
     };
     insta::assert_json_snapshot!("built_completion", as_json(&write_chat_response(&resp)));
 }
@@ -1066,18 +1012,11 @@ const TOOL_STREAM: &[&str] = &[
 ];
 
 fn sse(data: &str) -> SseEvent {
-    SseEvent {
-        event: None,
-        data: data.into(),
-        id: None,
-    }
+    SseEvent { event: None, data: data.into(), id: None }
 }
 
 fn read_stream(reader: &mut StreamReader, datas: &[&str]) -> Vec<StreamChunk> {
-    datas
-        .iter()
-        .map(|d| reader.read(&sse(d)).unwrap())
-        .collect()
+    datas.iter().map(|d| reader.read(&sse(d)).unwrap()).collect()
 }
 
 fn delta(delta: Delta) -> StreamEvent {
@@ -1114,18 +1053,12 @@ fn reads_a_documented_tool_call_stream() {
                 id: "call_DdmO9pD3xa9XTPNJ32zg2hcA".into(),
                 name: "get_current_weather".into()
             })],
-            vec![delta(Delta::ToolCallArguments {
-                index: 0,
-                fragment: "{\"lo".into()
-            })],
+            vec![delta(Delta::ToolCallArguments { index: 0, fragment: "{\"lo".into() })],
             vec![delta(Delta::ToolCallArguments {
                 index: 0,
                 fragment: "cation\": \"Boston\"}".into()
             })],
-            vec![StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ToolCalls
-            }],
+            vec![StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls }],
             vec![StreamEvent::Usage(Usage {
                 input_tokens: 82,
                 output_tokens: 18,
@@ -1141,21 +1074,15 @@ fn reads_a_documented_tool_call_stream() {
     for (chunk, data) in chunks.iter().zip(TOOL_STREAM) {
         assert_eq!(
             chunk.native,
-            Some(NativeEvent {
-                format: Format::OpenAi,
-                event: None,
-                data: (*data).into()
-            })
+            Some(NativeEvent { format: Format::OpenAi, event: None, data: (*data).into() })
         );
     }
 }
 
 #[test]
 fn reads_reasoning_deltas_and_servers_that_omit_tool_call_indexes() {
-    let mut reader = StreamReader::new(&ChatRequest {
-        model: "fallback".into(),
-        ..ChatRequest::default()
-    });
+    let mut reader =
+        StreamReader::new(&ChatRequest { model: "fallback".into(), ..ChatRequest::default() });
     let chunks = read_stream(
         &mut reader,
         &[
@@ -1172,40 +1099,16 @@ fn reads_reasoning_deltas_and_servers_that_omit_tool_call_indexes() {
     assert_eq!(
         events,
         vec![
-            StreamEvent::Start {
-                id: "gen-1".into(),
-                model: "fallback".into(),
-                created: 5
-            },
+            StreamEvent::Start { id: "gen-1".into(), model: "fallback".into(), created: 5 },
             delta(Delta::Thinking("Hmm.".into())),
             delta(Delta::Thinking("More.".into())),
-            delta(Delta::ToolCallStart {
-                index: 0,
-                id: "a".into(),
-                name: "f".into()
-            }),
-            delta(Delta::ToolCallArguments {
-                index: 0,
-                fragment: "{}".into()
-            }),
-            delta(Delta::ToolCallStart {
-                index: 1,
-                id: "b".into(),
-                name: "g".into()
-            }),
-            delta(Delta::ToolCallArguments {
-                index: 1,
-                fragment: "{\"x\"".into()
-            }),
+            delta(Delta::ToolCallStart { index: 0, id: "a".into(), name: "f".into() }),
+            delta(Delta::ToolCallArguments { index: 0, fragment: "{}".into() }),
+            delta(Delta::ToolCallStart { index: 1, id: "b".into(), name: "g".into() }),
+            delta(Delta::ToolCallArguments { index: 1, fragment: "{\"x\"".into() }),
             // The repeated id of call 1 does not start it again.
-            delta(Delta::ToolCallArguments {
-                index: 1,
-                fragment: ":1}".into()
-            }),
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ToolCalls
-            },
+            delta(Delta::ToolCallArguments { index: 1, fragment: ":1}".into() }),
+            StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls },
         ]
     );
 }
@@ -1231,10 +1134,7 @@ fn stream_errors_and_undecodable_chunks() {
         matches!(&err, StreamError::Decode(e) if e.message.starts_with("an OpenAI stream chunk could not be read: EOF")),
         "{err:?}"
     );
-    assert!(matches!(
-        reader.read(&sse("42")),
-        Err(StreamError::Decode(_))
-    ));
+    assert!(matches!(reader.read(&sse("42")), Err(StreamError::Decode(_))));
     assert_eq!(reader.read(&sse("  ")).unwrap(), StreamChunk::default());
 }
 
@@ -1256,24 +1156,15 @@ fn sse_text(datas: &[&str]) -> String {
 
 #[test]
 fn pass_through_replays_upstream_events_verbatim() {
-    assert_eq!(
-        relay(&openai_client(true), TOOL_STREAM),
-        sse_text(TOOL_STREAM)
-    );
+    assert_eq!(relay(&openai_client(true), TOOL_STREAM), sse_text(TOOL_STREAM));
 }
 
 #[test]
 fn pass_through_drops_the_usage_chunk_the_client_did_not_ask_for() {
-    let without_usage: Vec<&str> = TOOL_STREAM
-        .iter()
-        .copied()
-        .filter(|d| !d.contains("\"choices\":[]"))
-        .collect();
+    let without_usage: Vec<&str> =
+        TOOL_STREAM.iter().copied().filter(|d| !d.contains("\"choices\":[]")).collect();
     assert_eq!(without_usage.len(), TOOL_STREAM.len() - 1);
-    assert_eq!(
-        relay(&openai_client(false), TOOL_STREAM),
-        sse_text(&without_usage)
-    );
+    assert_eq!(relay(&openai_client(false), TOOL_STREAM), sse_text(&without_usage));
 }
 
 #[test]
@@ -1318,11 +1209,7 @@ fn translated_events() -> Vec<StreamChunk> {
                 model: "claude-sonnet-4-20250514".into(),
                 created: 1700000000,
             },
-            StreamEvent::Usage(Usage {
-                input_tokens: 472,
-                output_tokens: 2,
-                ..Usage::default()
-            }),
+            StreamEvent::Usage(Usage { input_tokens: 472, output_tokens: 2, ..Usage::default() }),
         ]),
         chunk(vec![delta(Delta::Thinking("Let me think.".into()))]),
         chunk(vec![delta(Delta::ThinkingSignature("EqQBCgIYAhIM".into()))]),
@@ -1338,15 +1225,9 @@ fn translated_events() -> Vec<StreamChunk> {
             index: 0,
             fragment: "{\"location\": \"San Fra".into(),
         })]),
-        chunk(vec![delta(Delta::ToolCallArguments {
-            index: 0,
-            fragment: "ncisco, CA\"}".into(),
-        })]),
+        chunk(vec![delta(Delta::ToolCallArguments { index: 0, fragment: "ncisco, CA\"}".into() })]),
         chunk(vec![
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ToolCalls,
-            },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls },
             StreamEvent::Usage(Usage {
                 input_tokens: 472,
                 output_tokens: 89,
@@ -1372,10 +1253,7 @@ fn anthropic_client(include_usage: bool) -> ChatRequest {
         model: "chat".into(),
         stream: true,
         include_usage,
-        native: Some(NativeBody {
-            format: Format::Anthropic,
-            body: serde_json::Map::new(),
-        }),
+        native: Some(NativeBody { format: Format::Anthropic, body: serde_json::Map::new() }),
         ..ChatRequest::default()
     }
 }
@@ -1432,11 +1310,7 @@ fn finish_is_idempotent_and_ends_the_stream() {
     writer.write(&translated_events()[0], &mut out);
     writer.finish(&mut out);
     let finished = out.clone();
-    assert!(
-        String::from_utf8(finished.clone())
-            .unwrap()
-            .ends_with("data: [DONE]\n\n")
-    );
+    assert!(String::from_utf8(finished.clone()).unwrap().ends_with("data: [DONE]\n\n"));
     writer.finish(&mut out);
     writer.write(&translated_events()[3], &mut out);
     writer.write_error(&UpstreamErrorBody::default(), &mut out);
@@ -1479,11 +1353,7 @@ fn errors_are_an_error_chunk_then_done() {
         "data: {\"error\":{\"message\":\"Overloaded\",\"type\":\"overloaded_error\",\"code\":null,\"param\":null}}\n\ndata: [DONE]\n\n"
     );
     writer.finish(&mut out);
-    assert!(
-        String::from_utf8(out)
-            .unwrap()
-            .ends_with("}}\n\ndata: [DONE]\n\n")
-    );
+    assert!(String::from_utf8(out).unwrap().ends_with("}}\n\ndata: [DONE]\n\n"));
 }
 
 // -------------------------------------------------------------- embeddings
@@ -1492,9 +1362,7 @@ fn errors_are_an_error_chunk_then_done() {
 fn parses_every_embeddings_input_form() {
     let input = |input: Value| {
         parse_embeddings_request(
-            json!({"model": "text-embedding-3-small", "input": input})
-                .to_string()
-                .as_bytes(),
+            json!({"model": "text-embedding-3-small", "input": input}).to_string().as_bytes(),
         )
         .unwrap()
         .input
@@ -1503,18 +1371,9 @@ fn parses_every_embeddings_input_form() {
         input(json!("The food was delicious and the waiter...")),
         EmbeddingInput::Texts(vec!["The food was delicious and the waiter...".into()])
     );
-    assert_eq!(
-        input(json!(["a", "b"])),
-        EmbeddingInput::Texts(vec!["a".into(), "b".into()])
-    );
-    assert_eq!(
-        input(json!([1, 2, 3])),
-        EmbeddingInput::Tokens(vec![vec![1, 2, 3]])
-    );
-    assert_eq!(
-        input(json!([[1, 2], [3]])),
-        EmbeddingInput::Tokens(vec![vec![1, 2], vec![3]])
-    );
+    assert_eq!(input(json!(["a", "b"])), EmbeddingInput::Texts(vec!["a".into(), "b".into()]));
+    assert_eq!(input(json!([1, 2, 3])), EmbeddingInput::Tokens(vec![vec![1, 2, 3]]));
+    assert_eq!(input(json!([[1, 2], [3]])), EmbeddingInput::Tokens(vec![vec![1, 2], vec![3]]));
 
     let body = json!({
         "model": "text-embedding-3-small",
@@ -1531,10 +1390,7 @@ fn parses_every_embeddings_input_form() {
             input: EmbeddingInput::Texts(vec!["hi".into()]),
             dimensions: Some(256),
             user: Some("user-1".into()),
-            native: Some(NativeBody {
-                format: Format::OpenAi,
-                body: object(&body)
-            }),
+            native: Some(NativeBody { format: Format::OpenAi, body: object(&body) }),
         }
     );
     assert!(wants_base64(&req));
@@ -1543,21 +1399,13 @@ fn parses_every_embeddings_input_form() {
 #[test]
 fn bad_embeddings_requests_name_their_field() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        (
-            r#"{"input": "x"}"#,
-            Some("model"),
-            "model: is required: the name of the model to use",
-        ),
+        (r#"{"input": "x"}"#, Some("model"), "model: is required: the name of the model to use"),
         (
             r#"{"model": "m"}"#,
             Some("input"),
             "input: is required: a string, an array of strings or an array of token arrays",
         ),
-        (
-            r#"{"model": "m", "input": []}"#,
-            Some("input"),
-            "input: must not be empty",
-        ),
+        (r#"{"model": "m", "input": []}"#, Some("input"), "input: must not be empty"),
         (
             r#"{"model": "m", "input": ["a", 1]}"#,
             Some("input"),
@@ -1590,12 +1438,9 @@ fn bad_embeddings_requests_name_their_field() {
         assert_eq!(err.message, *message, "message for {body}");
     }
     assert!(
-        parse_embeddings_request(b"{")
-            .unwrap_err()
-            .message
-            .starts_with(
-                "the body is not valid JSON: EOF while parsing an object at line 1 column 1"
-            )
+        parse_embeddings_request(b"{").unwrap_err().message.starts_with(
+            "the body is not valid JSON: EOF while parsing an object at line 1 column 1"
+        )
     );
 }
 
@@ -1640,14 +1485,8 @@ fn reads_float_and_base64_embeddings() {
         resp,
         EmbeddingsResponse {
             model: "text-embedding-ada-002".into(),
-            embeddings: vec![
-                vec![0.0023064255, -0.009327292, -0.0028842222],
-                vec![0.5, -1.0]
-            ],
-            usage: Usage {
-                input_tokens: 8,
-                ..Usage::default()
-            },
+            embeddings: vec![vec![0.0023064255, -0.009327292, -0.0028842222], vec![0.5, -1.0]],
+            usage: Usage { input_tokens: 8, ..Usage::default() },
             native: Some(NativeResponse {
                 format: Format::OpenAi,
                 body: Bytes::from(body.clone())
@@ -1668,10 +1507,7 @@ fn reads_float_and_base64_embeddings() {
         bad(r#"{"data":[{"embedding":"AACA"}]}"#),
         DecodeError::new("data[0].embedding holds 3 bytes, not a whole number of f32s")
     );
-    assert_eq!(
-        bad(r#"{"data":[{"index":0}]}"#),
-        DecodeError::new("data[0] has no `embedding`")
-    );
+    assert_eq!(bad(r#"{"data":[{"index":0}]}"#), DecodeError::new("data[0] has no `embedding`"));
     assert_eq!(
         bad(r#"{"error":{"message":"bad input","type":"invalid_request_error"}}"#),
         DecodeError::new("the upstream answered with an error: bad input")
@@ -1683,14 +1519,8 @@ fn builds_embeddings_answers_as_floats_or_base64() {
     let resp = EmbeddingsResponse {
         model: "gemini-embedding-001".into(),
         embeddings: vec![vec![0.1, -2.5], vec![1.0, 0.0]],
-        usage: Usage {
-            input_tokens: 5,
-            ..Usage::default()
-        },
-        native: Some(NativeResponse {
-            format: Format::Gemini,
-            body: Bytes::from_static(b"{}"),
-        }),
+        usage: Usage { input_tokens: 5, ..Usage::default() },
+        native: Some(NativeResponse { format: Format::Gemini, body: Bytes::from_static(b"{}") }),
     };
     assert_eq!(
         String::from_utf8(write_embeddings_response(&resp)).unwrap(),
@@ -1728,22 +1558,12 @@ fn reads_every_error_shape() {
             r#"{"error":{"type":"server_error","code":null}}"#,
             Some(err("server_error", Some("server_error"), None)),
         ),
-        (
-            r#"{"error":"model not loaded"}"#,
-            Some(err("model not loaded", None, None)),
-        ),
+        (r#"{"error":"model not loaded"}"#, Some(err("model not loaded", None, None))),
         (
             r#"{"object":"error","message":"max_tokens is too large","type":"BadRequestError","code":400}"#,
-            Some(err(
-                "max_tokens is too large",
-                Some("BadRequestError"),
-                Some("400"),
-            )),
+            Some(err("max_tokens is too large", Some("BadRequestError"), Some("400"))),
         ),
-        (
-            r#"{"detail":"Not Found"}"#,
-            Some(err("Not Found", None, None)),
-        ),
+        (r#"{"detail":"Not Found"}"#, Some(err("Not Found", None, None))),
         (
             r#"{"detail":[{"loc":["body","model"],"msg":"field required","type":"value_error.missing"},{"loc":["body"],"msg":"bad"}]}"#,
             Some(err("field required; bad", None, None)),
@@ -1811,13 +1631,8 @@ fn arb_texts(max: usize) -> impl Strategy<Value = Vec<Part>> {
 }
 
 fn arb_tool_call() -> impl Strategy<Value = Part> {
-    ("call_[a-zA-Z0-9]{1,8}", arb_name(), "\\PC{0,20}").prop_map(|(id, name, arguments)| {
-        Part::ToolCall {
-            id,
-            name,
-            arguments,
-        }
-    })
+    ("call_[a-zA-Z0-9]{1,8}", arb_name(), "\\PC{0,20}")
+        .prop_map(|(id, name, arguments)| Part::ToolCall { id, name, arguments })
 }
 
 /// Messages in the subset OpenAI represents: no thinking, images only from
@@ -1837,49 +1652,28 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ),
             name()
         )
-            .prop_map(|(content, name)| Message {
-                role: Role::User,
-                content,
-                name
-            }),
-        (
-            arb_texts(2),
-            prop::collection::vec(arb_tool_call(), 0..3),
-            name()
-        )
-            .prop_map(|(mut content, calls, name)| {
+            .prop_map(|(content, name)| Message { role: Role::User, content, name }),
+        (arb_texts(2), prop::collection::vec(arb_tool_call(), 0..3), name()).prop_map(
+            |(mut content, calls, name)| {
                 content.extend(calls);
-                Message {
-                    role: Role::Assistant,
-                    content,
-                    name,
-                }
-            }),
+                Message { role: Role::Assistant, content, name }
+            }
+        ),
         ("call_[a-zA-Z0-9]{1,8}", arb_texts(3)).prop_map(|(tool_call_id, content)| Message {
             role: Role::Tool,
-            content: vec![Part::ToolResult {
-                tool_call_id,
-                content,
-                is_error: false
-            }],
+            content: vec![Part::ToolResult { tool_call_id, content, is_error: false }],
             name: None,
         }),
     ]
 }
 
 fn arb_schema() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(
-        arb_name(),
-        prop::sample::select(vec!["string", "integer"]),
-        0..3,
-    )
-    .prop_map(|props| {
-        let properties: serde_json::Map<String, Value> = props
-            .into_iter()
-            .map(|(k, t)| (k, json!({"type": t})))
-            .collect();
-        json!({"type": "object", "properties": properties})
-    })
+    prop::collection::btree_map(arb_name(), prop::sample::select(vec!["string", "integer"]), 0..3)
+        .prop_map(|props| {
+            let properties: serde_json::Map<String, Value> =
+                props.into_iter().map(|(k, t)| (k, json!({"type": t}))).collect();
+            json!({"type": "object", "properties": properties})
+        })
 }
 
 fn arb_tool() -> impl Strategy<Value = Tool> {
@@ -1910,16 +1704,8 @@ fn arb_response_format() -> impl Strategy<Value = ResponseFormat> {
     prop_oneof![
         Just(ResponseFormat::Text),
         Just(ResponseFormat::JsonObject),
-        (
-            arb_name(),
-            arb_schema(),
-            proptest::option::of(any::<bool>())
-        )
-            .prop_map(|(name, schema, strict)| ResponseFormat::JsonSchema {
-                name,
-                schema,
-                strict
-            }),
+        (arb_name(), arb_schema(), proptest::option::of(any::<bool>()))
+            .prop_map(|(name, schema, strict)| ResponseFormat::JsonSchema { name, schema, strict }),
     ]
 }
 

@@ -48,10 +48,7 @@ impl<'de> Visitor<'de> for CountVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         match v.trim().parse::<u64>() {
             Ok(n) => Ok(Some(n)),
-            Err(_) => v
-                .trim()
-                .parse::<f64>()
-                .map_or(Ok(None), |f| self.visit_f64(f)),
+            Err(_) => v.trim().parse::<f64>().map_or(Ok(None), |f| self.visit_f64(f)),
         }
     }
 
@@ -184,9 +181,7 @@ impl From<&Usage> for OutUsage {
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
             total_tokens: usage.total(),
-            prompt_tokens_details: OutPromptDetails {
-                cached_tokens: usage.cache_read_tokens,
-            },
+            prompt_tokens_details: OutPromptDetails { cached_tokens: usage.cache_read_tokens },
             completion_tokens_details: OutCompletionDetails {
                 reasoning_tokens: usage.reasoning_tokens,
             },
@@ -211,11 +206,7 @@ pub(super) struct OutFunctionCall<'a> {
 
 impl<'a> OutToolCall<'a> {
     pub(super) fn new(id: &'a str, name: &'a str, arguments: &'a str) -> Self {
-        OutToolCall {
-            id,
-            kind: "function",
-            function: OutFunctionCall { name, arguments },
-        }
+        OutToolCall { id, kind: "function", function: OutFunctionCall { name, arguments } }
     }
 }
 
@@ -308,11 +299,7 @@ pub(super) fn error_from_field(
                 .map(str::to_owned)
                 .or_else(|| kind.clone())
                 .or_else(|| code.clone())?;
-            Some(UpstreamErrorBody {
-                message,
-                kind,
-                code,
-            })
+            Some(UpstreamErrorBody { message, kind, code })
         }
         Value::String(message) => Some(UpstreamErrorBody {
             message: message.clone(),
@@ -341,10 +328,8 @@ fn detail_message(detail: &Value) -> Option<String> {
     match detail {
         Value::String(text) => Some(text.clone()),
         Value::Array(items) => {
-            let messages: Vec<&str> = items
-                .iter()
-                .filter_map(|item| item.get("msg").and_then(Value::as_str))
-                .collect();
+            let messages: Vec<&str> =
+                items.iter().filter_map(|item| item.get("msg").and_then(Value::as_str)).collect();
             (!messages.is_empty()).then(|| messages.join("; "))
         }
         _ => None,
@@ -368,12 +353,5 @@ pub(super) struct ErrorObject<'a> {
 
 /// `{"error":{"message","type","code","param"}}`
 pub fn error_body(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Vec<u8> {
-    to_json(&ErrorEnvelope {
-        error: ErrorObject {
-            message,
-            kind,
-            code,
-            param,
-        },
-    })
+    to_json(&ErrorEnvelope { error: ErrorObject { message, kind, code, param } })
 }

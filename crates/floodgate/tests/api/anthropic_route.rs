@@ -23,21 +23,12 @@ async fn same_format_passes_the_body_and_beta_headers_through() {
     let (code, _, answer) = json_of(response).await;
     assert_eq!(code, 200, "{answer}");
     let sent = &app.upstream_requests()[0];
-    assert_eq!(
-        sent.header("anthropic-beta"),
-        Some("prompt-caching-2024-07-31")
-    );
-    assert_eq!(
-        sent.body["system"][0]["cache_control"],
-        json!({"type": "ephemeral"})
-    );
+    assert_eq!(sent.header("anthropic-beta"), Some("prompt-caching-2024-07-31"));
+    assert_eq!(sent.body["system"][0]["cache_control"], json!({"type": "ephemeral"}));
     assert_eq!(sent.body["thinking"]["budget_tokens"], 1024);
     assert_eq!(sent.body["model"], "claude-haiku-4-5");
     assert_eq!(answer["type"], "message");
-    assert_eq!(
-        answer["content"][0]["text"],
-        floodgate_mock_upstream::answer_text(20)
-    );
+    assert_eq!(answer["content"][0]["text"], floodgate_mock_upstream::answer_text(20));
     assert_eq!(answer["stop_reason"], "end_turn");
 }
 
@@ -74,33 +65,17 @@ async fn anthropic_client_reaches_openai_and_gemini_with_tools() {
         messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "21 C"}]}));
         let (code, _, answer) = app.post_json("/v1/messages", &follow).await;
         assert_eq!(code, 200, "{model}: {answer}");
-        assert_eq!(
-            answer["content"][0]["text"],
-            floodgate_mock_upstream::answer_text(20)
-        );
+        assert_eq!(answer["content"][0]["text"], floodgate_mock_upstream::answer_text(20));
     }
     let sent = app.upstream_requests();
     // OpenAI upstream: system message, tools as functions, tool result as a tool message.
-    assert_eq!(
-        sent[0].body["messages"][0],
-        json!({"role": "system", "content": "Use tools."})
-    );
+    assert_eq!(sent[0].body["messages"][0], json!({"role": "system", "content": "Use tools."}));
     assert_eq!(sent[0].body["tools"][0]["function"]["name"], "get_weather");
-    let tool_message = sent[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let tool_message = sent[1].body["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(tool_message["role"], "tool");
     assert_eq!(tool_message["content"], "21 C");
     // Gemini upstream: a functionResponse naming the function.
-    let turn = sent[3].body["contents"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let turn = sent[3].body["contents"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(turn["parts"][0]["functionResponse"]["name"], "get_weather");
 }
 
@@ -108,9 +83,8 @@ async fn anthropic_client_reaches_openai_and_gemini_with_tools() {
 async fn anthropic_client_streams_from_every_upstream_with_valid_events() {
     let app = spawn_app().await;
     for model in ["claude", "gpt", "gemini"] {
-        let (code, headers, events) = app
-            .post_sse("/v1/messages", &messages_body(model, true))
-            .await;
+        let (code, headers, events) =
+            app.post_sse("/v1/messages", &messages_body(model, true)).await;
         assert_eq!(code, 200, "{model}");
         assert_eq!(headers["content-type"], "text/event-stream");
         let names: Vec<&str> = events
@@ -128,14 +102,9 @@ async fn anthropic_client_streams_from_every_upstream_with_valid_events() {
             names.contains(&"content_block_start") && names.contains(&"content_block_stop"),
             "{model}"
         );
-        let data: Vec<Value> = events
-            .iter()
-            .map(|e| serde_json::from_str(&e.data).unwrap())
-            .collect();
-        let text: String = data
-            .iter()
-            .filter_map(|d| d["delta"]["text"].as_str())
-            .collect();
+        let data: Vec<Value> =
+            events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+        let text: String = data.iter().filter_map(|d| d["delta"]["text"].as_str()).collect();
         assert_eq!(text, floodgate_mock_upstream::answer_text(20), "{model}");
         let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
         assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{model}");

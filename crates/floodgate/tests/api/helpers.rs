@@ -77,10 +77,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config: DEFAULT_CONFIG.to_string(),
-            mock: MockConfig {
-                record: true,
-                ..MockConfig::default()
-            },
+            mock: MockConfig { record: true, ..MockConfig::default() },
             master_key: None,
         }
     }
@@ -102,17 +99,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_config(config: &str) -> TestApp {
-    spawn_with(Options {
-        config: config.to_string(),
-        ..Options::default()
-    })
-    .await
+    spawn_with(Options { config: config.to_string(), ..Options::default() }).await
 }
 
 pub async fn spawn_with(options: Options) -> TestApp {
-    let mock = MockServer::start(options.mock)
-        .await
-        .expect("mock upstream starts");
+    let mock = MockServer::start(options.mock).await.expect("mock upstream starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut text = options
         .config
@@ -130,23 +121,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .expect("test config is valid");
     let app = App::build(config).await.expect("app builds");
     let state = app.state().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.serve(listener, shutdown.clone()));
     let http = http_client();
-    TestApp {
-        addr,
-        mock,
-        http,
-        state,
-        key: options.master_key,
-        shutdown,
-        server,
-        _dir: dir,
-    }
+    TestApp { addr, mock, http, state, key: options.master_key, shutdown, server, _dir: dir }
 }
 
 impl TestApp {
@@ -162,18 +142,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.auth(self.http.post(self.url(path)).json(body))
-            .send()
-            .await
-            .expect("request sent")
+        self.auth(self.http.post(self.url(path)).json(body)).send().await.expect("request sent")
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.auth(
-            self.http
-                .post(self.url(path))
-                .header("content-type", "application/json")
-                .body(body),
+            self.http.post(self.url(path)).header("content-type", "application/json").body(body),
         )
         .send()
         .await
@@ -181,10 +155,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.auth(self.http.get(self.url(path)))
-            .send()
-            .await
-            .expect("request sent")
+        self.auth(self.http.get(self.url(path))).send().await.expect("request sent")
     }
 
     /// POST and read a JSON answer.
@@ -218,10 +189,7 @@ impl TestApp {
             if totals.iter().map(|t| t.requests).sum::<i64>() >= n {
                 return totals;
             }
-            assert!(
-                Instant::now() < deadline,
-                "ledger did not reach {n} records: {totals:?}"
-            );
+            assert!(Instant::now() < deadline, "ledger did not reach {n} records: {totals:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -252,10 +220,7 @@ impl TestApp {
 /// install ring's before building one (a no-op when already installed).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
 pub async fn json_of(response: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
@@ -300,10 +265,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 10 s"
-        );
+        assert!(Instant::now() < deadline, "condition not reached within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

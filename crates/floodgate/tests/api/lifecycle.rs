@@ -23,12 +23,7 @@ async fn drain_finishes_in_flight_streams_then_stops() {
     .await;
     let url = app.url("/v1/chat/completions");
     let client = app.http.clone();
-    let response = client
-        .post(&url)
-        .json(&chat_body("gpt", true))
-        .send()
-        .await
-        .unwrap();
+    let response = client.post(&url).json(&chat_body("gpt", true)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     app.begin_shutdown();
     // The stream that was running completes in full.
@@ -40,9 +35,7 @@ async fn drain_finishes_in_flight_streams_then_stops() {
         .collect();
     assert_eq!(text, floodgate_mock_upstream::answer_text(20));
     let addr = app.addr;
-    app.wait_stopped()
-        .await
-        .expect("serve returns Ok after draining");
+    app.wait_stopped().await.expect("serve returns Ok after draining");
     // And nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
@@ -50,23 +43,14 @@ async fn drain_finishes_in_flight_streams_then_stops() {
 #[tokio::test]
 async fn refuses_a_public_address_without_a_master_key() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[database]\nurl = \"sqlite://{}\"\n",
-        dir.path().join("t.db").display()
-    );
+    let text = format!("[database]\nurl = \"sqlite://{}\"\n", dir.path().join("t.db").display());
     let build = |allow| {
-        let overrides = Overrides {
-            allow_unauthenticated: allow,
-            ..Overrides::default()
-        };
+        let overrides = Overrides { allow_unauthenticated: allow, ..Overrides::default() };
         config::from_text(&text, "t.toml", &Env::new(), &overrides).unwrap()
     };
     let app = App::build(build(false)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let error = app
-        .serve(listener, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let error = app.serve(listener, CancellationToken::new()).await.unwrap_err();
     assert!(
         error.to_string().contains("refusing to listen")
             && error.to_string().contains("--allow-unauthenticated"),
@@ -77,7 +61,5 @@ async fn refuses_a_public_address_without_a_master_key() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let stop = CancellationToken::new();
     stop.cancel();
-    app.serve(listener, stop)
-        .await
-        .expect("allowed with the flag");
+    app.serve(listener, stop).await.expect("allowed with the flag");
 }

@@ -16,20 +16,11 @@ async fn same_format_passes_unknown_fields_through_both_ways() {
     assert_eq!(headers["x-floodgate-provider"], "oai");
     let sent = &app.upstream_requests()[0];
     assert_eq!(sent.path, "/v1/chat/completions");
-    assert_eq!(
-        sent.header("authorization"),
-        Some("Bearer oai-key-0123456789abcdef")
-    );
-    assert_eq!(
-        sent.body["model"], "gpt-4o-mini",
-        "the alias is replaced by the target's model"
-    );
+    assert_eq!(sent.header("authorization"), Some("Bearer oai-key-0123456789abcdef"));
+    assert_eq!(sent.body["model"], "gpt-4o-mini", "the alias is replaced by the target's model");
     assert_eq!(sent.body["seed"], 7);
     assert_eq!(sent.body["logit_bias"], json!({"50256": -100}));
-    assert_eq!(
-        sent.body["messages"][1]["x_vendor_field"],
-        json!({"keep": true})
-    );
+    assert_eq!(sent.body["messages"][1]["x_vendor_field"], json!({"keep": true}));
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(
         answer["choices"][0]["message"]["content"],
@@ -64,10 +55,7 @@ async fn openai_client_reaches_anthropic_with_tools_and_multipart_content() {
     assert_eq!(sent.body["system"], "Use tools.");
     assert_eq!(sent.body["max_tokens"], 300);
     assert_eq!(sent.body["tool_choice"], json!({"type": "any"}));
-    assert_eq!(
-        sent.body["tools"][0]["input_schema"]["required"],
-        json!(["city"])
-    );
+    assert_eq!(sent.body["tools"][0]["input_schema"]["required"], json!(["city"]));
     assert_eq!(
         sent.body["messages"][0]["content"][1]["source"],
         json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
@@ -91,12 +79,7 @@ async fn openai_client_reaches_anthropic_with_tools_and_multipart_content() {
     let (code, _, answer) = app.post_json("/v1/chat/completions", &follow_up).await;
     assert_eq!(code, 200, "{answer}");
     let sent = &app.upstream_requests()[1];
-    let last = sent.body["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = sent.body["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["role"], "user");
     assert_eq!(last["content"][0]["type"], "tool_result");
     assert_eq!(last["content"][0]["tool_use_id"], id);
@@ -119,15 +102,11 @@ async fn openai_client_streams_from_anthropic_and_gemini() {
         assert_eq!(events.last().unwrap().data, "[DONE]", "{model}");
         let chunks = data_of(&events);
         assert!(
-            chunks
-                .iter()
-                .all(|c| c["object"] == "chat.completion.chunk"),
+            chunks.iter().all(|c| c["object"] == "chat.completion.chunk"),
             "{model}: {chunks:?}"
         );
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
+        let text: String =
+            chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
         assert_eq!(text, floodgate_mock_upstream::answer_text(20), "{model}");
         let finish: Vec<&Value> = chunks
             .iter()
@@ -140,19 +119,10 @@ async fn openai_client_streams_from_anthropic_and_gemini() {
         assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
     }
     let gemini = &app.upstream_requests()[1];
-    assert_eq!(
-        gemini.path,
-        "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
-    );
+    assert_eq!(gemini.path, "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
     assert_eq!(gemini.query.as_deref(), Some("alt=sse"));
-    assert_eq!(
-        gemini.header("x-goog-api-key"),
-        Some("gem-key-0123456789abcdef")
-    );
-    assert_eq!(
-        gemini.body["systemInstruction"]["parts"][0]["text"],
-        "You are terse."
-    );
+    assert_eq!(gemini.header("x-goog-api-key"), Some("gem-key-0123456789abcdef"));
+    assert_eq!(gemini.body["systemInstruction"]["parts"][0]["text"], "You are terse.");
 }
 
 #[tokio::test]
@@ -166,22 +136,10 @@ async fn response_format_reaches_every_upstream() {
         assert_eq!(code, 200, "{model}: {answer}");
     }
     let sent = app.upstream_requests();
-    assert_eq!(
-        sent[0].body["response_format"]["json_schema"]["schema"],
-        schema
-    );
-    assert_eq!(
-        sent[1].body["tool_choice"],
-        json!({"type": "tool", "name": "json_response"})
-    );
-    assert_eq!(
-        sent[2].body["generationConfig"]["responseMimeType"],
-        "application/json"
-    );
-    assert_eq!(
-        sent[2].body["generationConfig"]["responseJsonSchema"],
-        schema
-    );
+    assert_eq!(sent[0].body["response_format"]["json_schema"]["schema"], schema);
+    assert_eq!(sent[1].body["tool_choice"], json!({"type": "tool", "name": "json_response"}));
+    assert_eq!(sent[2].body["generationConfig"]["responseMimeType"], "application/json");
+    assert_eq!(sent[2].body["generationConfig"]["responseJsonSchema"], schema);
 }
 
 #[tokio::test]
@@ -201,12 +159,8 @@ async fn embeddings_from_openai_and_gemini() {
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 4);
 
-    let (code, headers, body) = app
-        .post_json(
-            "/v1/embeddings",
-            &json!({"model": "gembed", "input": "hello"}),
-        )
-        .await;
+    let (code, headers, body) =
+        app.post_json("/v1/embeddings", &json!({"model": "gembed", "input": "hello"})).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(headers["x-floodgate-provider"], "gem");
     assert_eq!(body["object"], "list");
@@ -234,15 +188,8 @@ async fn embeddings_from_openai_and_gemini() {
     assert!(body["data"][0]["embedding"].is_string());
 
     // An upstream without embeddings: a clear error naming it.
-    let (code, _, body) = app
-        .post_json("/v1/embeddings", &json!({"model": "nembed", "input": "x"}))
-        .await;
+    let (code, _, body) =
+        app.post_json("/v1/embeddings", &json!({"model": "nembed", "input": "x"})).await;
     assert_eq!(code, 502, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("has no embeddings API"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("has no embeddings API"), "{body}");
 }

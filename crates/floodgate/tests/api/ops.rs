@@ -12,18 +12,9 @@ async fn health_and_readiness() {
     let (code, _, body) = json_of(app.get("/health/ready").await).await;
     assert_eq!(code, 200);
     assert_eq!(body["status"], "ready");
-    assert_eq!(
-        body["components"]["database"],
-        json!({"status": "ok", "backend": "sqlite"})
-    );
-    assert_eq!(
-        body["components"]["state"],
-        json!({"status": "ok", "backend": "memory"})
-    );
-    assert_eq!(
-        body["components"]["providers"]["providers"]["ant"]["kind"],
-        "anthropic"
-    );
+    assert_eq!(body["components"]["database"], json!({"status": "ok", "backend": "sqlite"}));
+    assert_eq!(body["components"]["state"], json!({"status": "ok", "backend": "memory"}));
+    assert_eq!(body["components"]["providers"]["providers"]["ant"]["kind"], "anthropic");
 }
 
 #[tokio::test]
@@ -33,10 +24,8 @@ async fn metrics_cover_requests_upstreams_and_tokens() {
         "{DEFAULT_CONFIG}\n[[models]]\nname = \"mgpt\"\ntargets = [\"oai/metrics-gpt\"]\n\n[[models]]\nname = \"mclaude\"\ntargets = [\"ant/metrics-claude\"]\n"
     ))
     .await;
-    app.post_json("/v1/chat/completions", &chat_body("mgpt", false))
-        .await;
-    app.post_sse("/v1/messages", &messages_body("mclaude", true))
-        .await;
+    app.post_json("/v1/chat/completions", &chat_body("mgpt", false)).await;
+    app.post_sse("/v1/messages", &messages_body("mclaude", true)).await;
     let text = app.metrics().await;
     for needle in [
         "floodgate_http_requests_total{route=\"/v1/chat/completions\",model=\"mgpt\",provider=\"oai\",status=\"200\"} 1",
@@ -54,13 +43,8 @@ async fn metrics_cover_requests_upstreams_and_tokens() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .get(app.url("/health"))
-        .header("x-request-id", "trace-123")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.http.get(app.url("/health")).header("x-request-id", "trace-123").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-123");
     let response = app
         .http
@@ -69,14 +53,9 @@ async fn request_ids_are_echoed_or_made() {
         .send()
         .await
         .unwrap();
-    let made = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let made = response.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(made.len(), 36, "a UUID replaces an unusable id: {made}");
-    let (_, headers, _) = app
-        .post_json("/v1/chat/completions", &chat_body("gpt", false))
-        .await;
+    let (_, headers, _) = app.post_json("/v1/chat/completions", &chat_body("gpt", false)).await;
     assert!(headers.contains_key("x-request-id"));
 }
 
@@ -112,12 +91,8 @@ async fn models_are_listed_in_the_clients_shape() {
     let app = spawn_app().await;
     let (code, _, body) = json_of(app.get("/v1/models").await).await;
     assert_eq!(code, 200);
-    let ids: Vec<&str> = body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> =
+        body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["gpt", "claude", "gemini", "embed"]);
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["object"], "model");

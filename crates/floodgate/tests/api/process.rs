@@ -44,10 +44,9 @@ impl Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        for reader in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(stderr),
-        ] {
+        for reader in
+            [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)]
+        {
             let lines = lines.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(reader).lines();
@@ -63,13 +62,7 @@ impl Running {
     async fn line_with(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 return line.clone();
             }
             assert!(
@@ -91,10 +84,7 @@ impl Running {
 
     fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
 
@@ -129,28 +119,14 @@ async fn zero_config_serves_the_builtin_mock_offline() {
     let (code, headers, body) = json_of(response).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(headers["x-floodgate-provider"], "mock");
-    assert!(
-        body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .len()
-            > 10
-    );
-    let (code, _, ready) = json_of(
-        http.get(format!("http://{address}/health/ready"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().len() > 10);
+    let (code, _, ready) =
+        json_of(http.get(format!("http://{address}/health/ready")).send().await.unwrap()).await;
     assert_eq!(code, 200, "{ready}");
     running.terminate();
     let (status, _) = running.wait().await;
     assert!(status.success());
-    assert!(
-        dir.path().join("floodgate.db").exists(),
-        "the SQLite file is created"
-    );
+    assert!(dir.path().join("floodgate.db").exists(), "the SQLite file is created");
 }
 
 #[tokio::test]
@@ -169,15 +145,7 @@ async fn sigterm_drains_a_running_stream_and_exits_zero() {
     );
     std::fs::write(dir.path().join("floodgate.toml"), config).unwrap();
     let running = Running::spawn(
-        &[
-            "serve",
-            "-c",
-            "floodgate.toml",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ],
+        &["serve", "-c", "floodgate.toml", "--listen", "127.0.0.1:0", "--log-format", "json"],
         dir.path(),
         &[],
     );
@@ -191,16 +159,9 @@ async fn sigterm_drains_a_running_stream_and_exits_zero() {
     assert_eq!(response.status(), 200);
     running.terminate();
     let events = parse_sse(&response.bytes().await.unwrap());
+    assert_eq!(events.last().unwrap().data, "[DONE]", "the stream finished despite SIGTERM");
     assert_eq!(
-        events.last().unwrap().data,
-        "[DONE]",
-        "the stream finished despite SIGTERM"
-    );
-    assert_eq!(
-        data_of(&events)
-            .iter()
-            .filter(|c| c["choices"][0]["delta"]["content"].is_string())
-            .count(),
+        data_of(&events).iter().filter(|c| c["choices"][0]["delta"]["content"].is_string()).count(),
         25 + 1
     );
     let (status, lines) = running.wait().await;
@@ -223,10 +184,7 @@ async fn check_config_names_file_and_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("bad.toml:5:") && stderr.contains("openai-compatible"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml:5:") && stderr.contains("openai-compatible"), "{stderr}");
 
     std::fs::write(dir.path().join("good.toml"), "[[providers]]\nname = \"m\"\nkind = \"mock\"\n\n[[models]]\nname = \"a\"\ntargets = [\"m/x\"]\n").unwrap();
     let output = std::process::Command::new(BIN)
@@ -249,6 +207,19 @@ async fn check_config_names_file_and_line() {
 }
 
 #[tokio::test]
+async fn the_example_config_in_the_repository_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../floodgate.example.toml");
+    let output = std::process::Command::new(BIN)
+        .args(["check-config", example])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("OK (5 providers, 3 models, listen 127.0.0.1:8080)"), "{stdout}");
+}
+
+#[tokio::test]
 async fn no_secret_reaches_logs_or_responses() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -268,15 +239,7 @@ async fn no_secret_reaches_logs_or_responses() {
         ("FLOODGATE_LOG", "trace"),
     ];
     let running = Running::spawn(
-        &[
-            "serve",
-            "-c",
-            "floodgate.toml",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ],
+        &["serve", "-c", "floodgate.toml", "--listen", "127.0.0.1:0", "--log-format", "json"],
         dir.path(),
         &env,
     );
@@ -285,11 +248,7 @@ async fn no_secret_reaches_logs_or_responses() {
     let mut bodies = Vec::new();
     // A bad client key, a good one; an upstream that echoes the refused key; streams.
     for (path, body, key) in [
-        (
-            "/v1/chat/completions",
-            chat_body("gpt", false),
-            "wrong-client-key",
-        ),
+        ("/v1/chat/completions", chat_body("gpt", false), "wrong-client-key"),
         ("/v1/chat/completions", chat_body("gpt", false), master),
         ("/v1/chat/completions", chat_body("gpt", true), master),
         ("/v1/messages", messages_body("claude", false), master),
@@ -304,14 +263,8 @@ async fn no_secret_reaches_logs_or_responses() {
             .unwrap();
         bodies.push(response.text().await.unwrap());
     }
-    let metrics = http
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics =
+        http.get(format!("http://{address}/metrics")).send().await.unwrap().text().await.unwrap();
     let ready = http
         .get(format!("http://{address}/health/ready"))
         .send()
@@ -326,37 +279,22 @@ async fn no_secret_reaches_logs_or_responses() {
     assert!(lines.len() > 10, "trace logging produced lines: {lines:#?}");
     // The upstream did echo the refused key back to us.
     assert!(
-        lines
-            .iter()
-            .chain(&bodies)
-            .any(|l| l.contains("[REDACTED]")),
+        lines.iter().chain(&bodies).any(|l| l.contains("[REDACTED]")),
         "{lines:#?}\n{bodies:#?}"
     );
     let everything = [lines.join("\n"), bodies.join("\n"), metrics, ready].join("\n");
     for secret in [master, bad_key, good_key, "SECRET"] {
-        assert!(
-            !everything.contains(secret),
-            "{secret} leaked:\n{everything}"
-        );
+        assert!(!everything.contains(secret), "{secret} leaked:\n{everything}");
     }
 }
 
 #[tokio::test]
 async fn mock_upstream_cli_serves_until_terminated() {
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::spawn(
-        &["mock-upstream", "--port", "0", "--chunks", "3"],
-        dir.path(),
-        &[],
-    );
-    let line = running
-        .line_with("mock upstream listening on http://")
-        .await;
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let running =
+        Running::spawn(&["mock-upstream", "--port", "0", "--chunks", "3"], dir.path(), &[]);
+    let line = running.line_with("mock upstream listening on http://").await;
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
     let response = http_client()
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth("k")
@@ -366,10 +304,7 @@ async fn mock_upstream_cli_serves_until_terminated() {
         .unwrap();
     let (code, _, body) = json_of(response).await;
     assert_eq!(code, 200);
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        floodgate_mock_upstream::answer_text(3)
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], floodgate_mock_upstream::answer_text(3));
     running.terminate();
     assert!(running.wait().await.0.success());
 }

@@ -20,18 +20,13 @@ async fn openai_stream_is_passed_through_with_usage_counted() {
     assert_eq!(headers["x-floodgate-provider"], "oai");
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let chunks = data_of(&events);
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, floodgate_mock_upstream::answer_text(20));
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(usage["completion_tokens"], 20);
     // The gateway always asks upstream for usage.
-    assert_eq!(
-        app.upstream_requests()[0].body["stream_options"]["include_usage"],
-        true
-    );
+    assert_eq!(app.upstream_requests()[0].body["stream_options"]["include_usage"], true);
     let totals = app.ledger_after(1).await;
     assert_eq!(totals[0].output_tokens, 20);
     assert!(totals[0].input_tokens > 0);
@@ -40,16 +35,9 @@ async fn openai_stream_is_passed_through_with_usage_counted() {
 #[tokio::test]
 async fn usage_chunk_is_not_sent_to_a_client_that_did_not_ask() {
     let app = spawn_app().await;
-    let (_, _, events) = app
-        .post_sse("/v1/chat/completions", &chat_body("gpt", true))
-        .await;
+    let (_, _, events) = app.post_sse("/v1/chat/completions", &chat_body("gpt", true)).await;
     let chunks = data_of(&events);
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c.get("usage").is_none_or(Value::is_null)),
-        "{chunks:?}"
-    );
+    assert!(chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)), "{chunks:?}");
     // ...but the ledger still has it.
     assert_eq!(app.ledger_after(1).await[0].output_tokens, 20);
 }
@@ -66,9 +54,7 @@ async fn first_chunk_reaches_the_client_before_the_upstream_finishes() {
         ..Options::default()
     })
     .await;
-    let response = app
-        .post("/v1/chat/completions", &chat_body("gpt", true))
-        .await;
+    let response = app.post("/v1/chat/completions", &chat_body("gpt", true)).await;
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "), "{first:?}");
@@ -89,9 +75,7 @@ async fn client_disconnect_cancels_the_upstream_stream() {
         ..Options::default()
     })
     .await;
-    let response = app
-        .post("/v1/messages", &messages_body("claude", true))
-        .await;
+    let response = app.post("/v1/messages", &messages_body("claude", true)).await;
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     drop(stream);
@@ -109,19 +93,13 @@ async fn a_stream_that_fails_before_any_byte_falls_back() {
     ))
     .await;
     // First target: an error event before any content, three times; then a reset stream.
-    let error_event = (
-        None,
-        json!({"error": {"message": "overloaded", "type": "server_error"}}).to_string(),
-    );
+    let error_event =
+        (None, json!({"error": {"message": "overloaded", "type": "server_error"}}).to_string());
     for _ in 0..3 {
-        app.mock.enqueue(Script::Sse {
-            events: vec![error_event.clone()],
-            delay: Duration::ZERO,
-        });
+        app.mock.enqueue(Script::Sse { events: vec![error_event.clone()], delay: Duration::ZERO });
     }
-    let (code, headers, events) = app
-        .post_sse("/v1/chat/completions", &chat_body("chat", true))
-        .await;
+    let (code, headers, events) =
+        app.post_sse("/v1/chat/completions", &chat_body("chat", true)).await;
     assert_eq!(code, 200);
     assert_eq!(headers["x-floodgate-provider"], "ant");
     // An OpenAI stream translated from the Anthropic upstream's events.
@@ -145,33 +123,18 @@ async fn a_stream_that_fails_mid_way_ends_with_an_error_event_in_the_clients_for
         events: vec![(None, chunk("Hel")), (None, chunk("lo"))],
         delay: Duration::ZERO,
     });
-    let (code, _, events) = app
-        .post_sse("/v1/chat/completions", &chat_body("gpt", true))
-        .await;
+    let (code, _, events) = app.post_sse("/v1/chat/completions", &chat_body("gpt", true)).await;
     assert_eq!(code, 200);
     let chunks = data_of(&events);
     assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "Hel");
-    let error = chunks
-        .iter()
-        .find(|c| c.get("error").is_some())
-        .expect("an error event");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("broke off"),
-        "{error}"
-    );
+    let error = chunks.iter().find(|c| c.get("error").is_some()).expect("an error event");
+    assert!(error["error"]["message"].as_str().unwrap().contains("broke off"), "{error}");
     assert_eq!(events.last().unwrap().data, "[DONE]");
 
     // Anthropic client, OpenAI upstream failing mid-way: an Anthropic `error` event.
-    app.mock.enqueue(Script::SseThenReset {
-        events: vec![(None, chunk("Hi"))],
-        delay: Duration::ZERO,
-    });
-    let (_, _, events) = app
-        .post_sse("/v1/messages", &messages_body("gpt", true))
-        .await;
+    app.mock
+        .enqueue(Script::SseThenReset { events: vec![(None, chunk("Hi"))], delay: Duration::ZERO });
+    let (_, _, events) = app.post_sse("/v1/messages", &messages_body("gpt", true)).await;
     let last = events.last().unwrap();
     assert_eq!(last.event.as_deref(), Some("error"));
     let data: Value = serde_json::from_str(&last.data).unwrap();

@@ -80,11 +80,7 @@ fn assistant_message() -> impl Strategy<Value = Message> {
 }
 
 fn tool_message() -> impl Strategy<Value = Message> {
-    (
-        id(),
-        prop::collection::vec(prop_oneof![3 => text_part(), 1 => image()], 0..3),
-        any::<bool>(),
-    )
+    (id(), prop::collection::vec(prop_oneof![3 => text_part(), 1 => image()], 0..3), any::<bool>())
         .prop_map(|(id, content, is_error)| tool_result(&id, content, is_error))
 }
 

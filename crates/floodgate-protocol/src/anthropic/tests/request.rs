@@ -91,10 +91,7 @@ fn parses_a_documented_tool_conversation() {
         messages: vec![
             message(
                 Role::System,
-                vec![
-                    text("You are a weather assistant."),
-                    text("Answer briefly."),
-                ],
+                vec![text("You are a weather assistant."), text("Answer briefly.")],
             ),
             message(
                 Role::User,
@@ -122,16 +119,8 @@ fn parses_a_documented_tool_conversation() {
                     tool_call("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_time", "{}"),
                 ],
             ),
-            tool_result(
-                "toolu_01A09q90qw90lq917835lq9",
-                vec![text("15 degrees")],
-                false,
-            ),
-            tool_result(
-                "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
-                vec![text("clock unavailable")],
-                true,
-            ),
+            tool_result("toolu_01A09q90qw90lq917835lq9", vec![text("15 degrees")], false),
+            tool_result("toolu_01T1x1fJ34qAmk2tNTrN7Up6", vec![text("clock unavailable")], true),
             message(Role::User, vec![text("Should I take an umbrella?")]),
         ],
         tools: vec![weather_tool()],
@@ -210,10 +199,7 @@ fn a_user_turn_is_split_into_runs_around_its_tool_results() {
                 false,
             ),
             tool_result("toolu_b", vec![], false),
-            message(
-                Role::User,
-                vec![text("after"), image_url("https://example.com/a.png")]
-            ),
+            message(Role::User, vec![text("after"), image_url("https://example.com/a.png")]),
         ]
     );
 }
@@ -449,9 +435,7 @@ fn write(req: &ChatRequest) -> Value {
 }
 
 fn write_err(req: &ChatRequest) -> String {
-    write_chat_request(req, "claude-sonnet-4-5-20250929")
-        .unwrap_err()
-        .message
+    write_chat_request(req, "claude-sonnet-4-5-20250929").unwrap_err().message
 }
 
 #[test]
@@ -528,11 +512,7 @@ fn tool_choice_and_parallel_flag_are_written() {
     let cases = [
         (None, None, None),
         (None, Some(true), None),
-        (
-            None,
-            Some(false),
-            Some(json!({"type": "auto", "disable_parallel_tool_use": true})),
-        ),
+        (None, Some(false), Some(json!({"type": "auto", "disable_parallel_tool_use": true}))),
         (Some(ToolChoice::Auto), None, Some(json!({"type": "auto"}))),
         (
             Some(ToolChoice::Auto),
@@ -549,11 +529,7 @@ fn tool_choice_and_parallel_flag_are_written() {
             Some(false),
             Some(json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true})),
         ),
-        (
-            Some(ToolChoice::None),
-            Some(false),
-            Some(json!({"type": "none"})),
-        ),
+        (Some(ToolChoice::None), Some(false), Some(json!({"type": "none"}))),
     ];
     for (tool_choice, parallel, expected) in cases {
         let req = ChatRequest {
@@ -563,11 +539,7 @@ fn tool_choice_and_parallel_flag_are_written() {
             ..built_request(vec![Message::text(Role::User, "hi")])
         };
         let written = write(&req);
-        assert_eq!(
-            written.get("tool_choice").cloned(),
-            expected,
-            "{tool_choice:?} {parallel:?}"
-        );
+        assert_eq!(written.get("tool_choice").cloned(), expected, "{tool_choice:?} {parallel:?}");
     }
 }
 
@@ -605,10 +577,7 @@ fn untranslatable_requests_are_refused() {
     let with_args = |arguments: &str| {
         built_request(vec![
             Message::text(Role::User, "hi"),
-            message(
-                Role::Assistant,
-                vec![tool_call("call_9", "get_weather", arguments)],
-            ),
+            message(Role::Assistant, vec![tool_call("call_9", "get_weather", arguments)]),
         ])
     };
     assert_eq!(
@@ -696,14 +665,8 @@ fn a_json_object_response_format_forces_an_object_tool() {
             "input_schema": {"type": "object"}
         }])
     );
-    assert_eq!(
-        written["tool_choice"],
-        json!({"type": "tool", "name": "json_response"})
-    );
-    let text_format = ChatRequest {
-        response_format: Some(ResponseFormat::Text),
-        ..req
-    };
+    assert_eq!(written["tool_choice"], json!({"type": "tool", "name": "json_response"}));
+    let text_format = ChatRequest { response_format: Some(ResponseFormat::Text), ..req };
     let written = write(&text_format);
     assert_eq!(written.get("tools"), None);
     assert_eq!(written.get("tool_choice"), None);
@@ -711,10 +674,7 @@ fn a_json_object_response_format_forces_an_object_tool() {
 
 #[test]
 fn a_json_response_format_cannot_be_combined_with_a_forced_tool() {
-    for choice in [
-        ToolChoice::Required,
-        ToolChoice::Tool("get_weather".to_owned()),
-    ] {
+    for choice in [ToolChoice::Required, ToolChoice::Tool("get_weather".to_owned())] {
         let req = ChatRequest {
             tools: vec![weather_tool()],
             tool_choice: Some(choice.clone()),
@@ -734,10 +694,7 @@ fn a_json_response_format_cannot_be_combined_with_a_forced_tool() {
         );
     }
     let clash = ChatRequest {
-        tools: vec![Tool {
-            name: RESPONSE_FORMAT_TOOL.to_owned(),
-            ..weather_tool()
-        }],
+        tools: vec![Tool { name: RESPONSE_FORMAT_TOOL.to_owned(), ..weather_tool() }],
         response_format: Some(ResponseFormat::JsonObject),
         ..built_request(vec![Message::text(Role::User, "hi")])
     };

@@ -91,11 +91,7 @@ fn stop_reasons_are_mapped() {
         ("max_tokens", None, FinishReason::Length),
         ("tool_use", None, FinishReason::ToolCalls),
         ("refusal", None, FinishReason::ContentFilter),
-        (
-            "pause_turn",
-            None,
-            FinishReason::Other("pause_turn".to_owned()),
-        ),
+        ("pause_turn", None, FinishReason::Other("pause_turn".to_owned())),
         (
             "model_context_window_exceeded",
             None,
@@ -110,16 +106,9 @@ fn stop_reasons_are_mapped() {
             "usage": {"input_tokens": 1, "output_tokens": 1}
         });
         let resp = read(&ChatRequest::default(), &body);
-        assert_eq!(
-            resp.choices[0].finish_reason,
-            Some(expected.clone()),
-            "{reason}"
-        );
+        assert_eq!(resp.choices[0].finish_reason, Some(expected.clone()), "{reason}");
         // Written back, the same reason and sequence come out.
-        let written = json_of(&write_chat_response(&ChatResponse {
-            native: None,
-            ..resp
-        }));
+        let written = json_of(&write_chat_response(&ChatResponse { native: None, ..resp }));
         assert_eq!(written["stop_reason"], json!(reason));
         assert_eq!(written["stop_sequence"], json!(sequence));
     }
@@ -149,14 +138,8 @@ fn the_response_format_tool_reads_as_the_text_answer() {
     assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Stop));
     // Without a response format, a tool of that name is an ordinary call.
     let plain = read(&ChatRequest::default(), &body);
-    assert_eq!(
-        plain.choices[0].finish_reason,
-        Some(FinishReason::ToolCalls)
-    );
-    assert!(matches!(
-        plain.choices[0].message.content[0],
-        Part::ToolCall { .. }
-    ));
+    assert_eq!(plain.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+    assert!(matches!(plain.choices[0].message.content[0], Part::ToolCall { .. }));
 }
 
 #[test]
@@ -179,10 +162,7 @@ fn native_answers_are_written_verbatim() {
         created: 0,
         choices: vec![],
         usage: Usage::default(),
-        native: Some(NativeResponse {
-            format: Format::Anthropic,
-            body: body.clone(),
-        }),
+        native: Some(NativeResponse { format: Format::Anthropic, body: body.clone() }),
     };
     assert_eq!(write_chat_response(&resp), body.to_vec());
 }

@@ -20,10 +20,7 @@ fn sse_events(transcript: &str) -> Vec<SseEvent> {
 
 fn read_all(req: &ChatRequest, transcript: &str) -> Vec<StreamChunk> {
     let mut reader = StreamReader::new(req);
-    sse_events(transcript)
-        .iter()
-        .map(|event| reader.read(event).unwrap())
-        .collect()
+    sse_events(transcript).iter().map(|event| reader.read(event).unwrap()).collect()
 }
 
 fn events_of(chunks: &[StreamChunk]) -> Vec<StreamEvent> {
@@ -39,10 +36,7 @@ fn text_delta(text: &str) -> StreamEvent {
 }
 
 fn args(index: u32, fragment: &str) -> StreamEvent {
-    delta(Delta::ToolCallArguments {
-        index,
-        fragment: fragment.to_owned(),
-    })
+    delta(Delta::ToolCallArguments { index, fragment: fragment.to_owned() })
 }
 
 fn usage(input: u32, output: u32, cache_read: u32, cache_creation: u32) -> StreamEvent {
@@ -103,20 +97,14 @@ fn reads_the_documented_text_stream() {
             vec![text_delta("!")],
             vec![],
             vec![
-                StreamEvent::Finish {
-                    choice: 0,
-                    reason: FinishReason::Stop,
-                },
+                StreamEvent::Finish { choice: 0, reason: FinishReason::Stop },
                 usage(25, 15, 0, 0),
             ],
             vec![],
         ]
     );
     let done: Vec<bool> = chunks.iter().map(|c| c.done).collect();
-    assert_eq!(
-        done,
-        [false, false, false, false, false, false, false, true]
-    );
+    assert_eq!(done, [false, false, false, false, false, false, false, true]);
     // Every event is kept for verbatim replay, with its name and data.
     for (chunk, event) in chunks.iter().zip(sse_events(TEXT_STREAM)) {
         assert_eq!(
@@ -209,10 +197,7 @@ fn reads_the_documented_tool_use_stream() {
                 name: "get_time".to_owned(),
             }),
             args(1, "{}"),
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ToolCalls,
-            },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls },
             usage(472, 89, 0, 0),
         ]
     );
@@ -277,10 +262,7 @@ fn reads_the_documented_thinking_stream() {
                 "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds...".to_owned()
             )),
             text_delta("The greatest common divisor of 1071 and 462 is **21**."),
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::Stop,
-            },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::Stop },
             usage(2060, 503, 2000, 50),
         ]
     );
@@ -350,21 +332,14 @@ data: {"type":"content_block_delta","index":1,"delta":{"type":"citations_delta",
         assert!(chunk.native.is_some());
         assert!(!chunk.done);
     }
-    assert_eq!(
-        chunks[0].native.as_ref().unwrap().event.as_deref(),
-        Some("future_event")
-    );
+    assert_eq!(chunks[0].native.as_ref().unwrap().event.as_deref(), Some("future_event"));
 }
 
 #[test]
 fn events_without_a_name_are_named_by_their_type() {
     let mut reader = StreamReader::new(&ChatRequest::default());
     let chunk = reader
-        .read(&SseEvent {
-            event: None,
-            data: r#"{"type":"message_stop"}"#.to_owned(),
-            id: None,
-        })
+        .read(&SseEvent { event: None, data: r#"{"type":"message_stop"}"#.to_owned(), id: None })
         .unwrap();
     assert!(chunk.done);
     assert_eq!(chunk.native.unwrap().event.as_deref(), Some("message_stop"));
@@ -378,10 +353,7 @@ fn malformed_events_are_decode_errors() {
         data: "{oops".to_owned(),
         id: None,
     };
-    assert!(matches!(
-        reader.read(&not_json),
-        Err(StreamError::Decode(_))
-    ));
+    assert!(matches!(reader.read(&not_json), Err(StreamError::Decode(_))));
     let missing_index = SseEvent {
         event: Some("content_block_delta".to_owned()),
         data: r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}}"#
@@ -396,10 +368,7 @@ fn malformed_events_are_decode_errors() {
 }
 
 fn json_mode_request() -> ChatRequest {
-    ChatRequest {
-        response_format: Some(ResponseFormat::JsonObject),
-        ..ChatRequest::default()
-    }
+    ChatRequest { response_format: Some(ResponseFormat::JsonObject), ..ChatRequest::default() }
 }
 
 const JSON_TOOL_STREAM: &str = r#"event: message_start
@@ -442,10 +411,7 @@ fn the_response_format_tool_streams_as_text() {
             usage(40, 1, 0, 0),
             text_delta("{\"city\": \"Pa"),
             text_delta("ris\"}"),
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::Stop,
-            },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::Stop },
             usage(40, 12, 0, 0),
         ]
     );
@@ -456,10 +422,7 @@ fn the_response_format_tool_streams_as_text() {
         id: "toolu_J".to_owned(),
         name: "json_response".to_owned(),
     })));
-    assert!(plain.contains(&StreamEvent::Finish {
-        choice: 0,
-        reason: FinishReason::ToolCalls,
-    }));
+    assert!(plain.contains(&StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls }));
 }
 
 // ----------------------------------------------------------------- writer
@@ -508,11 +471,7 @@ fn a_replayed_stream_cut_before_message_stop_is_closed() {
 }
 
 fn chunk(events: Vec<StreamEvent>) -> StreamChunk {
-    StreamChunk {
-        events,
-        native: None,
-        done: false,
-    }
+    StreamChunk { events, native: None, done: false }
 }
 
 /// Canonical events as an OpenAI upstream yields them: text, then a tool
@@ -535,10 +494,7 @@ fn openai_like_chunks() -> Vec<StreamChunk> {
         chunk(vec![args(0, "")]),
         chunk(vec![args(0, "{\"location\":")]),
         chunk(vec![args(0, "\"Paris\"}")]),
-        chunk(vec![StreamEvent::Finish {
-            choice: 0,
-            reason: FinishReason::ToolCalls,
-        }]),
+        chunk(vec![StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls }]),
         chunk(vec![usage(120, 30, 100, 0)]),
         StreamChunk {
             events: vec![],
@@ -589,10 +545,7 @@ fn synthesises_an_anthropic_stream_from_canonical_events() {
             }),
             args(0, "{\"location\":"),
             args(0, "\"Paris\"}"),
-            StreamEvent::Finish {
-                choice: 0,
-                reason: FinishReason::ToolCalls,
-            },
+            StreamEvent::Finish { choice: 0, reason: FinishReason::ToolCalls },
             usage(120, 30, 100, 0),
         ]
     );
@@ -603,19 +556,12 @@ fn synthesises_thinking_and_stop_sequences() {
     let mut writer = StreamWriter::new(&ChatRequest::default());
     let mut out = Vec::new();
     let events = vec![
-        StreamEvent::Start {
-            id: "msg_x".to_owned(),
-            model: "m".to_owned(),
-            created: 0,
-        },
+        StreamEvent::Start { id: "msg_x".to_owned(), model: "m".to_owned(), created: 0 },
         delta(Delta::Thinking("hmm".to_owned())),
         delta(Delta::ThinkingSignature("sig".to_owned())),
         text_delta("Done"),
         // Another choice is not written: Anthropic has one.
-        StreamEvent::Delta {
-            choice: 1,
-            delta: Delta::Text("ignored".to_owned()),
-        },
+        StreamEvent::Delta { choice: 1, delta: Delta::Text("ignored".to_owned()) },
         StreamEvent::Finish {
             choice: 0,
             reason: FinishReason::StopSequence(Some("###".to_owned())),
@@ -628,11 +574,7 @@ fn synthesises_thinking_and_stop_sequences() {
     assert_eq!(
         reread,
         vec![
-            StreamEvent::Start {
-                id: "msg_x".to_owned(),
-                model: "m".to_owned(),
-                created: 0,
-            },
+            StreamEvent::Start { id: "msg_x".to_owned(), model: "m".to_owned(), created: 0 },
             usage(0, 0, 0, 0),
             events[1].clone(),
             events[2].clone(),
@@ -645,10 +587,7 @@ fn synthesises_thinking_and_stop_sequences() {
 
 #[test]
 fn a_stream_without_start_is_still_valid() {
-    let req = ChatRequest {
-        model: "alias".to_owned(),
-        ..ChatRequest::default()
-    };
+    let req = ChatRequest { model: "alias".to_owned(), ..ChatRequest::default() };
     let mut writer = StreamWriter::new(&req);
     let mut out = Vec::new();
     writer.write(&chunk(vec![text_delta("hi")]), &mut out);
