@@ -11,4 +11,6 @@ mod openai_route;
 mod ops;
 mod process;
 mod routing;
+mod sdk;
 mod streaming;
+mod translation;
