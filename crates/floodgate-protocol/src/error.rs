@@ -1,13 +1,15 @@
 //! Errors of reading and writing wire formats. None of them carries a secret:
 //! protocol code never sees API keys.
 
+use serde_json::{Map, Value};
+
 /// A client body that cannot be read: malformed JSON, a missing field or a
 /// field of the wrong type. Answered with 400.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
     /// What was wrong and what would be valid, e.g.
-    /// "messages[1].content: invalid type: integer `3`, expected a string or an array of content parts".
+    /// "`messages[1].content`: invalid type: integer `3`, expected a string or an array of content parts".
     pub message: String,
     /// The JSON path of the failing field, when there is one (OpenAI's `param`).
     pub param: Option<String>,
@@ -23,21 +25,23 @@ impl RequestError {
         RequestError { message: format!("{param}: {}", message.into()), param: Some(param) }
     }
 
-    /// Reads a JSON body into `T`, naming the failing path on error.
-    pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        match serde_path_to_error::deserialize::<_, T>(de) {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    Err(RequestError::new(format!("the body is not valid JSON: {inner}")))
-                } else if path == "." || path.is_empty() {
-                    Err(RequestError::new(format!("invalid request body: {inner}")))
-                } else {
-                    Err(RequestError::at(path, inner.to_string()))
-                }
+    /// Parses a client body that must be one JSON object; `what`, when
+    /// given, names the expected request in the error (e.g. "an Anthropic
+    /// Messages request").
+    pub fn read_object(
+        body: &[u8],
+        what: Option<&str>,
+    ) -> Result<Map<String, Value>, RequestError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|err| RequestError::new(format!("the body is not valid JSON: {err}")))?;
+        match value {
+            Value::Object(map) => Ok(map),
+            other => {
+                let what = what.map(|w| format!(" ({w})")).unwrap_or_default();
+                Err(RequestError::new(format!(
+                    "the body must be a JSON object{what}, not {}",
+                    json_kind(&other)
+                )))
             }
         }
     }
@@ -90,4 +94,16 @@ pub enum StreamError {
     Upstream(UpstreamErrorBody),
     #[error("undecodable upstream stream event: {0}")]
     Decode(#[from] DecodeError),
+}
+
+/// "a string", "an array"…: how error messages name a JSON value's type.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

@@ -121,14 +121,8 @@ struct ToolIn {
 }
 
 pub(super) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| RequestError::new(format!("the body is not valid JSON: {err}")))?;
-    if !value.is_object() {
-        return Err(RequestError::new(format!(
-            "the body must be a JSON object (an Anthropic Messages request), not {}",
-            json_kind(&value)
-        )));
-    }
+    let value =
+        Value::Object(RequestError::read_object(body, Some("an Anthropic Messages request"))?);
     let wire: RequestIn = read_at(&value, "")?;
     let mut req = translate(wire)?;
     if let Value::Object(body) = value {
@@ -461,16 +455,5 @@ fn join_path(prefix: &str, inner: &str) -> String {
         _ if prefix.is_empty() => inner.to_owned(),
         _ if inner.starts_with('[') => format!("{prefix}{inner}"),
         _ => format!("{prefix}.{inner}"),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

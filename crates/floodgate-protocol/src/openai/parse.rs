@@ -37,26 +37,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
 
 /// Parses a body that must be one JSON object.
 pub(super) fn read_body(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| RequestError::new(format!("the body is not valid JSON: {err}")))?;
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(RequestError::new(format!(
-            "the body must be a JSON object, not {}",
-            json_kind(&other)
-        ))),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    RequestError::read_object(body, None)
 }
 
 /// Reads typed fields from a parsed body, naming the failing path on error.
