@@ -123,7 +123,8 @@ fn complete_response(
     response
 }
 
-fn routed_headers(headers: &mut HeaderMap, provider: &str, model: &str, attempts: u32) {
+/// `x-floodgate-provider`, `x-floodgate-model`, `x-floodgate-attempts`.
+pub(super) fn routed_headers(headers: &mut HeaderMap, provider: &str, model: &str, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(provider) {
         headers.insert(PROVIDER_HEADER, v);
     }

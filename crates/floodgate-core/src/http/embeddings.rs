@@ -8,7 +8,7 @@ use axum::response::Response;
 use floodgate_protocol::{Format, openai};
 use http::HeaderMap;
 
-use super::chat::{MODEL_HEADER, PROVIDER_HEADER};
+use super::chat::routed_headers;
 use super::{ApiError, json_response, read_body, respond};
 use crate::app::AppState;
 use crate::pipeline::observe::{RequestId, RouteInfo};
@@ -40,12 +40,12 @@ pub async fn embeddings(
                 let base64 = openai::wants_base64(&req);
                 let mut response =
                     json_response(openai::write_embeddings_response_as(&routed.value, base64));
-                if let Ok(v) = routed.provider.parse() {
-                    response.headers_mut().insert(PROVIDER_HEADER, v);
-                }
-                if let Ok(v) = routed.model.parse() {
-                    response.headers_mut().insert(MODEL_HEADER, v);
-                }
+                routed_headers(
+                    response.headers_mut(),
+                    &routed.provider,
+                    &routed.model,
+                    routed.attempts,
+                );
                 Ok(response)
             }
             Err(error) => {

@@ -52,28 +52,9 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     }
     ready &= any_provider;
 
-    let state = match tokio::time::timeout(CHECK_TIMEOUT, app.state.ping()).await {
-        Ok(Ok(())) => json!({"status": "ok", "backend": app.state.name()}),
-        Ok(Err(e)) => {
-            ready = false;
-            json!({"status": "error", "backend": app.state.name(), "error": e.to_string()})
-        }
-        Err(_) => {
-            ready = false;
-            json!({"status": "timeout", "backend": app.state.name()})
-        }
-    };
-    let database = match tokio::time::timeout(CHECK_TIMEOUT, app.store.ping()).await {
-        Ok(Ok(())) => json!({"status": "ok", "backend": app.store.name()}),
-        Ok(Err(e)) => {
-            ready = false;
-            json!({"status": "error", "backend": app.store.name(), "error": e.to_string()})
-        }
-        Err(_) => {
-            ready = false;
-            json!({"status": "timeout", "backend": app.store.name()})
-        }
-    };
+    let (state_ok, state) = check(app.state.name(), app.state.ping()).await;
+    let (database_ok, database) = check(app.store.name(), app.store.ping()).await;
+    ready &= state_ok && database_ok;
     let draining = app.draining.is_cancelled();
     let status = if draining {
         "draining"
@@ -96,6 +77,20 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Pings a dependency with a deadline: `(ok, its JSON status)`.
+async fn check<E: std::fmt::Display>(
+    backend: &str,
+    ping: impl Future<Output = Result<(), E>>,
+) -> (bool, Value) {
+    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+        Ok(Ok(())) => (true, json!({"status": "ok", "backend": backend})),
+        Ok(Err(e)) => {
+            (false, json!({"status": "error", "backend": backend, "error": e.to_string()}))
+        }
+        Err(_) => (false, json!({"status": "timeout", "backend": backend})),
+    }
 }
 
 pub async fn metrics(State(app): State<AppState>) -> Response {

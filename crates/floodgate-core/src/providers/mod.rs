@@ -161,19 +161,7 @@ impl Provider {
         hints: &ClientHints,
     ) -> Result<ChatResponse, ProviderError> {
         let call = self.api.chat(req, model).map_err(translate_error)?;
-        let started = Instant::now();
-        let deadline = started + self.timeouts.total;
-        let result = async {
-            let response = self.send(call, key, hints, deadline).await?;
-            let body = tokio::time::timeout_at(deadline.into(), response.bytes())
-                .await
-                .map_err(|_| self.timeout(TimeoutPhase::Total))?
-                .map_err(|e| self.transport_error(&e))?;
-            self.api.read_chat(req, model, body).map_err(|e| self.decode_error(&e))
-        }
-        .await;
-        self.observe(model, started, result.as_ref().err());
-        result
+        self.exchange(call, model, key, hints, |body| self.api.read_chat(req, model, body)).await
     }
 
     /// Sends a streaming request and returns once the response head is in.
@@ -221,15 +209,29 @@ impl Provider {
                 ));
             }
         };
+        let hints = ClientHints::default();
+        self.exchange(call, model, key, &hints, |body| self.api.read_embeddings(model, body)).await
+    }
+
+    /// One complete (non-streamed) exchange: send, read the whole body within
+    /// the total deadline, decode it with `read`, and record the outcome.
+    async fn exchange<T>(
+        &self,
+        call: Call,
+        model: &str,
+        key: Option<&Key>,
+        hints: &ClientHints,
+        read: impl FnOnce(Bytes) -> Result<T, DecodeError>,
+    ) -> Result<T, ProviderError> {
         let started = Instant::now();
         let deadline = started + self.timeouts.total;
         let result = async {
-            let response = self.send(call, key, &ClientHints::default(), deadline).await?;
+            let response = self.send(call, key, hints, deadline).await?;
             let body = tokio::time::timeout_at(deadline.into(), response.bytes())
                 .await
                 .map_err(|_| self.timeout(TimeoutPhase::Total))?
                 .map_err(|e| self.transport_error(&e))?;
-            self.api.read_embeddings(model, body).map_err(|e| self.decode_error(&e))
+            read(body).map_err(|e| self.decode_error(&e))
         }
         .await;
         self.observe(model, started, result.as_ref().err());
