@@ -205,9 +205,12 @@ impl App {
                 .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
                 .await
         });
+        // Biased: once shutdown is asked for, drain (and say so) even if the
+        // server, idle, would finish in the same instant.
         let result = tokio::select! {
-            result = &mut server => Some(result),
+            biased;
             () = shutdown.cancelled() => None,
+            result = &mut server => Some(result),
         };
         let outcome = match result {
             Some(result) => result.map_err(std::io::Error::other).and_then(|r| r),

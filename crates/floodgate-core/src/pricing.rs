@@ -37,6 +37,8 @@ const BUILT_IN: &[(&str, f64, f64, Option<f64>)] = &[
     ("gemini-2.5-flash", 0.30, 2.50, Some(0.075)),
     ("gemini-2.5-pro", 1.25, 10.00, Some(0.31)),
     ("gemini-2.0-flash", 0.10, 0.40, Some(0.025)),
+    // The built-in mock provider's model: free, and known, so it is not reported.
+    ("mock", 0.0, 0.0, None),
 ];
 
 #[derive(Debug)]

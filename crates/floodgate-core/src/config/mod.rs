@@ -38,8 +38,6 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub pricing: Vec<PriceConfig>,
-    /// Where this came from, for messages: a file path or "defaults".
-    pub source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -368,7 +366,6 @@ impl Builder<'_> {
             providers,
             models,
             pricing,
-            source: self.file.to_string(),
         }
     }
 

@@ -76,8 +76,15 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let info = response.extensions().get::<RouteInfo>().cloned().unwrap_or_default();
-    let guard =
-        Finish { started, route, status: response.status().as_u16(), info, span, completed: false };
+    let guard = Finish {
+        started,
+        route,
+        status: response.status().as_u16(),
+        info,
+        span,
+        // An empty body is never polled at all.
+        completed: response.body().is_end_stream(),
+    };
     response.map(|body| Body::new(ObservedBody { inner: body, guard }))
 }
 
@@ -107,7 +114,8 @@ impl Drop for Finish {
         metrics::gauge!(metric::HTTP_IN_FLIGHT).decrement(1.0);
         let error = self.info.error.lock().ok().and_then(|e| e.clone());
         let _enter = self.span.enter();
-        let ms = elapsed.as_secs_f64() * 1000.0;
+        // Milliseconds, to the microsecond.
+        let ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         match (error, self.completed) {
             (Some(error), _) => {
                 tracing::warn!(status = self.status, ms, model, provider, error, "request failed")
@@ -140,7 +148,14 @@ impl HttpBody for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = poll {
+        // hyper stops polling a body that says it has ended, so the end is
+        // either `None` or a frame after which `is_end_stream` holds.
+        let ended = match &poll {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
+        if ended {
             self.guard.completed = true;
         }
         poll

@@ -114,10 +114,6 @@ impl UpstreamStream {
         self.first_chunk
     }
 
-    pub fn started_at(&self) -> Instant {
-        self.started
-    }
-
     /// The next chunk; `None` once the stream is complete. An error ends the stream.
     pub async fn next_chunk(&mut self) -> Option<Result<StreamChunk, ProviderError>> {
         loop {

@@ -124,9 +124,14 @@ async fn zero_config_serves_the_builtin_mock_offline() {
         json_of(http.get(format!("http://{address}/health/ready")).send().await.unwrap()).await;
     assert_eq!(code, 200, "{ready}");
     running.terminate();
-    let (status, _) = running.wait().await;
+    let (status, lines) = running.wait().await;
     assert!(status.success());
     assert!(dir.path().join("floodgate.db").exists(), "the SQLite file is created");
+    // One log line per request, saying it completed (not that the client left).
+    let done: Vec<&String> = lines.iter().filter(|l| l.contains("\"request done\"")).collect();
+    assert_eq!(done.len(), 2, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("client went away")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("draining in-flight requests")), "{lines:#?}");
 }
 
 #[tokio::test]
