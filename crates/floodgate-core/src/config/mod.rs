@@ -423,16 +423,9 @@ impl Builder<'_> {
             Some(b) => *b.get_ref(),
             None => StateBackendKind::Memory,
         };
-        if let Some(url) = raw.redis_url
-            && backend == StateBackendKind::Memory
-            && !url.get_ref().is_empty()
-        {
-            // Harmless, but probably a mistake: say so rather than ignore it.
-            self.problem(
-                Some(url.span()),
-                "state.redis_url is set but state.backend is \"memory\"; remove redis_url",
-            );
-        }
+        // `redis_url` with the memory backend is accepted and unused: a config
+        // ready to switch backends, as DESIGN.md's example writes it.
+        let _ = raw.redis_url;
         StateConfig { backend }
     }
 
