@@ -4,13 +4,18 @@
 //!
 //! Needs `FLOODGATE_TEST_PYTHON`: a Python with the SDKs of
 //! `tests/sdk/requirements.txt` installed (`.ci/run` makes one). Without it
-//! the test says so and passes.
+//! the test says so and passes, except under CI (`CI` set), where it fails.
 
 use crate::helpers::*;
 
 #[tokio::test]
 async fn official_sdks_reach_every_upstream_format() {
     let Ok(python) = std::env::var("FLOODGATE_TEST_PYTHON") else {
+        // CI always provides it: there, a missing interpreter is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set FLOODGATE_TEST_PYTHON (.ci/run does)"
+        );
         println!(
             "skipped: set FLOODGATE_TEST_PYTHON to a Python with tests/sdk/requirements.txt installed (.ci/run does)"
         );
