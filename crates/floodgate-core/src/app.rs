@@ -143,7 +143,8 @@ impl App {
                     }));
                 }
             };
-            let provider = Provider::new(&provider_config, base_url, scrubber.clone())?;
+            let provider =
+                Provider::new(&provider_config, base_url, config.server.workers, scrubber.clone())?;
             // Keys other nodes (or an earlier run) took out of use stay out.
             if let Ok(disabled) = state.disabled_keys(&provider.name).await {
                 for (index, reason) in disabled {
@@ -178,6 +179,9 @@ impl App {
     /// Serves on `listener` until `shutdown` is cancelled, then stops
     /// accepting, lets in-flight requests and streams finish for up to the
     /// configured grace period, stops background tasks and flushes the ledger.
+    ///
+    /// Serving is thread-per-core (see `workers`): `server.workers` threads,
+    /// each with a single-threaded runtime, accept from the same socket.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -191,41 +195,61 @@ impl App {
             return Err(std::io::Error::other(StartupError::Unauthenticated { addr }));
         }
         let app = router(self.state.clone());
-        let drain = self.state.draining.clone();
-        let server_shutdown = shutdown.clone();
-        let mut server = tokio::spawn(async move {
-            // Streams write many small frames: without TCP_NODELAY, Nagle's
-            // algorithm holds them back until the client's delayed ACK (~40 ms).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
+        let listener = listener.into_std()?;
+        // Cancelled when the grace period is over: workers then drop what is left.
+        let abort = CancellationToken::new();
+        let mut finished = Vec::new();
+        for index in 0..self.state.config.server.workers {
+            let (done, finished_rx) = tokio::sync::oneshot::channel();
+            finished.push(finished_rx);
+            let worker = Worker {
+                index,
+                listener: listener.try_clone()?,
+                app: app.clone(),
+                shutdown: shutdown.clone(),
+                abort: abort.clone(),
+            };
+            std::thread::Builder::new().name(format!("floodgate-worker-{index}")).spawn(
+                move || {
+                    let _ = done.send(worker.run());
+                },
+            )?;
+        }
+        drop(listener);
+        let all_done = async {
+            let mut outcome = Ok(());
+            for rx in finished {
+                let result = rx
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")));
+                if outcome.is_ok() {
+                    outcome = result;
                 }
-            });
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                .await
-        });
+            }
+            outcome
+        };
+        tokio::pin!(all_done);
         // Biased: once shutdown is asked for, drain (and say so) even if the
-        // server, idle, would finish in the same instant.
+        // workers, idle, would finish in the same instant.
         let result = tokio::select! {
             biased;
             () = shutdown.cancelled() => None,
-            result = &mut server => Some(result),
+            result = &mut all_done => Some(result),
         };
         let outcome = match result {
-            Some(result) => result.map_err(std::io::Error::other).and_then(|r| r),
+            Some(result) => result,
             None => {
-                drain.cancel();
+                self.state.draining.cancel();
                 let grace = self.state.config.server.shutdown_grace;
                 tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; draining in-flight requests");
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(joined) => joined.map_err(std::io::Error::other).and_then(|r| r),
+                match tokio::time::timeout(grace, &mut all_done).await {
+                    Ok(result) => result,
                     Err(_) => {
                         tracing::warn!(
                             "grace period over with requests still in flight; closing them"
                         );
-                        server.abort();
-                        Ok(())
+                        abort.cancel();
+                        all_done.await
                     }
                 }
             }
@@ -242,6 +266,41 @@ impl App {
         if let Err(error) = self.ledger_task.await {
             tracing::error!(%error, "the usage ledger task failed");
         }
+    }
+}
+
+/// One serving thread: a single-threaded runtime serving the shared
+/// listening socket until shutdown (gracefully) or abort (at once).
+struct Worker {
+    index: usize,
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl Worker {
+    fn run(self) -> std::io::Result<()> {
+        crate::workers::set_index(self.index);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            // Streams write many small frames: without TCP_NODELAY, Nagle's
+            // algorithm holds them back until the client's delayed ACK (~40 ms).
+            let listener = TcpListener::from_std(self.listener)?.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            });
+            let shutdown = self.shutdown;
+            let serve =
+                axum::serve(listener, self.app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            tokio::select! {
+                result = serve => result,
+                () = self.abort.cancelled() => Ok(()),
+            }
+        })
+        // Dropping the runtime here cancels whatever it still runs.
     }
 }
 

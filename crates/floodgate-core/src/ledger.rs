@@ -2,7 +2,8 @@
 //! the request path.
 //!
 //! Handlers hand records to an unbounded channel (never blocking, never
-//! failing); one task writes them in transactions of up to [`BATCH`] rows. A
+//! failing); one task, waking every [`FLUSH_EVERY`], writes them in
+//! transactions of up to [`BATCH`] rows. A
 //! failed write is retried with backoff and the rows are kept, so a database
 //! hiccup delays the ledger but does not lose it. On shutdown the task drains
 //! the channel before it returns.
@@ -50,35 +51,30 @@ impl Ledger {
 
 impl LedgerWriter {
     /// Writes until `shutdown`, then drains what is queued and returns.
+    ///
+    /// The writer wakes on a timer, not per record: waking it for every
+    /// record would cost a cross-thread wake-up per request.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let stopping = tokio::select! {
                 biased;
-                n = self.rx.recv_many(&mut batch, BATCH) => n == 0,
                 () = shutdown.cancelled() => true,
+                () = tokio::time::sleep(FLUSH_EVERY) => false,
             };
             if stopping {
                 self.rx.close();
-                while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-                    self.write(&mut batch, None).await;
+            }
+            while let Ok(record) = self.rx.try_recv() {
+                batch.push(record);
+                if batch.len() >= BATCH {
+                    self.write(&mut batch, (!stopping).then_some(&shutdown)).await;
                 }
-                self.write(&mut batch, None).await;
+            }
+            self.write(&mut batch, (!stopping).then_some(&shutdown)).await;
+            if stopping {
                 return;
             }
-            // Let a burst gather into one transaction.
-            if batch.len() < BATCH {
-                let _ = tokio::time::timeout(FLUSH_EVERY, async {
-                    while batch.len() < BATCH {
-                        let room = BATCH - batch.len();
-                        if self.rx.recv_many(&mut batch, room).await == 0 {
-                            break;
-                        }
-                    }
-                })
-                .await;
-            }
-            self.write(&mut batch, Some(&shutdown)).await;
         }
     }
 

@@ -21,6 +21,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod usage;
+pub mod workers;
 
 pub use app::{App, AppState, StartupError};
 pub use config::Config;

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// gzip/br for clients that ask; never on SSE.
     pub compression: bool,
+    /// Serving threads, each with its own runtime (see `workers`).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,8 @@ pub struct ProviderConfig {
     pub timeouts: Timeouts,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// HTTP/2 without TLS (h2c prior knowledge) to a plain `http://` upstream.
+    pub http2_prior_knowledge: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +362,14 @@ impl Builder<'_> {
                 max_body_bytes,
                 shutdown_grace: dur(server.shutdown_grace, Duration::from_secs(30)),
                 compression: server.compression.unwrap_or(true),
+                workers: match server.workers {
+                    Some(w) if *w.get_ref() == 0 => {
+                        self.problem(Some(w.span()), "server.workers must be at least 1");
+                        1
+                    }
+                    Some(w) => *w.get_ref(),
+                    None => crate::workers::default_count(),
+                },
             },
             log: LogConfig { format: log_format, level: log_level },
             state,
@@ -527,6 +539,7 @@ impl Builder<'_> {
         t.first_byte = dur(raw.first_byte_timeout, t.first_byte);
         t.chunk = dur(raw.chunk_timeout, t.chunk);
         t.total = dur(raw.total_timeout, t.total);
+        config.http2_prior_knowledge = raw.http2_prior_knowledge.unwrap_or(false);
         Some(config)
     }
 
@@ -687,6 +700,7 @@ fn provider_defaults(
         },
         pool_idle_timeout: dur(upstream.pool_idle_timeout, Duration::from_secs(90)),
         pool_max_idle_per_host: upstream.pool_max_idle_per_host.unwrap_or(256),
+        http2_prior_knowledge: false,
     }
 }
 

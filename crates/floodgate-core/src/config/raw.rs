@@ -35,6 +35,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<Spanned<u64>>,
     pub shutdown_grace: Option<HumanDuration>,
     pub compression: Option<bool>,
+    pub workers: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +114,8 @@ pub struct RawProvider {
     pub first_byte_timeout: Option<HumanDuration>,
     pub chunk_timeout: Option<HumanDuration>,
     pub total_timeout: Option<HumanDuration>,
+    /// Speak HTTP/2 without TLS (h2c), for local upstreams that offer it.
+    pub http2_prior_knowledge: Option<bool>,
 }
 
 /// The wire protocol a provider speaks.

@@ -26,6 +26,9 @@ use crate::telemetry::metric;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The log target of the one line per request.
+pub const ACCESS: &str = "floodgate::access";
+
 /// The request's id, in request extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
@@ -61,7 +64,12 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(valid_request_id) {
         Some(id) => id.into(),
-        None => uuid::Uuid::new_v4().to_string().into(),
+        // A v4 UUID from a fast user-space generator: `Uuid::new_v4` makes a
+        // `getrandom` system call per request, and ids need not be secret.
+        None => uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+            .into_uuid()
+            .to_string()
+            .into(),
     };
     request.extensions_mut().insert(RequestId(id.clone()));
     let route = request
@@ -116,11 +124,21 @@ impl Drop for Finish {
         let _enter = self.span.enter();
         // Milliseconds, to the microsecond.
         let ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        // Failures at warn; every request at debug (the ledger and metrics
+        // already record each one, and a line per request costs ~10 % of
+        // throughput). `FLOODGATE_LOG=info,floodgate::access=debug` logs all.
         match (error, self.completed) {
-            (Some(error), _) => {
-                tracing::warn!(status = self.status, ms, model, provider, error, "request failed")
-            }
-            (None, false) => tracing::info!(
+            (Some(error), _) => tracing::warn!(
+                target: ACCESS,
+                status = self.status,
+                ms,
+                model,
+                provider,
+                error,
+                "request failed"
+            ),
+            (None, false) => tracing::debug!(
+                target: ACCESS,
                 status = self.status,
                 ms,
                 model,
@@ -128,7 +146,7 @@ impl Drop for Finish {
                 "client went away before the response ended"
             ),
             (None, true) => {
-                tracing::info!(status = self.status, ms, model, provider, "request done")
+                tracing::debug!(target: ACCESS, status = self.status, ms, model, provider, "request done")
             }
         }
     }

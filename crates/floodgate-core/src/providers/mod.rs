@@ -8,6 +8,7 @@
 //! network, state or storage.
 
 mod anthropic;
+mod client;
 mod error;
 mod gemini;
 pub mod keys;
@@ -25,6 +26,8 @@ use floodgate_protocol::{
     TranslateError, UpstreamErrorBody,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{Disposition, ErrorKind, ProviderError, TimeoutPhase};
@@ -85,7 +88,7 @@ pub struct Provider {
     pub base_url: String,
     pub keys: KeyPool,
     api: Box<dyn Api>,
-    http: reqwest::Client,
+    http: client::HttpClients,
     timeouts: Timeouts,
     extra_headers: HeaderMap,
     scrubber: Arc<Scrubber>,
@@ -100,10 +103,12 @@ pub struct BuildError {
 }
 
 impl Provider {
-    /// `base_url` is the config's, or the in-process mock's address.
+    /// `base_url` is the config's, or the in-process mock's address;
+    /// `workers` is the number of serving threads (one connection pool each).
     pub fn new(
         config: &ProviderConfig,
         base_url: String,
+        workers: usize,
         scrubber: Arc<Scrubber>,
     ) -> Result<Provider, BuildError> {
         let fail = |message: String| BuildError { name: config.name.clone(), message };
@@ -123,18 +128,13 @@ impl Provider {
                 .map_err(|_| fail(format!("header {name} has a value that is not valid")))?;
             extra_headers.insert(name, value);
         }
-        // reqwest is built without a default TLS crypto provider (to avoid
-        // compiling aws-lc); ours is ring, installed for the process once.
-        // Installing fails only when one is already installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")))
-            .build()
+        extra_headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("floodgate/", env!("CARGO_PKG_VERSION"))),
+        );
+        extra_headers
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = client::HttpClients::new(config, workers)
             .map_err(|e| fail(format!("cannot build its HTTP client: {e}")))?;
         Ok(Provider {
             name: config.name.clone(),
@@ -227,10 +227,11 @@ impl Provider {
         let deadline = started + self.timeouts.total;
         let result = async {
             let response = self.send(call, key, hints, deadline).await?;
-            let body = tokio::time::timeout_at(deadline.into(), response.bytes())
+            let body = tokio::time::timeout_at(deadline.into(), response.into_body().collect())
                 .await
                 .map_err(|_| self.timeout(TimeoutPhase::Total))?
-                .map_err(|e| self.transport_error(&e))?;
+                .map_err(|e| self.transport_error(&e, false))?
+                .to_bytes();
             read(body).map_err(|e| self.decode_error(&e))
         }
         .await;
@@ -245,19 +246,24 @@ impl Provider {
         key: Option<&Key>,
         hints: &ClientHints,
         deadline: Instant,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut headers = self.extra_headers.clone();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        self.api.headers(key.map(|k| &k.secret), hints, &mut headers);
-        let url = format!("{}{}", self.base_url, call.path);
-        let request = self.http.post(url).headers(headers).body(call.body);
+    ) -> Result<http::Response<Incoming>, ProviderError> {
+        let uri = format!("{}{}", self.base_url, call.path);
+        let mut request =
+            http::Request::post(uri).body(client::Body::from(call.body)).map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::Connect,
+                    format!("{}: bad request URL: {e}", self.name),
+                )
+            })?;
+        *request.headers_mut() = self.extra_headers.clone();
+        self.api.headers(key.map(|k| &k.secret), hints, request.headers_mut());
         let first_byte = deadline.min(Instant::now() + self.timeouts.first_byte);
         let phase =
             if first_byte < deadline { TimeoutPhase::FirstByte } else { TimeoutPhase::Total };
-        let response = tokio::time::timeout_at(first_byte.into(), request.send())
+        let response = tokio::time::timeout_at(first_byte.into(), self.http.get().request(request))
             .await
             .map_err(|_| self.timeout(phase))?
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, e.is_connect()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -299,13 +305,17 @@ impl Provider {
         )
     }
 
-    fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
-        let what = if err.is_connect() { "cannot connect" } else { "connection failed" };
-        // reqwest's message carries the URL (no secret: keys travel in headers)
-        // but we name the provider instead, which is what an operator knows.
-        let cause = std::error::Error::source(err).map(ToString::to_string).unwrap_or_default();
-        let message = self.scrubber.scrub(&format!("{}: {what}: {cause}", self.name)).into_owned();
-        ProviderError::new(ErrorKind::Connect, message.trim_end_matches(": ").to_string())
+    fn transport_error(
+        &self,
+        err: &(dyn std::error::Error + 'static),
+        connect: bool,
+    ) -> ProviderError {
+        let what = if connect { "cannot connect" } else { "connection failed" };
+        // The innermost cause says what happened ("Connection refused"); the
+        // outer layers only say that a request failed.
+        let message =
+            self.scrubber.scrub(&format!("{}: {what}: {}", self.name, innermost(err))).into_owned();
+        ProviderError::new(ErrorKind::Connect, message)
     }
 
     fn decode_error(&self, err: &DecodeError) -> ProviderError {
@@ -346,10 +356,21 @@ fn translate_error(err: TranslateError) -> ProviderError {
     ProviderError::new(ErrorKind::Translate, err.message)
 }
 
-async fn read_limited(mut response: reqwest::Response, deadline: Instant) -> Vec<u8> {
+/// The message of the deepest error in `err`'s source chain.
+pub(crate) fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+async fn read_limited(response: http::Response<Incoming>, deadline: Instant) -> Vec<u8> {
+    let mut incoming = response.into_body();
     let mut body = Vec::new();
     let read = async {
-        while let Ok(Some(chunk)) = response.chunk().await {
+        while let Some(Ok(frame)) = incoming.frame().await {
+            let Ok(chunk) = frame.into_data() else { continue };
             let room = MAX_ERROR_BODY.saturating_sub(body.len());
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() >= MAX_ERROR_BODY {

@@ -5,16 +5,15 @@
 //! upstream connection: that is how a client's disconnect cancels the call.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use floodgate_protocol::sse::SseParser;
 use floodgate_protocol::{StreamChunk, StreamError, StreamEvent, anthropic, gemini, openai};
-use futures_util::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
-use super::{ErrorKind, ProviderError, StreamLimits, TimeoutPhase};
+use super::{ErrorKind, ProviderError, StreamLimits, TimeoutPhase, innermost};
 use crate::secrets::Scrubber;
 use crate::telemetry::metric;
 
@@ -48,11 +47,9 @@ impl StreamReader {
     }
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 /// An upstream stream whose response head has arrived.
 pub struct UpstreamStream {
-    body: ByteStream,
+    body: Incoming,
     parser: SseParser,
     reader: StreamReader,
     limits: StreamLimits,
@@ -83,7 +80,7 @@ impl std::fmt::Debug for UpstreamStream {
 
 impl UpstreamStream {
     pub(super) fn new(
-        response: reqwest::Response,
+        response: http::Response<Incoming>,
         reader: StreamReader,
         limits: StreamLimits,
         provider: String,
@@ -92,7 +89,7 @@ impl UpstreamStream {
         scrubber: Arc<Scrubber>,
     ) -> Self {
         UpstreamStream {
-            body: Box::pin(response.bytes_stream()),
+            body: response.into_body(),
             parser: SseParser::default(),
             reader,
             limits,
@@ -127,17 +124,22 @@ impl UpstreamStream {
                 self.end("ok");
                 return None;
             }
-            let next = tokio::time::timeout_at(self.next_deadline().into(), self.body.next()).await;
+            let next =
+                tokio::time::timeout_at(self.next_deadline().into(), self.body.frame()).await;
             let result = match next {
                 Err(_) => Err(self.timeout()),
-                Ok(Some(Ok(bytes))) => self.feed(&bytes),
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(bytes) => self.feed(&bytes),
+                    // Trailers carry nothing we read.
+                    Err(_) => Ok(()),
+                },
                 Ok(Some(Err(err))) => Err(ProviderError::new(
                     ErrorKind::Stream,
                     self.scrubber
                         .scrub(&format!(
                             "{}: the stream broke off: {}",
                             self.provider,
-                            source_of(&err)
+                            innermost(&err)
                         ))
                         .into_owned(),
                 )),
@@ -254,16 +256,6 @@ impl Drop for UpstreamStream {
         // cancelling); record it so upstream durations stay honest.
         self.end("cancelled");
     }
-}
-
-fn source_of(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text = s.to_string();
-        source = s.source();
-    }
-    text
 }
 
 pub fn unix_now() -> u64 {

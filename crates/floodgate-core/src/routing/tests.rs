@@ -12,7 +12,7 @@ fn router(text: &str) -> Router {
         .iter()
         .map(|p| {
             Arc::new(
-                Provider::new(p, "http://127.0.0.1:9".into(), Arc::new(Scrubber::default()))
+                Provider::new(p, "http://127.0.0.1:9".into(), 1, Arc::new(Scrubber::default()))
                     .unwrap(),
             )
         })

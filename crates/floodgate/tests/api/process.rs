@@ -105,7 +105,7 @@ async fn zero_config_serves_the_builtin_mock_offline() {
     let running = Running::spawn(
         &["serve", "--listen", "127.0.0.1:0", "--log-format", "json"],
         dir.path(),
-        &[],
+        &[("FLOODGATE_LOG", "info,floodgate::access=debug")],
     );
     let address = running.address().await;
     let http = http_client();
