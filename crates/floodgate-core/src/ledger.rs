@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routing::Backoff;
 use crate::store::{Store, UsageRecord};
-use crate::telemetry::metric;
+use crate::telemetry::{self, metric};
 
 const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -40,7 +40,7 @@ impl Ledger {
     }
 
     pub fn record(&self, record: UsageRecord) {
-        metrics::gauge!(metric::LEDGER_PENDING).increment(1.0);
+        telemetry::gauge(metric::LEDGER_PENDING, &[]).increment(1.0);
         if self.tx.send(record).is_err() {
             // Only after shutdown finished: nothing can be written any more.
             metrics::gauge!(metric::LEDGER_PENDING).decrement(1.0);

@@ -4,8 +4,12 @@
 //! `metrics` facade has one recorder per process by design; it is installed
 //! once and every app in the process (tests start many) renders from it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
@@ -89,15 +93,94 @@ fn describe() {
     describe_counter!(metric::LEDGER_WRITTEN, "Usage records written to the store.");
 }
 
-/// Installs the global log subscriber. Returns false if one was already set.
-pub fn init_logging(config: &LogConfig) -> bool {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.format {
-        LogFormat::Json => {
-            builder.json().flatten_event(true).with_current_span(true).try_init().is_ok()
+/// A metric handle, cached per thread.
+#[derive(Clone)]
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+thread_local! {
+    /// Handles by metric name and label values. The `metrics` macros build a
+    /// key (allocating every label) and look it up in the shared registry on
+    /// each call, several times per request; with one thread per core a
+    /// per-thread cache needs no lock at all. Label sets are bounded by the
+    /// config (aliases, providers, models, statuses), and so is this map.
+    static HANDLES: RefCell<HashMap<String, Handle>> = RefCell::new(HashMap::new());
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn cached(
+    name: &'static str,
+    labels: &[(&'static str, &str)],
+    make: impl FnOnce(Vec<Label>) -> Handle,
+) -> Handle {
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(name);
+        for (_, value) in labels {
+            // A separator that cannot appear in a label value we emit.
+            let _ = write!(key, "\u{1f}{value}");
         }
-        LogFormat::Pretty => builder.compact().try_init().is_ok(),
+        HANDLES.with_borrow_mut(|handles| {
+            if let Some(handle) = handles.get(key.as_str()) {
+                return handle.clone();
+            }
+            let owned = labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect();
+            let handle = make(owned);
+            handles.insert(key.clone(), handle.clone());
+            handle
+        })
+    })
+}
+
+/// The counter `name` with these label values, from the thread's cache.
+pub fn counter(name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+    match cached(name, labels, |l| Handle::Counter(metrics::counter!(name, l))) {
+        Handle::Counter(c) => c,
+        Handle::Gauge(_) | Handle::Histogram(_) => metrics::counter!(name),
     }
+}
+
+/// The gauge `name` with these label values, from the thread's cache.
+pub fn gauge(name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+    match cached(name, labels, |l| Handle::Gauge(metrics::gauge!(name, l))) {
+        Handle::Gauge(g) => g,
+        Handle::Counter(_) | Handle::Histogram(_) => metrics::gauge!(name),
+    }
+}
+
+/// The histogram `name` with these label values, from the thread's cache.
+pub fn histogram(name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+    match cached(name, labels, |l| Handle::Histogram(metrics::histogram!(name, l))) {
+        Handle::Histogram(h) => h,
+        Handle::Counter(_) | Handle::Gauge(_) => metrics::histogram!(name),
+    }
+}
+
+/// Keeps the log writer thread alive; dropping it flushes what is queued.
+/// Hold it until the process exits.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global log subscriber, writing to stderr.
+///
+/// Lines are formatted on the caller's thread but written by a dedicated
+/// thread through a buffer flushed whenever its queue empties: under load
+/// many lines go out in one `write`, when idle each goes out at once. (With
+/// every request logged, a `write` per line on the request path cost about
+/// 17 % of throughput.) If 128,000 lines are ever waiting, further lines are
+/// dropped rather than stalling requests.
+pub fn init_logging(config: &LogConfig) -> LogGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) =
+        tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // Fails only if a subscriber is already installed (never in `main`).
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+    guard
 }

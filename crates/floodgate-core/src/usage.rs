@@ -14,7 +14,7 @@ use crate::ledger::Ledger;
 use crate::pipeline::observe::RequestId;
 use crate::pricing::PriceTable;
 use crate::store::UsageRecord;
-use crate::telemetry::metric;
+use crate::telemetry::{self, metric};
 
 #[derive(Debug)]
 pub struct Accounting {
@@ -100,21 +100,16 @@ impl Accounting {
     pub fn finish(self, outcome: Outcome) {
         let cost = self.prices.cost(&outcome.upstream_model, &outcome.usage);
         if !outcome.provider.is_empty() {
-            let labels = |direction: &'static str| {
-                [
-                    ("direction", direction.to_string()),
-                    ("provider", outcome.provider.clone()),
-                    ("model", outcome.upstream_model.clone()),
-                ]
-            };
-            metrics::counter!(metric::TOKENS, &labels("input"))
-                .increment(u64::from(outcome.usage.input_tokens));
-            metrics::counter!(metric::TOKENS, &labels("output"))
-                .increment(u64::from(outcome.usage.output_tokens));
+            let (provider, model) = (outcome.provider.as_str(), outcome.upstream_model.as_str());
             let labels =
-                [("provider", outcome.provider.clone()), ("model", outcome.upstream_model.clone())];
+                |direction| [("direction", direction), ("provider", provider), ("model", model)];
+            telemetry::counter(metric::TOKENS, &labels("input"))
+                .increment(u64::from(outcome.usage.input_tokens));
+            telemetry::counter(metric::TOKENS, &labels("output"))
+                .increment(u64::from(outcome.usage.output_tokens));
             // A gauge that only grows: the metrics facade's counters are integers.
-            metrics::gauge!(metric::COST, &labels).increment(cost);
+            telemetry::gauge(metric::COST, &[("provider", provider), ("model", model)])
+                .increment(cost);
         }
         let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         let at_ms =

@@ -233,6 +233,10 @@ pub struct ChatResponse {
     pub model: String,
     /// Unix seconds.
     pub created: u64,
+    /// Empty when the answer was read only for verbatim replay to a client
+    /// of the upstream's format (`openai::read_chat_response_lean`): then
+    /// `native` holds it, and the format's `read_chat_response` on
+    /// `native.body` decodes it in full.
     pub choices: Vec<Choice>,
     pub usage: Usage,
     /// The upstream's own body, replayed verbatim to a client of the same format.

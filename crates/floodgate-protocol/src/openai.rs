@@ -35,7 +35,7 @@ pub use embeddings::{
     write_embeddings_response, write_embeddings_response_as,
 };
 pub use parse::parse_chat_request;
-pub use response::{read_chat_response, write_chat_response};
+pub use response::{read_chat_response, read_chat_response_lean, write_chat_response};
 pub use stream::{StreamReader, StreamWriter};
 pub use wire::{error_body, read_error};
 

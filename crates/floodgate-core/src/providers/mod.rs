@@ -37,7 +37,7 @@ pub use stream::{StreamReader, UpstreamStream, unix_now};
 
 use crate::config::{ProviderConfig, ProviderKind, Timeouts};
 use crate::secrets::Scrubber;
-use crate::telemetry::metric;
+use crate::telemetry::{self, metric};
 
 /// Longest upstream error body we read; the rest is not worth holding.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -332,15 +332,11 @@ impl Provider {
 
     fn observe(&self, model: &str, started: Instant, error: Option<&ProviderError>) {
         let outcome = error.map_or("ok", ProviderError::label);
-        let labels = [
-            ("provider", self.name.clone()),
-            ("model", model.to_string()),
-            ("outcome", outcome.to_string()),
-        ];
-        metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(started.elapsed());
+        let labels = [("provider", self.name.as_str()), ("model", model), ("outcome", outcome)];
+        telemetry::histogram(metric::UPSTREAM_DURATION, &labels).record(started.elapsed());
         if let Some(error) = error {
-            let labels = [("provider", self.name.clone()), ("kind", error.label().to_string())];
-            metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
+            let labels = [("provider", self.name.as_str()), ("kind", error.label())];
+            telemetry::counter(metric::UPSTREAM_ERRORS, &labels).increment(1);
         }
     }
 }

@@ -40,7 +40,12 @@ impl Api for OpenAiApi {
         _model: &str,
         body: Bytes,
     ) -> Result<ChatResponse, DecodeError> {
-        openai::read_chat_response(req, body)
+        // An OpenAI client gets this body verbatim: read only what accounting needs.
+        if req.native.as_ref().is_some_and(|n| n.format == Format::OpenAi) {
+            openai::read_chat_response_lean(req, body)
+        } else {
+            openai::read_chat_response(req, body)
+        }
     }
 
     fn stream_reader(&self, req: &ChatRequest, _model: &str) -> StreamReader {

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::{ErrorKind, ProviderError, StreamLimits, TimeoutPhase, innermost};
 use crate::secrets::Scrubber;
-use crate::telemetry::metric;
+use crate::telemetry::{self, metric};
 
 /// A format's stream decoder.
 #[derive(Debug)]
@@ -199,8 +199,8 @@ impl UpstreamStream {
                         let now = Instant::now();
                         self.first_chunk = Some(now);
                         let labels =
-                            [("provider", self.provider.clone()), ("model", self.model.clone())];
-                        metrics::histogram!(metric::UPSTREAM_TTFT, &labels)
+                            [("provider", self.provider.as_str()), ("model", self.model.as_str())];
+                        telemetry::histogram(metric::UPSTREAM_TTFT, &labels)
                             .record(now.duration_since(self.started));
                     }
                     StreamEvent::Finish { .. } => self.finished = true,
@@ -238,14 +238,14 @@ impl UpstreamStream {
         self.ended = true;
         self.outcome = Some(outcome);
         let labels = [
-            ("provider", self.provider.clone()),
-            ("model", self.model.clone()),
-            ("outcome", outcome.to_string()),
+            ("provider", self.provider.as_str()),
+            ("model", self.model.as_str()),
+            ("outcome", outcome),
         ];
-        metrics::histogram!(metric::UPSTREAM_DURATION, &labels).record(self.started.elapsed());
+        telemetry::histogram(metric::UPSTREAM_DURATION, &labels).record(self.started.elapsed());
         if outcome != "ok" {
-            let labels = [("provider", self.provider.clone()), ("kind", outcome.to_string())];
-            metrics::counter!(metric::UPSTREAM_ERRORS, &labels).increment(1);
+            let labels = [("provider", self.provider.as_str()), ("kind", outcome)];
+            telemetry::counter(metric::UPSTREAM_ERRORS, &labels).increment(1);
         }
     }
 }

@@ -1770,3 +1770,31 @@ proptest! {
         prop_assert_eq!(back, expected);
     }
 }
+
+#[test]
+fn lean_read_keeps_what_replay_and_accounting_need() {
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1741569952, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29,
+                  "prompt_tokens_details": {"cached_tokens": 4}}
+    });
+    let bytes = Bytes::from(body.to_string());
+    let req = ChatRequest { model: "alias".into(), ..ChatRequest::default() };
+    let full = read_chat_response(&req, bytes.clone()).unwrap();
+    let lean = read_chat_response_lean(&req, bytes.clone()).unwrap();
+    assert_eq!(lean.usage, full.usage);
+    assert_eq!(
+        (lean.id.as_str(), lean.model.as_str(), lean.created),
+        ("chatcmpl-1", "gpt-4o-mini", 1741569952)
+    );
+    assert!(lean.choices.is_empty());
+    assert_eq!(lean.native, Some(NativeResponse { format: Format::OpenAi, body: bytes.clone() }));
+    // Replayed verbatim to an OpenAI client.
+    assert_eq!(write_chat_response(&lean), bytes.to_vec());
+    // A body that is not a completion fails exactly as the full reader does.
+    for bad in [&b"[1]"[..], b"{\"error\": {\"message\": \"boom\"}}", b"not json"] {
+        let bad = Bytes::copy_from_slice(bad);
+        assert_eq!(read_chat_response_lean(&req, bad.clone()), read_chat_response(&req, bad));
+    }
+}
