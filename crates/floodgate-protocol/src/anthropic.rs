@@ -55,7 +55,7 @@ pub fn read_chat_response(req: &ChatRequest, body: Bytes) -> Result<ChatResponse
 }
 
 /// Writes a complete answer as an Anthropic Message for the client.
-pub fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
+pub fn write_chat_response(resp: &ChatResponse) -> Bytes {
     response::write_chat_response(resp)
 }
 

@@ -50,8 +50,8 @@ pub fn respond(result: Result<Response, ApiError>, format: Format, info: RouteIn
     response
 }
 
-pub fn json_response(body: Vec<u8>) -> Response {
-    let mut response = Body::from(body).into_response();
+pub fn json_response(body: impl Into<Bytes>) -> Response {
+    let mut response = Body::from(body.into()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -76,11 +76,11 @@ pub(super) fn read_chat_response(
     })
 }
 
-pub(super) fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
+pub(super) fn write_chat_response(resp: &ChatResponse) -> Bytes {
     if let Some(native) = &resp.native
         && native.format == Format::Anthropic
     {
-        return native.body.to_vec();
+        return native.body.clone();
     }
     let choice = resp.choices.iter().find(|c| c.index == 0);
     let (stop_reason, stop_sequence) = match choice.and_then(|c| c.finish_reason.as_ref()) {
@@ -93,7 +93,7 @@ pub(super) fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
     let content = choice
         .map(|c| c.message.content.iter().filter_map(answer_block).collect())
         .unwrap_or_default();
-    to_json(&MessageOut {
+    Bytes::from(to_json(&MessageOut {
         id: &resp.id,
         kind: "message",
         role: "assistant",
@@ -102,7 +102,7 @@ pub(super) fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
         stop_reason,
         stop_sequence,
         usage: UsageOut::from_canonical(&resp.usage),
-    })
+    }))
 }
 
 /// One answer part as a block. Unsigned thinking is omitted (a client could

@@ -250,18 +250,20 @@ struct OutMessage<'a> {
 
 /// Writes a `chat.completion` for an OpenAI client: the upstream's own body
 /// when it spoke OpenAI, else one built from the canonical answer.
-pub fn write_chat_response(resp: &ChatResponse) -> Vec<u8> {
+/// The answer as an OpenAI chat completion: the upstream's own bytes when
+/// it spoke OpenAI (shared, not copied), else built from the canonical form.
+pub fn write_chat_response(resp: &ChatResponse) -> Bytes {
     if let Some(native) = resp.native.as_ref().filter(|n| n.format == Format::OpenAi) {
-        return native.body.to_vec();
+        return native.body.clone();
     }
-    to_json(&OutCompletion {
+    Bytes::from(to_json(&OutCompletion {
         id: &resp.id,
         object: "chat.completion",
         created: resp.created,
         model: &resp.model,
         choices: resp.choices.iter().map(out_choice).collect(),
         usage: OutUsage::from(&resp.usage),
-    })
+    }))
 }
 
 fn out_choice(choice: &Choice) -> OutChoice<'_> {
