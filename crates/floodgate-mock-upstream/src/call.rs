@@ -273,6 +273,7 @@ fn recorded(parts: &Parts, json: Option<&Value>) -> Recorded {
         })
         .collect();
     Recorded {
+        version: format!("{:?}", parts.version),
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),

@@ -126,6 +126,8 @@ pub enum Script {
 pub struct Recorded {
     /// The HTTP method, e.g. `POST`.
     pub method: String,
+    /// The protocol version, e.g. `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// The path without the query, e.g. `/v1/chat/completions`.
     pub path: String,
     /// The raw query string, if any.

@@ -16,6 +16,9 @@ use axum::Router;
 use axum::extract::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+
+/// Concurrent HTTP/2 streams per connection the mock accepts.
+const MAX_H2_STREAMS: u32 = 50_000;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -68,7 +71,10 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Resul
     let force = CancellationToken::new();
     let tracker = TaskTracker::new();
     let router = routes::router(shared);
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/2 clients (a gateway speaking h2c) may multiplex thousands of
+    // streams over one connection; hyper's default cap is 200.
+    builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,

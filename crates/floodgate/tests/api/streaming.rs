@@ -140,3 +140,34 @@ async fn a_stream_that_fails_mid_way_ends_with_an_error_event_in_the_clients_for
     let data: Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(data["type"], "error");
 }
+
+#[tokio::test]
+async fn http2_prior_knowledge_multiplexes_streams_to_the_upstream() {
+    let app = spawn_with(Options {
+        config: format!(
+            "{DEFAULT_CONFIG}\n[[providers]]\nname = \"h2\"\nkind = \"openai-compatible\"\nbase_url = \"{{openai}}\"\nkeys = [\"h2-key\"]\nhttp2_prior_knowledge = true\n\n[[models]]\nname = \"h2\"\ntargets = [\"h2/x\"]\n"
+        ),
+        mock: MockConfig { record: true, chunk_delay: Duration::from_millis(100), chunks: 5, ..MockConfig::default() },
+        ..Options::default()
+    })
+    .await;
+    // More concurrent streams than hyper's default HTTP/2 stream limit (200).
+    let streams: Vec<_> = (0..300)
+        .map(|_| {
+            let http = app.http.clone();
+            let url = app.url("/v1/chat/completions");
+            tokio::spawn(async move {
+                let response = http.post(url).json(&chat_body("h2", true)).send().await.unwrap();
+                parse_sse(&response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    for stream in streams {
+        let events = stream.await.unwrap();
+        assert_eq!(events.last().unwrap().data, "[DONE]");
+    }
+    let requests = app.upstream_requests();
+    assert_eq!(requests.len(), 300);
+    assert!(requests.iter().all(|r| r.version == "HTTP/2.0"), "{:?}", requests[0].version);
+    assert_eq!(app.mock.stats().streams_completed, 300);
+}

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The benchmark suite: in one run on this machine, the same load through
+#   direct    the mock upstream itself (the floor),
+#   nginx     a plain reverse proxy (the do-nothing baseline),
+#   floodgate production settings: master key required, metrics, JSON logs, ledger,
+#   litellm   LiteLLM proxy (pinned below), on the same mocks,
+# measured with `floodgate bench`. Results: bench/out/<run>/ (JSON and HTML per
+# step, summary.md). Every process it starts is stopped by PID at the end; all
+# traffic stays on 127.0.0.0/8; every load is bounded in time.
+#
+#   bench/run.sh                 full run (about 15 minutes)
+#   QUICK=1 bench/run.sh         a short smoke run of every step
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LITELLM_VERSION=1.106.2
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then D=3s; SLOW_D=20s; SLOW_N=500; else D=15s; SLOW_D=75s; SLOW_N=10000; fi
+RUN=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=bench/out/$RUN
+mkdir -p "$OUT/nginx-tmp"
+OUT=$(cd "$OUT" && pwd)
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log"; }
+
+# Ports, all on loopback.
+MOCK_FAST=19101 MOCK_STREAM=19102 MOCK_SLOW=19103
+NGINX_FAST=19201 NGINX_STREAM=19202 NGINX_SLOW=19203
+FG=19301 LL=19401
+FG_KEY=bench-floodgate-master-key-0123456789
+LL_KEY=sk-bench-litellm-master-key
+
+# --- prerequisites ---------------------------------------------------------
+ulimit -n "$(ulimit -Hn)"
+log "open files limit: $(ulimit -n) (a process can hold at most this many sockets)"
+command -v nginx >/dev/null || { log "installing nginx"; apt-get install -y -qq nginx >/dev/null; }
+VENV=target/bench-venv
+if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/pip" show litellm 2>/dev/null | grep -q "Version: $LITELLM_VERSION"; then
+  log "installing litellm[proxy]==$LITELLM_VERSION"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"
+fi
+cargo build --release --quiet
+BIN=target/release/floodgate
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_http() { # url
+  for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done
+  log "not answering: $1"; return 1
+}
+
+# --- the processes under test ----------------------------------------------
+"$BIN" mock-upstream --port $MOCK_FAST >"$OUT/mock-fast.log" 2>&1 & PIDS+=($!)
+"$BIN" mock-upstream --port $MOCK_STREAM --chunks 20 --chunk-delay-ms 5 >"$OUT/mock-stream.log" 2>&1 & PIDS+=($!)
+"$BIN" mock-upstream --port $MOCK_SLOW --chunks 60 --chunk-delay-ms 1000 >"$OUT/mock-slow.log" 2>&1 & PIDS+=($!)
+MOCK_PID=${PIDS[0]}
+
+sed -e "s#@OUT@#$OUT#g; s/@MOCK_FAST@/$MOCK_FAST/; s/@MOCK_STREAM@/$MOCK_STREAM/; s/@MOCK_SLOW@/$MOCK_SLOW/; \
+        s/@NGINX_FAST@/$NGINX_FAST/; s/@NGINX_STREAM@/$NGINX_STREAM/; s/@NGINX_SLOW@/$NGINX_SLOW/" \
+    bench/nginx.conf.template >"$OUT/nginx.conf"
+nginx -c "$OUT/nginx.conf" -p "$OUT" >"$OUT/nginx.log" 2>&1 & PIDS+=($!)
+NGINX_PID=$!
+
+cat >"$OUT/floodgate.toml" <<TOML
+master_key = "\${FG_KEY}"
+
+[log]
+format = "json"
+
+[database]
+url = "sqlite://$OUT/floodgate.db"
+
+[[providers]]
+name = "fast"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:$MOCK_FAST/v1"
+keys = ["bench-upstream-key"]
+
+[[providers]]
+name = "stream"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:$MOCK_STREAM/v1"
+keys = ["bench-upstream-key"]
+
+# Thousands of concurrent streams share HTTP/2 connections upstream, as they
+# do with the real providers (which all speak HTTP/2).
+[[providers]]
+name = "slow"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:$MOCK_SLOW/v1"
+keys = ["bench-upstream-key"]
+http2_prior_knowledge = true
+
+[[models]]
+name = "gpt-4o-mini"
+targets = ["fast/gpt-4o-mini"]
+
+[[models]]
+name = "stream-model"
+targets = ["stream/stream-model"]
+
+[[models]]
+name = "slow-model"
+targets = ["slow/slow-model"]
+TOML
+FG_KEY=$FG_KEY "$BIN" serve --config "$OUT/floodgate.toml" --listen 127.0.0.1:$FG >"$OUT/floodgate.log" 2>&1 & PIDS+=($!)
+FG_PID=$!
+
+sed -e "s/@MOCK_FAST@/$MOCK_FAST/; s/@MOCK_STREAM@/$MOCK_STREAM/" bench/litellm.yaml.template >"$OUT/litellm.yaml"
+(cd "$OUT" && LITELLM_LOCAL_MODEL_COST_MAP=True exec "$OLDPWD/$VENV/bin/litellm" --config "$OUT/litellm.yaml" \
+   --host 127.0.0.1 --port $LL --num_workers 2 >"$OUT/litellm.log" 2>&1) & PIDS+=($!)
+LL_PID=$!
+
+wait_http "http://127.0.0.1:$MOCK_FAST/health"
+wait_http "http://127.0.0.1:$NGINX_FAST/health"
+wait_http "http://127.0.0.1:$FG/health"
+wait_http "http://127.0.0.1:$LL/health/liveliness"
+log "all up: mock $MOCK_PID, nginx $NGINX_PID, floodgate $FG_PID, litellm $LL_PID"
+
+# RSS in KiB of a process and all its descendants (nginx and LiteLLM fork workers).
+rss_tree() {
+  local total=0 pid
+  for pid in $(descendants "$1"); do
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  done
+  echo $total
+}
+descendants() {
+  echo "$1"
+  local child
+  for child in $(pgrep -P "$1" || true); do descendants "$child"; done
+}
+rss_line() { echo "{\"step\":\"$1\",\"floodgate_kib\":$(rss_tree $FG_PID),\"nginx_kib\":$(rss_tree $NGINX_PID),\"litellm_kib\":$(rss_tree $LL_PID),\"mock_kib\":$(rss_tree $MOCK_PID)}" >>"$OUT/rss.jsonl"; }
+# Samples RSS every second while a step runs and records the peak.
+peak_rss() { # step
+  local step=$1; shift
+  local best_fg=0 best_ng=0 best_ll=0
+  "$@" &
+  local job=$!
+  while kill -0 $job 2>/dev/null; do
+    local fg ng ll
+    fg=$(rss_tree $FG_PID); ng=$(rss_tree $NGINX_PID); ll=$(rss_tree $LL_PID)
+    [ "$fg" -gt "$best_fg" ] && best_fg=$fg
+    [ "$ng" -gt "$best_ng" ] && best_ng=$ng
+    [ "$ll" -gt "$best_ll" ] && best_ll=$ll
+    sleep 1
+  done
+  wait $job || true
+  echo "{\"step\":\"$step\",\"floodgate_kib\":$best_fg,\"nginx_kib\":$best_ng,\"litellm_kib\":$best_ll}" >>"$OUT/rss-peak.jsonl"
+}
+
+sleep 2
+rss_line idle
+
+target_url() { # target kind(fast|stream|slow)
+  local t=$1 k=$2 port
+  case "$t/$k" in
+    direct/fast) port=$MOCK_FAST ;; direct/stream) port=$MOCK_STREAM ;; direct/slow) port=$MOCK_SLOW ;;
+    nginx/fast) port=$NGINX_FAST ;; nginx/stream) port=$NGINX_STREAM ;; nginx/slow) port=$NGINX_SLOW ;;
+    floodgate/*) port=$FG ;;
+    litellm/*) port=$LL ;;
+  esac
+  echo "http://127.0.0.1:$port/v1/chat/completions"
+}
+target_key() {
+  case "$1" in floodgate) echo $FG_KEY ;; litellm) echo $LL_KEY ;; *) echo bench-upstream-key ;; esac
+}
+bench() { # name target kind args...
+  local name=$1 target=$2 kind=$3; shift 3
+  local model=gpt-4o-mini
+  [ "$kind" = stream ] && model=stream-model
+  [ "$kind" = slow ] && model=slow-model
+  log "bench $name ($target)"
+  "$BIN" bench --quiet --url "$(target_url "$target" "$kind")" --key "$(target_key "$target")" --model "$model" \
+    --label "$name $target" --json "$OUT/$name-$target.json" --html "$OUT/$name-$target.html" "$@" \
+    >"$OUT/$name-$target.txt" 2>&1 || log "  (bench exited with $?)"
+}
+
+TARGETS="direct nginx floodgate litellm"
+
+# --- 1. small non-streaming completions ------------------------------------
+for c in 16 64 256; do
+  for t in $TARGETS; do
+    if [ "$t" = floodgate ] && [ "$c" = 64 ]; then
+      peak_rss "load-c64-floodgate" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
+    elif [ "$t" = nginx ] && [ "$c" = 64 ]; then
+      peak_rss "load-c64-nginx" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
+    elif [ "$t" = litellm ] && [ "$c" = 64 ]; then
+      peak_rss "load-c64-litellm" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
+    else
+      bench "s1-c$c" "$t" fast --concurrency $c --duration $D
+    fi
+  done
+done
+
+# The highest fixed rate floodgate sustains: its best closed-loop throughput,
+# lowered until a fixed-rate run has no errors and no drops (at most 4 tries).
+best=$(python3 bench/summarize.py --max-throughput "$OUT" floodgate)
+rate=$(( best * 9 / 10 ))
+for _ in 1 2 3 4; do
+  bench "s1-probe-r$rate" floodgate fast --rate $rate --duration $D
+  if python3 bench/summarize.py --clean "$OUT/s1-probe-r$rate-floodgate.json"; then break; fi
+  rate=$(( rate * 85 / 100 ))
+done
+echo "$rate" >"$OUT/floodgate-max-rate.txt"
+log "highest fixed rate floodgate sustains: $rate req/s"
+for r in 500 2000 $rate; do
+  for t in $TARGETS; do bench "s1-r$r" "$t" fast --rate $r --duration $D; done
+done
+
+# --- 2. streaming completions (20 chunks, 5 ms apart) -----------------------
+for r in 200 1000; do
+  for t in $TARGETS; do bench "s2-r$r" "$t" stream --stream --rate $r --duration $D; done
+done
+
+# --- 3. many concurrent slow streams (a chunk a second for 60 s) ------------
+for t in floodgate nginx; do
+  peak_rss "streams-$SLOW_N-$t" bench "s3-streams" "$t" slow --stream --concurrency $SLOW_N \
+    --duration $SLOW_D --timeout 120s --source-ips 127.0.0.1-127.0.0.4
+done
+
+rss_line after
+python3 bench/summarize.py "$OUT" >"$OUT/summary.md"
+log "done: $OUT/summary.md"
+cat "$OUT/summary.md"
