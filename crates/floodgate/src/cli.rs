@@ -1,7 +1,8 @@
 //! Command-line interface: clap structs only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -27,6 +28,9 @@ pub enum Command {
     },
     /// Run a fast fake OpenAI + Anthropic + Gemini server (for demos, tests and benchmarks).
     MockUpstream(MockArgs),
+    /// Load-test an OpenAI or Anthropic endpoint: open or closed loop, HDR latency, time to
+    /// first token, JSON and HTML reports. Bad arguments exit with code 64.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -89,4 +93,78 @@ pub enum ErrorKindArg {
     Status429,
     Hang,
     Reset,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The full endpoint: http://HOST:PORT/v1/chat/completions (OpenAI body) or
+    /// http://HOST:PORT/v1/messages (Anthropic body).
+    #[arg(long)]
+    pub url: String,
+    /// Open loop: requests per second at a constant arrival rate; latency counts from each
+    /// request's intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: workers, each sending its next request when the previous one is answered.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Measured time, e.g. 30s or 2m (a scenario file may set a default).
+    #[arg(long, value_parser = floodgate_bench::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stream the answers and measure time to first token and inter-token gaps.
+    #[arg(long)]
+    pub stream: bool,
+    /// The model sent in every request.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub model: String,
+    /// API key: `Authorization: Bearer` (OpenAI) or `x-api-key` (Anthropic).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// At most this many TCP connections (closed loop: defaults to --concurrency; open loop:
+    /// also the in-flight cap unless --max-in-flight is given).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Local addresses to spread client sockets over, round robin: one address or a range
+    /// such as 127.0.0.1-127.0.0.8 (each has its own ephemeral ports).
+    #[arg(long, value_parser = parse_source_ips)]
+    pub source_ips: Option<SourceIps>,
+    /// A TOML user population (users, ramp-up, weighted mix with think times).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Approximate size of the user prompt in tokens (four characters a token).
+    #[arg(long, default_value_t = 20)]
+    pub prompt_tokens: u32,
+    /// `max_tokens` to send (Anthropic requires one: 256 when not given).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Load sent before measuring starts, not recorded.
+    #[arg(long, value_parser = floodgate_bench::parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Open loop: arrivals beyond this many requests in flight are dropped and counted
+    /// (default --connections, else 20000).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Per request; for a stream, its whole body.
+    #[arg(long, value_parser = floodgate_bench::parse_duration, default_value = "60s")]
+    pub timeout: Duration,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Free text carried into the JSON and HTML reports.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// The addresses of `--source-ips`.
+#[derive(Debug, Clone)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
+fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
+    floodgate_bench::parse_ip_range(text).map(SourceIps)
 }

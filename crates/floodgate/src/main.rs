@@ -13,18 +13,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::Parser as _;
 use floodgate_core::config::{self, ConfigError, Env, LogFormat, Overrides};
 use floodgate_core::{App, shutdown, telemetry};
 use floodgate_mock_upstream::{ErrorKind, MockConfig};
 
-use cli::{Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, ServeArgs};
+use cli::{BenchArgs, Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, ServeArgs};
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), 1),
@@ -34,7 +37,64 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args, &env)),
         Command::CheckConfig { file } => check_config(&file, &env),
         Command::MockUpstream(args) => runtime.block_on(mock_upstream(args)),
+        Command::Bench(args) => runtime.block_on(bench(*args)),
     }
+}
+
+/// Help and version go to stdout with code 0. Other command-line errors keep clap's code 2,
+/// except for `bench`, whose contract is EX_USAGE (64) for every bad argument.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    if !error.use_stderr() || std::env::args().nth(1).as_deref() != Some("bench") {
+        error.exit();
+    }
+    // If stderr is gone there is nowhere left to report the problem; the code still says it.
+    let _ignored = error.print();
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// `floodgate bench`: arguments → [`floodgate_bench::BenchConfig`] → run → table and reports.
+async fn bench(args: BenchArgs) -> ExitCode {
+    let scenario = match args.scenario.as_deref().map(floodgate_bench::Scenario::from_file) {
+        None => None,
+        Some(Ok(scenario)) => Some(scenario),
+        Some(Err(error)) => return fail(&error.to_string(), error.exit_code()),
+    };
+    let config = floodgate_bench::BenchConfig {
+        url: args.url,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        scenario,
+        duration: args.duration,
+        warmup: args.warmup,
+        stream: args.stream,
+        model: args.model,
+        key: args.key,
+        connections: args.connections,
+        max_in_flight: args.max_in_flight,
+        source_ips: args.source_ips.map(|ips| ips.0).unwrap_or_default(),
+        prompt_tokens: args.prompt_tokens,
+        max_tokens: args.max_tokens,
+        timeout: args.timeout,
+        quiet: args.quiet,
+        label: args.label,
+    };
+    let report = match floodgate_bench::run(config).await {
+        Ok(report) => report,
+        Err(error) => return fail(&error.to_string(), error.exit_code()),
+    };
+    if let Err(error) = report.print_table() {
+        return fail(&format!("cannot print the summary: {error}"), 1);
+    }
+    let written = [
+        args.json.as_deref().map(|path| report.write_json(path)),
+        args.html.as_deref().map(|path| report.write_html(path)),
+    ];
+    for result in written.into_iter().flatten() {
+        if let Err(error) = result {
+            return fail(&error.to_string(), error.exit_code());
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(args: ServeArgs, env: &Env) -> ExitCode {
