@@ -141,6 +141,10 @@ rss_line() { echo "{\"step\":\"$1\",\"floodgate_kib\":$(rss_tree $FG_PID),\"ngin
 peak_rss() { # step
   local step=$1; shift
   local best_fg=0 best_ng=0 best_ll=0
+  settle
+  # RSS at the start of the step: allocators keep memory from earlier steps.
+  local base_fg base_ng base_ll
+  base_fg=$(rss_tree $FG_PID); base_ng=$(rss_tree $NGINX_PID); base_ll=$(rss_tree $LL_PID)
   "$@" &
   local job=$!
   while kill -0 $job 2>/dev/null; do
@@ -152,7 +156,7 @@ peak_rss() { # step
     sleep 1
   done
   wait $job || true
-  echo "{\"step\":\"$step\",\"floodgate_kib\":$best_fg,\"nginx_kib\":$best_ng,\"litellm_kib\":$best_ll}" >>"$OUT/rss-peak.jsonl"
+  echo "{\"step\":\"$step\",\"floodgate_kib\":$best_fg,\"nginx_kib\":$best_ng,\"litellm_kib\":$best_ll,\"floodgate_base_kib\":$base_fg,\"nginx_base_kib\":$base_ng,\"litellm_base_kib\":$base_ll}" >>"$OUT/rss-peak.jsonl"
 }
 
 sleep 2
@@ -171,11 +175,38 @@ target_url() { # target kind(fast|stream|slow)
 target_key() {
   case "$1" in floodgate) echo $FG_KEY ;; litellm) echo $LL_KEY ;; *) echo bench-upstream-key ;; esac
 }
+# CPU ticks used so far by a process and its descendants.
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(descendants "$1"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo $total
+}
+# Waits until no process under test is still working off an earlier step
+# (LiteLLM keeps serving a backlog long after its client gave up), so no step
+# shares the CPU with the previous one. At most 180 s.
+settle() {
+  local pids="$FG_PID $NGINX_PID $LL_PID $MOCK_PID" before after quiet=0
+  for _ in $(seq 180); do
+    before=0; for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
+    sleep 1
+    after=0; for p in $pids; do after=$((after + $(cpu_ticks "$p"))); done
+    # Under 5 % of one core for two seconds in a row.
+    if [ $((after - before)) -le $(( $(getconf CLK_TCK) / 20 )) ]; then
+      quiet=$((quiet + 1)); [ $quiet -ge 2 ] && return 0
+    else
+      quiet=0
+    fi
+  done
+  log "  (processes still busy after 180 s; going on)"
+}
 bench() { # name target kind args...
   local name=$1 target=$2 kind=$3; shift 3
   local model=gpt-4o-mini
   [ "$kind" = stream ] && model=stream-model
   [ "$kind" = slow ] && model=slow-model
+  settle
   log "bench $name ($target)"
   "$BIN" bench --quiet --url "$(target_url "$target" "$kind")" --key "$(target_key "$target")" --model "$model" \
     --label "$name $target" --json "$OUT/$name-$target.json" --html "$OUT/$name-$target.html" "$@" \
