@@ -43,13 +43,13 @@ const BUILT_IN: &[(&str, f64, f64, Option<f64>)] = &[
 
 #[derive(Debug)]
 pub struct PriceTable {
-    prices: HashMap<String, Price>,
+    prices: HashMap<String, Price, foldhash::fast::RandomState>,
     unknown_reported: Mutex<HashSet<String>>,
 }
 
 impl PriceTable {
     pub fn new(overrides: &[PriceConfig]) -> Self {
-        let mut prices: HashMap<String, Price> = BUILT_IN
+        let mut prices: HashMap<String, Price, foldhash::fast::RandomState> = BUILT_IN
             .iter()
             .map(|(model, input, output, cache_read)| {
                 (

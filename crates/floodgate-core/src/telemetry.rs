@@ -6,8 +6,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -51,9 +51,31 @@ pub fn metrics_handle() -> PrometheusHandle {
             // case ours still renders (empty) and nothing breaks.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Histogram samples wait in per-metric queues until upkeep folds them into
+/// buckets; a recorder built by hand (as here, to install it ourselves) does
+/// not schedule upkeep, so without this every sample would be kept until
+/// something scrapes `/metrics`: memory growing with traffic. One thread for
+/// the process, like the recorder it serves.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned =
+        std::thread::Builder::new().name("floodgate-metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 fn describe() {
@@ -107,7 +129,8 @@ thread_local! {
     /// each call, several times per request; with one thread per core a
     /// per-thread cache needs no lock at all. Label sets are bounded by the
     /// config (aliases, providers, models, statuses), and so is this map.
-    static HANDLES: RefCell<HashMap<String, Handle>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<HashMap<String, Handle, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
     static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
@@ -121,7 +144,8 @@ fn cached(
         key.push_str(name);
         for (_, value) in labels {
             // A separator that cannot appear in a label value we emit.
-            let _ = write!(key, "\u{1f}{value}");
+            key.push('\u{1f}');
+            key.push_str(value);
         }
         HANDLES.with_borrow_mut(|handles| {
             if let Some(handle) = handles.get(key.as_str()) {

@@ -10,6 +10,9 @@ mod backoff;
 pub mod estimate;
 
 use std::collections::HashMap;
+
+/// Looked up on every request: a fast hasher (keys come from our config).
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,8 +119,8 @@ fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
 
 #[derive(Debug)]
 pub struct Router {
-    providers: HashMap<String, Arc<Provider>>,
-    aliases: HashMap<String, Alias>,
+    providers: Map<Arc<Provider>>,
+    aliases: Map<Alias>,
     /// Alias names in config order, for `/v1/models`.
     order: Vec<String>,
     config: RoutingConfig,
@@ -130,9 +133,9 @@ impl Router {
         providers: Vec<Arc<Provider>>,
         state: Arc<dyn StateBackend>,
     ) -> Router {
-        let providers: HashMap<String, Arc<Provider>> =
+        let providers: Map<Arc<Provider>> =
             providers.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mut aliases = HashMap::new();
+        let mut aliases = Map::default();
         let mut order = Vec::new();
         for model in &config.models {
             let targets = model

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, migrated at start.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,16 +9,28 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::{Store, StoreError, UsageRecord, UsageTotals};
 
-/// 15 columns × 64 rows stays far below SQLite's bound-parameter limit.
-const ROWS_PER_INSERT: usize = 64;
+/// Statement sizes, largest first; 15 columns × 64 rows stays far below
+/// SQLite's bound-parameter limit.
+const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `(rows, INSERT statement for that many rows)`, largest first.
+    inserts: Arc<[(usize, String)]>,
+}
+
+const USAGE_COLUMNS: &str = "at_ms, request_id, route, model, provider, upstream_model, status, \
+    stream, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms, ttft_ms, error";
+
+/// `INSERT INTO usage (...) VALUES (?, …), …` for `rows` rows of 15 columns.
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; 15].join(", "));
+    format!("INSERT INTO usage ({USAGE_COLUMNS}) VALUES {}", vec![row; rows].join(", "))
 }
 
 fn migrator() -> Migrator {
@@ -57,7 +70,8 @@ impl SqliteStore {
         .connect_with(options)
         .await?;
         migrator().run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let inserts = ROWS_PER_INSERT.iter().map(|n| (*n, insert_sql(*n))).collect();
+        Ok(SqliteStore { pool, inserts })
     }
 }
 
@@ -69,31 +83,39 @@ impl Store for SqliteStore {
 
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Multi-row inserts: one statement per ROWS_PER_INSERT records is far
-        // cheaper than one per record at thousands of requests a second.
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage (at_ms, request_id, route, model, provider, upstream_model, status, \
-                 stream, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms, ttft_ms, error) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(r.at_ms)
-                    .push_bind(r.request_id.as_str())
-                    .push_bind(r.route)
-                    .push_bind(r.model.as_str())
-                    .push_bind(r.provider.as_str())
-                    .push_bind(r.upstream_model.as_str())
-                    .push_bind(i64::from(r.status))
-                    .push_bind(r.stream)
-                    .push_bind(i64::from(r.input_tokens))
-                    .push_bind(i64::from(r.output_tokens))
-                    .push_bind(i64::from(r.cached_tokens))
-                    .push_bind(r.cost_usd)
-                    .push_bind(i64::from(r.latency_ms))
-                    .push_bind(r.ttft_ms.map(i64::from))
-                    .push_bind(r.error.as_deref());
-            });
-            insert.build().execute(&mut *tx).await?;
+        // Multi-row inserts, in a few fixed sizes: one statement per many
+        // records is far cheaper than one per record, and fixed sizes keep
+        // the SQL text (and so the prepared statement sqlx caches) the same
+        // from batch to batch instead of preparing a new one each time.
+        let mut rest = records;
+        while !rest.is_empty() {
+            // The sizes end with 1, so some size always fits.
+            let Some((size, sql)) = self.inserts.iter().find(|(size, _)| *size <= rest.len())
+            else {
+                break;
+            };
+            let (chunk, tail) = rest.split_at(*size);
+            rest = tail;
+            let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+            for r in chunk {
+                query = query
+                    .bind(r.at_ms)
+                    .bind(r.request_id.as_str())
+                    .bind(r.route)
+                    .bind(r.model.as_str())
+                    .bind(r.provider.as_str())
+                    .bind(r.upstream_model.as_str())
+                    .bind(i64::from(r.status))
+                    .bind(r.stream)
+                    .bind(i64::from(r.input_tokens))
+                    .bind(i64::from(r.output_tokens))
+                    .bind(i64::from(r.cached_tokens))
+                    .bind(r.cost_usd)
+                    .bind(i64::from(r.latency_ms))
+                    .bind(r.ttft_ms.map(i64::from))
+                    .bind(r.error.as_deref());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

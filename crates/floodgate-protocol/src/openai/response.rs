@@ -109,32 +109,36 @@ pub fn read_chat_response_lean(
     req: &ChatRequest,
     body: Bytes,
 ) -> Result<ChatResponse, DecodeError> {
+    // Borrowed strings and skipped choices: no allocation but the id and
+    // model. Anything unusual (a number where a string belongs) fails here
+    // and goes to the lenient full reader below.
     #[derive(Deserialize)]
-    struct Lean {
-        #[serde(default, deserialize_with = "lenient_text")]
-        id: Option<String>,
-        #[serde(default, deserialize_with = "lenient_text")]
-        model: Option<String>,
+    struct Lean<'a> {
+        #[serde(default, borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        model: Option<Cow<'a, str>>,
         #[serde(default, deserialize_with = "lenient_count")]
         created: Option<u64>,
         choices: Option<Vec<serde::de::IgnoredAny>>,
         #[serde(default)]
         usage: Option<WireUsage>,
     }
-    let lean: Lean = match serde_json::from_slice(&body) {
-        Ok(lean) => lean,
+    let lean = match serde_json::from_slice::<Lean<'_>>(&body) {
+        Ok(lean) if lean.choices.is_some() => lean,
         // The full reader explains what is wrong, with the path.
-        Err(_) => return read_chat_response(req, body),
+        Ok(_) | Err(_) => return read_chat_response(req, body),
     };
-    if lean.choices.is_none() {
-        return read_chat_response(req, body);
-    }
+    let id = lean.id.map(Cow::into_owned).unwrap_or_default();
+    let model = lean.model.map_or_else(|| req.model.clone(), Cow::into_owned);
+    let usage = lean.usage.map(|u| u.to_canonical()).unwrap_or_default();
+    let created = lean.created.unwrap_or(0);
     Ok(ChatResponse {
-        id: lean.id.unwrap_or_default(),
-        model: lean.model.unwrap_or_else(|| req.model.clone()),
-        created: lean.created.unwrap_or(0),
+        id,
+        model,
+        created,
         choices: Vec::new(),
-        usage: lean.usage.map(|u| u.to_canonical()).unwrap_or_default(),
+        usage,
         native: Some(NativeResponse { format: Format::OpenAi, body }),
     })
 }
