@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Gateway overhead in one run on this machine: wrk against the mock upstream
-# directly, then against floodgate (auth on, metrics on, JSON logs at info)
-# in front of the same mock, at several concurrency levels.
+# A quick A/B check of gateway overhead with wrk (the full comparison with nginx
+# and LiteLLM is bench/run.sh): the mock upstream directly, then floodgate
+# (auth on, metrics on, JSON logs, ledger) in front of it, at several
+# concurrency levels, with each process's CPU time per request.
 #
 #   bench/overhead.sh [duration-seconds]        (default 10)
 #
@@ -51,20 +52,30 @@ for port in $MOCK_PORT $FG_PORT; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 done
 
+# CPU time (user + system, clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 run() { # name url concurrency key [script]
-  local threads=2 script="${5:-bench/chat.lua}"
+  local threads=2 script="${5:-bench/chat.lua}" pid
   [ "$3" -lt 2 ] && threads=1
+  case "$1" in floodgate*) pid=$FG_PID ;; *) pid=$MOCK_PID ;; esac
+  local before; before=$(ticks "$pid")
   BENCH_KEY="$4" wrk -t"$threads" -c"$3" -d"${DURATION}s" --latency -s "$script" "$2" >"$OUT/$1-c$3.txt"
+  local used=$(( $(ticks "$pid") - before )) n
+  n=$(awk '/requests in/ {print $1}' "$OUT/$1-c$3.txt")
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/$1-c$3.txt")
   p50=$(awk '$1=="50%" {print $2}' "$OUT/$1-c$3.txt")
   p99=$(awk '$1=="99%" {print $2}' "$OUT/$1-c$3.txt")
   errs=$(grep -E "Non-2xx|Socket errors" "$OUT/$1-c$3.txt" | tr "\n" " " || true)
-  printf "| %-22s | %5s | %10s | %8s | %8s | %s\n" "$1" "$3" "$rps" "$p50" "$p99" "${errs:-0 errors}"
+  # CPU microseconds per request of the process measured (the mock for
+  # "mock-direct" rows, floodgate for "floodgate" rows).
+  local us=$(( used * 1000000 / $(getconf CLK_TCK) / (n > 0 ? n : 1) ))
+  printf "| %-22s | %5s | %10s | %8s | %8s | %6s | %s\n" "$1" "$3" "$rps" "$p50" "$p99" "$us" "${errs:-0 errors}"
 }
 
-echo "| target                 |  conc |      req/s |      p50 |      p99 | errors"
-echo "|------------------------|-------|------------|----------|----------|-------"
+echo "| target                 |  conc |      req/s |      p50 |      p99 | µs CPU/req | errors"
+echo "|------------------------|-------|------------|----------|----------|------------|-------"
 for c in 16 64 256; do
   run mock-direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$c" bench-upstream-key
   run floodgate "http://127.0.0.1:$FG_PORT/v1/chat/completions" "$c" "$BENCH_MASTER_KEY"

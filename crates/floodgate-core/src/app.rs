@@ -26,6 +26,7 @@ use crate::http;
 use crate::ledger::Ledger;
 use crate::pipeline::auth::{self, Auth};
 use crate::pipeline::observe;
+use crate::pipeline::shed::{self, InFlight};
 use crate::pricing::PriceTable;
 use crate::providers::Provider;
 use crate::routing::Router;
@@ -63,6 +64,8 @@ pub struct Shared {
     /// Cancelled when shutdown begins: readiness turns 503 so load balancers
     /// stop sending new work while in-flight requests finish.
     pub draining: CancellationToken,
+    /// Requests in flight, bounded by `server.max_in_flight`.
+    pub in_flight: Arc<InFlight>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {
@@ -158,6 +161,7 @@ impl App {
         let (ledger, writer) = Ledger::new(store.clone());
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
+        let config_max_in_flight = config.server.max_in_flight;
         let state = AppState(Arc::new(Shared {
             auth: Arc::new(Auth::new(config.master_key.clone())),
             prices: Arc::new(PriceTable::new(&config.pricing)),
@@ -168,6 +172,7 @@ impl App {
             ledger,
             metrics: telemetry::metrics_handle(),
             draining: CancellationToken::new(),
+            in_flight: InFlight::new(config_max_in_flight),
         }));
         Ok(App { state, background, tasks, ledger_task })
     }
@@ -312,10 +317,13 @@ impl Worker {
 ///    span, `x-request-id` response header); counts the request in flight;
 ///    when the response body ends or is dropped, records HTTP metrics and
 ///    writes the one log line, using the handler's `RouteInfo` extension.
-/// 3. `CompressionLayer` — gzip or br when the client's `accept-encoding`
+/// 3. `shed` — at most `server.max_in_flight` requests (streams until their
+///    last byte) at once; beyond that an immediate 503 `overloaded` with
+///    `retry-after: 1` in the route's format. Health and metrics are exempt.
+/// 4. `CompressionLayer` — gzip or br when the client's `accept-encoding`
 ///    allows it and the config enables it; never on `text/event-stream` or
 ///    bodies under 32 bytes.
-/// 4. Client routes only: `require_key` — checks `Authorization: Bearer` or
+/// 5. Client routes only: `require_key` — checks `Authorization: Bearer` or
 ///    `x-api-key`, answers 401 in the route's format, puts the `Caller` in
 ///    request extensions.
 ///
@@ -341,6 +349,7 @@ pub fn router(state: AppState) -> axum::Router {
         .fallback(http::no_route)
         .method_not_allowed_fallback(http::wrong_method)
         .layer(compression)
+        .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), shed::shed))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

@@ -19,6 +19,7 @@ pub mod metric {
     pub const HTTP_REQUESTS: &str = "floodgate_http_requests_total";
     pub const HTTP_DURATION: &str = "floodgate_http_request_duration_seconds";
     pub const HTTP_IN_FLIGHT: &str = "floodgate_http_requests_in_flight";
+    pub const HTTP_SHED: &str = "floodgate_http_requests_shed_total";
     pub const UPSTREAM_DURATION: &str = "floodgate_upstream_request_duration_seconds";
     pub const UPSTREAM_TTFT: &str = "floodgate_upstream_time_to_first_token_seconds";
     pub const UPSTREAM_ERRORS: &str = "floodgate_upstream_errors_total";
@@ -90,6 +91,10 @@ fn describe() {
         "Client request duration, streams until their last byte."
     );
     describe_gauge!(metric::HTTP_IN_FLIGHT, "Client requests in progress, open streams included.");
+    describe_counter!(
+        metric::HTTP_SHED,
+        "Requests refused with 503 because max_in_flight was reached."
+    );
     describe_histogram!(
         metric::UPSTREAM_DURATION,
         Unit::Seconds,

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub compression: bool,
     /// Serving threads, each with its own runtime (see `workers`).
     pub workers: usize,
+    /// Requests at once on this node before new ones get 503 (see `pipeline::shed`).
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +371,14 @@ impl Builder<'_> {
                     }
                     Some(w) => *w.get_ref(),
                     None => crate::workers::default_count(),
+                },
+                max_in_flight: match server.max_in_flight {
+                    Some(m) if *m.get_ref() == 0 => {
+                        self.problem(Some(m.span()), "server.max_in_flight must be at least 1");
+                        1
+                    }
+                    Some(m) => *m.get_ref(),
+                    None => crate::pipeline::shed::default_max_in_flight(),
                 },
             },
             log: LogConfig { format: log_format, level: log_level },

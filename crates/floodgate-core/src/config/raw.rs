@@ -36,6 +36,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<HumanDuration>,
     pub compression: Option<bool>,
     pub workers: Option<Spanned<usize>>,
+    pub max_in_flight: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

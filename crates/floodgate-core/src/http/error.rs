@@ -32,6 +32,8 @@ pub enum ApiError {
     NoRoute { method: String, path: String },
     #[error("{path} does not accept {method}")]
     MethodNotAllowed { method: String, path: String },
+    #[error("the gateway is at its limit of {limit} requests in flight; retry shortly")]
+    Overloaded { limit: usize },
     #[error(transparent)]
     Route(#[from] RouteError),
 }
@@ -120,6 +122,10 @@ impl ApiError {
                 "invalid_request_error",
                 "invalid_request_error",
             ),
+            ApiError::Overloaded { .. } => Shape {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Shape::new(S::SERVICE_UNAVAILABLE, "overloaded", "api_error", "overloaded_error")
+            },
             ApiError::Route(RouteError::UnknownModel { .. }) => Shape::new(
                 S::NOT_FOUND,
                 "model_not_found",

@@ -63,3 +63,50 @@ async fn refuses_a_public_address_without_a_master_key() {
     stop.cancel();
     app.serve(listener, stop).await.expect("allowed with the flag");
 }
+
+#[tokio::test]
+async fn load_beyond_max_in_flight_is_shed_with_503_and_probes_still_answer() {
+    let app = spawn_with(Options {
+        config: DEFAULT_CONFIG.replace("[server]\n", "[server]\nmax_in_flight = 2\n"),
+        mock: MockConfig {
+            record: true,
+            chunk_delay: Duration::from_millis(200),
+            chunks: 5,
+            ..MockConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Two streams hold both places until their last byte.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url("/v1/chat/completions"));
+            tokio::spawn(async move {
+                let response = http.post(url).json(&chat_body("gpt", true)).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                parse_sse(&response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    eventually(|| async { app.mock.stats().streams_started == 2 }).await;
+
+    let response = app.post("/v1/chat/completions", &chat_body("gpt", false)).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (_, _, body) = json_of(response).await;
+    assert_eq!(body["error"]["code"], "overloaded");
+    let (code, _, body) = app.post_json("/v1/messages", &messages_body("claude", false)).await;
+    assert_eq!((code.as_u16(), body["error"]["type"].as_str()), (503, Some("overloaded_error")));
+    // Probes are never shed.
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(app.get("/metrics").await.status(), 200);
+    // The shed requests never reached an upstream.
+    assert_eq!(app.upstream_requests().len(), 2);
+
+    for stream in held {
+        assert_eq!(stream.await.unwrap().last().unwrap().data, "[DONE]");
+    }
+    let (code, _, _) = app.post_json("/v1/chat/completions", &chat_body("gpt", false)).await;
+    assert_eq!(code, 200, "places come back when the streams end");
+    assert!(app.metrics().await.contains("floodgate_http_requests_shed_total"));
+}

@@ -313,3 +313,55 @@ async fn mock_upstream_cli_serves_until_terminated() {
     running.terminate();
     assert!(running.wait().await.0.success());
 }
+
+#[tokio::test]
+async fn bench_cli_refuses_bad_arguments_and_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--url",
+            "http://127.0.0.1:9/v1/chat/completions",
+            "--rate",
+            "10",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let url = format!("{}/chat/completions", mock.openai_base_url());
+    let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
+    let output = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--quiet",
+            "--url",
+            &url,
+            "--key",
+            "k",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "floodgate-bench/1");
+    let ok = report["totals"]["ok"].as_u64().unwrap();
+    assert!(ok > 0 && report["totals"]["errors"] == 0, "{report}");
+    assert_eq!(ok, mock.stats().requests, "every request the bench counts reached the mock");
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+}
