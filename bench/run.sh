@@ -35,9 +35,15 @@ LL_KEY=sk-bench-litellm-master-key
 # --- prerequisites ---------------------------------------------------------
 ulimit -n "$(ulimit -Hn)"
 log "open files limit: $(ulimit -n) (a process can hold at most this many sockets)"
-command -v nginx >/dev/null || { log "installing nginx"; apt-get install -y -qq nginx >/dev/null; }
+if ! command -v nginx >/dev/null; then
+  log "installing nginx"
+  apt-get install -y -qq nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+fi
 VENV=target/bench-venv
-if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/pip" show litellm 2>/dev/null | grep -q "Version: $LITELLM_VERSION"; then
+installed_litellm() {
+  "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("litellm") != sys.argv[1])' "$LITELLM_VERSION" 2>/dev/null
+}
+if [ ! -x "$VENV/bin/litellm" ] || ! installed_litellm; then
   log "installing litellm[proxy]==$LITELLM_VERSION"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
@@ -270,9 +276,10 @@ fi
 # --- 3. many concurrent slow streams (a chunk a second for 60 s) ------------
 if step 3; then
 # A node meant to hold many long streams over HTTP/2 upstreams (one socket
-# per stream, not two) is configured for it: the default max_in_flight, half
-# the open-files limit, assumes two sockets per request.
-sed -e 's/^\[log\]/[server]\nmax_in_flight = 15000\n\n[log]/' "$OUT/floodgate.toml" >"$OUT/floodgate-streams.toml"
+# per stream, not two) is configured for it: the defaults of max_in_flight
+# and max_connections, half the open-files limit, assume two sockets per
+# request.
+sed -e 's/^\[log\]/[server]\nmax_in_flight = 15000\nmax_connections = 15000\n\n[log]/' "$OUT/floodgate.toml" >"$OUT/floodgate-streams.toml"
 kill "$FG_PID"; wait "$FG_PID" 2>/dev/null || true
 start_floodgate "$OUT/floodgate-streams.toml"
 wait_http "http://127.0.0.1:$FG/health"

@@ -8,21 +8,28 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use axum::extract::FromRef;
+use axum::extract::Request;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use floodgate_mock_upstream::MockConfig;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 
 use crate::config::{Config, ProviderKind};
 use crate::http;
+use crate::http::listener::{Acceptor, Connections};
 use crate::ledger::Ledger;
 use crate::pipeline::auth::{self, Auth};
 use crate::pipeline::observe;
@@ -201,6 +208,7 @@ impl App {
         }
         let app = router(self.state.clone());
         let listener = listener.into_std()?;
+        let connections = Connections::new(self.state.config.server.max_connections);
         // Cancelled when the grace period is over: workers then drop what is left.
         let abort = CancellationToken::new();
         let mut finished = Vec::new();
@@ -210,6 +218,7 @@ impl App {
             let worker = Worker {
                 index,
                 listener: listener.try_clone()?,
+                connections: connections.clone(),
                 app: app.clone(),
                 shutdown: shutdown.clone(),
                 abort: abort.clone(),
@@ -279,6 +288,7 @@ impl App {
 struct Worker {
     index: usize,
     listener: std::net::TcpListener,
+    connections: Arc<Connections>,
     app: axum::Router,
     shutdown: CancellationToken,
     abort: CancellationToken,
@@ -289,21 +299,58 @@ impl Worker {
         crate::workers::set_index(self.index);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async move {
-            // Streams write many small frames: without TCP_NODELAY, Nagle's
-            // algorithm holds them back until the client's delayed ACK (~40 ms).
-            let listener = TcpListener::from_std(self.listener)?.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
+            let listener = TcpListener::from_std(self.listener)?;
+            let mut acceptor = Acceptor::new(listener, self.connections);
+            let connections = TaskTracker::new();
+            let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+            // CONNECT for WebSockets over HTTP/2.
+            builder.http2().enable_connect_protocol();
+            // Idle keep-alive connections and slow request heads time out.
+            builder.http1().timer(TokioTimer::new());
+            loop {
+                let (client, addr, connection) = tokio::select! {
+                    biased;
+                    () = self.abort.cancelled() => return Ok(()),
+                    () = self.shutdown.cancelled() => break,
+                    accepted = acceptor.accept() => accepted,
+                };
+                // Streams write many small frames: without TCP_NODELAY, Nagle's
+                // algorithm holds them back until the client's delayed ACK (~40 ms).
+                if let Err(error) = client.tcp().set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-            });
-            let shutdown = self.shutdown;
-            let serve =
-                axum::serve(listener, self.app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
-            tokio::select! {
-                result = serve => result,
-                () = self.abort.cancelled() => Ok(()),
+                let served = connection.clone();
+                let service =
+                    self.app.clone().map_request(move |mut request: Request<Incoming>| {
+                        served.served();
+                        request.extensions_mut().insert(ConnectInfo(addr));
+                        request.map(axum::body::Body::new)
+                    });
+                let builder = builder.clone();
+                let shutdown = self.shutdown.clone();
+                connections.spawn(async move {
+                    let serving = builder.serve_connection_with_upgrades(
+                        TokioIo::new(client),
+                        TowerToHyperService::new(service),
+                    );
+                    tokio::pin!(serving);
+                    tokio::select! {
+                        result = serving.as_mut() => return finished(result),
+                        () = connection.drained() => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    // Finish the request in progress (a stream to its end), then close.
+                    serving.as_mut().graceful_shutdown();
+                    finished(serving.await);
+                });
             }
+            drop(acceptor);
+            connections.close();
+            tokio::select! {
+                () = connections.wait() => {}
+                () = self.abort.cancelled() => {}
+            }
+            Ok(())
         })
         // Dropping the runtime here cancels whatever it still runs.
     }
@@ -371,4 +418,10 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         .headers_mut()
         .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
     response
+}
+
+fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(error) = result {
+        tracing::trace!(%error, "connection ended with an error");
+    }
 }

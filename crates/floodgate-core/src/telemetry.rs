@@ -20,6 +20,8 @@ pub mod metric {
     pub const HTTP_DURATION: &str = "floodgate_http_request_duration_seconds";
     pub const HTTP_IN_FLIGHT: &str = "floodgate_http_requests_in_flight";
     pub const HTTP_SHED: &str = "floodgate_http_requests_shed_total";
+    pub const HTTP_CONNECTIONS: &str = "floodgate_http_connections_open";
+    pub const HTTP_CONNECTIONS_DRAINED: &str = "floodgate_http_connections_drained_total";
     pub const UPSTREAM_DURATION: &str = "floodgate_upstream_request_duration_seconds";
     pub const UPSTREAM_TTFT: &str = "floodgate_upstream_time_to_first_token_seconds";
     pub const UPSTREAM_ERRORS: &str = "floodgate_upstream_errors_total";
@@ -94,6 +96,14 @@ fn describe() {
     describe_counter!(
         metric::HTTP_SHED,
         "Requests refused with 503 because max_in_flight was reached."
+    );
+    describe_gauge!(
+        metric::HTTP_CONNECTIONS,
+        "Client connections open; at server.max_connections the node stops accepting."
+    );
+    describe_counter!(
+        metric::HTTP_CONNECTIONS_DRAINED,
+        "Client connections asked to close after their current response because the node was at server.max_connections."
     );
     describe_histogram!(
         metric::UPSTREAM_DURATION,

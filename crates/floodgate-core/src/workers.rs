@@ -27,3 +27,27 @@ pub(crate) fn set_index(index: usize) {
 pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
+
+/// The listen backlog asked for; the kernel caps it at
+/// `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listening socket with a deep accept queue.
+///
+/// `tokio::net::TcpListener::bind` asks for a backlog of 1,024. When
+/// thousands of clients connect in the same instant — the first second of a
+/// load, or every client reconnecting after a deploy — a full queue makes the
+/// kernel drop SYNs, and each dropped client waits a whole second for its SYN
+/// to be retransmitted. That shows up as a wall of one-second latencies and,
+/// under an open-loop load, as a backlog the server never catches up with.
+pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}

@@ -121,8 +121,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let summary = describe(&config);
     let app = App::build(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = floodgate_core::workers::bind_listener(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "{summary}");
     app.serve(listener, shutdown::on_signal()).await?;
@@ -193,7 +192,7 @@ async fn mock_upstream(args: MockArgs) -> ExitCode {
         retry_after_secs: args.retry_after,
         record: false,
     };
-    let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
+    let listener = match floodgate_core::workers::bind_listener((args.host, args.port).into()) {
         Ok(listener) => listener,
         Err(error) => {
             return fail(&format!("cannot listen on {}:{}: {error}", args.host, args.port), 1);

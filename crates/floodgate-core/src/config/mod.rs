@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Requests at once on this node before new ones get 503 (see `pipeline::shed`).
     pub max_in_flight: usize,
+    /// Client connections open at once; at the limit the node stops accepting
+    /// (see `http::listener`).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +378,14 @@ impl Builder<'_> {
                 max_in_flight: match server.max_in_flight {
                     Some(m) if *m.get_ref() == 0 => {
                         self.problem(Some(m.span()), "server.max_in_flight must be at least 1");
+                        1
+                    }
+                    Some(m) => *m.get_ref(),
+                    None => crate::pipeline::shed::default_max_in_flight(),
+                },
+                max_connections: match server.max_connections {
+                    Some(m) if *m.get_ref() == 0 => {
+                        self.problem(Some(m.span()), "server.max_connections must be at least 1");
                         1
                     }
                     Some(m) => *m.get_ref(),

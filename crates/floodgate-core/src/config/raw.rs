@@ -37,6 +37,7 @@ pub struct RawServer {
     pub compression: Option<bool>,
     pub workers: Option<Spanned<usize>>,
     pub max_in_flight: Option<Spanned<usize>>,
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

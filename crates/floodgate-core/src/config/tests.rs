@@ -305,3 +305,22 @@ retries = 4
     assert_eq!(config.routing.backoff_base, Duration::from_millis(10));
     assert_eq!(config.models[0].retries, Some(4));
 }
+
+#[test]
+fn server_limits_of_zero_are_refused_with_their_lines_and_defaults_follow_the_files_limit() {
+    let text = "[server]\nworkers = 0\nmax_in_flight = 0\nmax_connections = 0\n";
+    let problems = problems(text, &Env::new());
+    let found: Vec<_> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (Some(2), "server.workers must be at least 1"),
+            (Some(3), "server.max_in_flight must be at least 1"),
+            (Some(4), "server.max_connections must be at least 1"),
+        ]
+    );
+    let config = load_text("[server]\nmax_connections = 15000\n", &Env::new()).unwrap();
+    assert_eq!(config.server.max_connections, 15000);
+    let config = load_text("", &Env::new()).unwrap();
+    assert_eq!(config.server.max_connections, crate::pipeline::shed::default_max_in_flight());
+}

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod listener;
 pub mod models;
 pub mod ops;
 

@@ -292,3 +292,39 @@ pub fn messages_body(model: &str, stream: bool) -> Value {
         "messages": [{"role": "user", "content": "Say hello."}]
     })
 }
+
+/// Sends one HTTP/1.1 request on `conn` and reads its whole answer
+/// (`content-length` or chunked, to the terminating chunk).
+pub async fn exchange(conn: &mut tokio::net::TcpStream, request: &str) -> String {
+    let label = request.lines().next().unwrap_or_default().to_string();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(request.as_bytes()).await.expect("request written");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let head = text[..head_end].to_ascii_lowercase();
+            let body = &text[head_end + 4..];
+            let complete = match head.split("content-length:").nth(1) {
+                Some(rest) => {
+                    let length = rest.trim_start().split("\r\n").next().unwrap_or_default();
+                    body.len() >= length.trim().parse::<usize>().expect("a numeric content-length")
+                }
+                None => body.ends_with("0\r\n\r\n"),
+            };
+            if complete {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+pub async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await, Ok(Ok(0)))
+}

@@ -110,3 +110,56 @@ async fn load_beyond_max_in_flight_is_shed_with_503_and_probes_still_answer() {
     assert_eq!(code, 200, "places come back when the streams end");
     assert!(app.metrics().await.contains("floodgate_http_requests_shed_total"));
 }
+
+#[tokio::test]
+async fn at_max_connections_the_oldest_finish_their_answer_and_close_to_make_room() {
+    let app = spawn_with(Options {
+        config: DEFAULT_CONFIG
+            .replace("[server]\n", "[server]\nmax_connections = 2\nworkers = 1\n"),
+        mock: MockConfig {
+            record: true,
+            chunk_delay: Duration::from_millis(100),
+            chunks: 5,
+            ..MockConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let health = "GET /health HTTP/1.1\r\nhost: t\r\n\r\n";
+    let body = chat_body("gpt", true).to_string();
+    let stream = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // The oldest connection is busy with a stream, the other one idle.
+    let mut busy = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let busy_answer = tokio::spawn(async move {
+        let answer = exchange(&mut busy, &stream).await;
+        (answer, closed_by_server(&mut busy).await)
+    });
+    eventually(|| async { app.mock.stats().streams_started == 1 }).await;
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    assert!(
+        exchange(&mut idle, &health.replace("/health", "/health?idle"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // A third client is served: the node drains its oldest connections.
+    let mut third = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        exchange(&mut third, &health.replace("/health", "/health?third")),
+    )
+    .await
+    .expect("a client beyond max_connections must not wait forever");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The stream in progress was not cut: it ran to [DONE], then its connection closed.
+    let (busy_answer, busy_closed) = busy_answer.await.unwrap();
+    assert!(busy_answer.contains("data: [DONE]"), "{busy_answer}");
+    assert!(busy_closed, "a drained connection closes after its answer");
+    assert!(closed_by_server(&mut idle).await, "the idle connection was closed for the newcomer");
+    drop(third);
+    assert!(app.metrics().await.contains("floodgate_http_connections_drained_total"));
+}
