@@ -136,14 +136,17 @@ wait_http "http://127.0.0.1:$FG/health"
 wait_http "http://127.0.0.1:$LL/health/liveliness"
 log "all up: mock $MOCK_PID, nginx $NGINX_PID, floodgate $FG_PID, litellm $LL_PID"
 
-# RSS in KiB of a process and all its descendants (nginx and LiteLLM fork workers).
-rss_tree() {
+# The sum over a process and all its descendants (nginx and LiteLLM fork
+# workers) of what an awk program prints from each one's /proc/PID/FILE.
+tree_sum() { # pid file awk-program
   local total=0 pid
   for pid in $(descendants "$1"); do
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    total=$((total + $(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0)))
   done
   echo $total
 }
+# RSS in KiB.
+rss_tree() { tree_sum "$1" status '/VmRSS/ {print $2}'; }
 descendants() {
   echo "$1"
   local child
@@ -188,14 +191,8 @@ target_url() { # target kind(fast|stream|slow)
 target_key() {
   case "$1" in floodgate) echo $FG_KEY ;; litellm) echo $LL_KEY ;; *) echo bench-upstream-key ;; esac
 }
-# CPU ticks used so far by a process and its descendants.
-cpu_ticks() {
-  local total=0 pid
-  for pid in $(descendants "$1"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo $total
-}
+# CPU ticks used so far.
+cpu_ticks() { tree_sum "$1" stat '{print $14 + $15}'; }
 # Waits until no process under test is still working off an earlier step
 # (LiteLLM keeps serving a backlog long after its client gave up), so no step
 # shares the CPU with the previous one. At most 180 s.
@@ -232,12 +229,9 @@ TARGETS="direct nginx floodgate litellm"
 if step 1; then
 for c in 16 64 256; do
   for t in $TARGETS; do
-    if [ "$t" = floodgate ] && [ "$c" = 64 ]; then
-      peak_rss "load-c64-floodgate" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
-    elif [ "$t" = nginx ] && [ "$c" = 64 ]; then
-      peak_rss "load-c64-nginx" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
-    elif [ "$t" = litellm ] && [ "$c" = 64 ]; then
-      peak_rss "load-c64-litellm" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
+    # RSS under load: the proxies at c=64.
+    if [ "$c" = 64 ] && [ "$t" != direct ]; then
+      peak_rss "load-c64-$t" bench "s1-c$c" "$t" fast --concurrency $c --duration $D
     else
       bench "s1-c$c" "$t" fast --concurrency $c --duration $D
     fi

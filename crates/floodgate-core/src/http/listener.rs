@@ -20,14 +20,14 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry::{self, metric};
 
@@ -42,9 +42,9 @@ const DRAIN_WAIT: Duration = Duration::from_millis(50);
 /// Open client connections on this node, shared by every serving worker.
 #[derive(Debug)]
 pub struct Connections {
-    open: AtomicUsize,
+    /// One permit per connection that may still open.
+    places: Arc<Semaphore>,
     max: usize,
-    freed: Notify,
     /// Every open connection, oldest first (entries of closed ones are
     /// skipped and pruned).
     registry: Mutex<VecDeque<Weak<Connection>>>,
@@ -76,43 +76,25 @@ impl Connection {
 
 impl Connections {
     pub fn new(max: usize) -> Arc<Connections> {
+        let max = max.max(1);
         Arc::new(Connections {
-            open: AtomicUsize::new(0),
-            max: max.max(1),
-            freed: Notify::new(),
+            places: Arc::new(Semaphore::new(max)),
+            max,
             registry: Mutex::new(VecDeque::new()),
         })
     }
 
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.max - self.places.available_permits()
     }
 
-    fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
-            .ok()
-            .map(|_| {
-                telemetry::gauge(metric::HTTP_CONNECTIONS, &[]).increment(1.0);
-                Slot(self.clone())
-            })
-    }
-
-    /// Waits until a connection closes (or `wait` passes).
-    async fn wait_freed(&self, wait: Duration) {
-        let freed = self.freed.notified();
-        tokio::pin!(freed);
-        // Registered before the look, so a close in between is not missed.
-        freed.as_mut().enable();
-        if self.open() < self.max {
-            return;
-        }
-        let _ = tokio::time::timeout(wait, freed).await;
+    fn try_reserve(&self) -> Option<Slot> {
+        self.places.clone().try_acquire_owned().ok().map(Slot::new)
     }
 
     /// A place for one more connection: at the limit, drains the oldest
     /// served connections (a batch at a time) until one closes.
-    async fn reserve(self: &Arc<Self>) -> Slot {
+    async fn reserve(&self) -> Slot {
         loop {
             if let Some(slot) = self.try_reserve() {
                 return slot;
@@ -121,7 +103,10 @@ impl Connections {
             if drained > 0 {
                 telemetry::counter(metric::HTTP_CONNECTIONS_DRAINED, &[]).increment(drained);
             }
-            self.wait_freed(DRAIN_WAIT).await;
+            let freed = self.places.clone().acquire_owned();
+            if let Ok(Ok(permit)) = tokio::time::timeout(DRAIN_WAIT, freed).await {
+                return Slot::new(permit);
+            }
         }
     }
 
@@ -160,13 +145,20 @@ impl Connections {
 
 /// One connection's place; dropping it (when the connection closes) frees it.
 #[derive(Debug)]
-struct Slot(Arc<Connections>);
+struct Slot {
+    _place: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(place: OwnedSemaphorePermit) -> Slot {
+        telemetry::gauge(metric::HTTP_CONNECTIONS, &[]).increment(1.0);
+        Slot { _place: place }
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
         telemetry::gauge(metric::HTTP_CONNECTIONS, &[]).decrement(1.0);
-        self.0.freed.notify_one();
     }
 }
 

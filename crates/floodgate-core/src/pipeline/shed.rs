@@ -13,7 +13,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -22,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::error::{ApiError, format_for_path};
 use crate::telemetry::{self, metric};
@@ -29,31 +29,24 @@ use crate::telemetry::{self, metric};
 /// Requests in flight on this node, and the most allowed.
 #[derive(Debug)]
 pub struct InFlight {
-    count: AtomicUsize,
+    /// One permit per request that may still be admitted.
+    places: Arc<Semaphore>,
     max: usize,
 }
 
 /// One admitted request; dropping it frees its place.
 #[derive(Debug)]
-pub struct Permit(Arc<InFlight>);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-    }
+pub struct Permit {
+    _place: OwnedSemaphorePermit,
 }
 
 impl InFlight {
     pub fn new(max: usize) -> Arc<InFlight> {
-        Arc::new(InFlight { count: AtomicUsize::new(0), max })
+        Arc::new(InFlight { places: Arc::new(Semaphore::new(max)), max })
     }
 
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let admitted = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
-            .is_ok();
-        admitted.then(|| Permit(self.clone()))
+    pub fn try_acquire(&self) -> Option<Permit> {
+        self.places.clone().try_acquire_owned().ok().map(|place| Permit { _place: place })
     }
 
     pub fn max(&self) -> usize {
