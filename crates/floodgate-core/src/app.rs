@@ -120,7 +120,7 @@ impl App {
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
 
         let mut secrets: Vec<SecretString> =
-            config.providers.iter().flat_map(|p| p.keys.iter().cloned()).collect();
+            config.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone())).collect();
         secrets.extend(config.master_key.clone());
         let scrubber = Arc::new(Scrubber::new(secrets));
 
@@ -142,7 +142,13 @@ impl App {
                             tracing::error!(%error, "built-in mock provider stopped");
                         }
                     });
-                    provider_config.keys = vec![SecretString::from(BUILTIN_MOCK_KEY)];
+                    provider_config.keys = vec![crate::config::KeyConfig {
+                        rpm: provider_config.rpm,
+                        tpm: provider_config.tpm,
+                        daily_requests: provider_config.daily_requests,
+                        daily_tokens: provider_config.daily_tokens,
+                        ..crate::config::KeyConfig::plain(BUILTIN_MOCK_KEY)
+                    }];
                     format!("http://{addr}/v1")
                 }
                 // Validation guarantees a base URL for every other kind.

@@ -18,8 +18,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::Env;
-use raw::{HumanDuration, RawConfig, RawProvider, RawTimeouts};
-pub use raw::{LogFormat, ProviderKind, StateBackendKind};
+use raw::{HumanDuration, RawConfig, RawKey, RawProvider, RawTarget, RawTimeouts};
+pub use raw::{LogFormat, ProviderKind, StateBackendKind, Strategy};
+use toml::Spanned;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -38,6 +39,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub pricing: Vec<PriceConfig>,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,76 @@ pub struct RoutingConfig {
     pub max_retry_after: Duration,
     /// Accept `provider/model` as a model name besides the aliases.
     pub allow_direct_targets: bool,
+    /// Which failures are retried (on the same target, then the next).
+    pub retry_on: RetryOn,
+    pub retry_budget: RetryBudgetConfig,
+    pub breaker: BreakerConfig,
+    pub wait: WaitConfig,
+}
+
+/// Failure classes a retry policy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Connection refused or broken, a stream that broke before its first content.
+    pub connect: bool,
+    pub timeout: bool,
+    /// 500–599, and 408, 409, 425.
+    pub server: bool,
+    /// 429 (honouring `retry-after`).
+    pub rate_limited: bool,
+}
+
+impl RetryOn {
+    pub const ALL: RetryOn =
+        RetryOn { connect: true, timeout: true, server: true, rate_limited: true };
+    pub const NAMES: &str = "\"connect\", \"timeout\", \"5xx\", \"429\"";
+}
+
+/// Retries (and hedges) may add at most `ratio` of extra upstream calls
+/// over `window`, plus `min_per_second` so that a quiet alias can still retry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    pub ratio: f64,
+    pub min_per_second: f64,
+    pub window: Duration,
+}
+
+/// Circuit breakers, per target and per key on each target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Opens after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when failures over `window` exceed this share of calls…
+    pub error_rate: f64,
+    /// …counted once the window holds at least this many calls.
+    pub min_requests: u32,
+    pub window: Duration,
+    /// Open this long, then half-open.
+    pub cooldown: Duration,
+    /// Calls let through when half-open; that many successes close it.
+    pub half_open_probes: u32,
+}
+
+/// Requests waiting for capacity when every key of every target is at its limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WaitConfig {
+    /// How long a request waits unless it sends `x-floodgate-max-wait-ms`.
+    pub max_wait: Duration,
+    /// The most a client may ask for.
+    pub max_wait_cap: Duration,
+    /// Requests waiting at once on this node; beyond that, 429 at once.
+    pub max_waiting: usize,
+    /// Priority (0–10) of a request without `x-floodgate-priority`.
+    pub default_priority: u8,
+}
+
+/// Quota-use alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// Shares of a quota (ascending, in (0, 1]) at which an alert fires once per window.
+    pub thresholds: Vec<f64>,
+    pub webhook_url: Option<String>,
+    pub webhook_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,9 +175,13 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// `None` only for a `mock` provider, which then runs in-process.
     pub base_url: Option<String>,
-    pub keys: Vec<SecretString>,
+    /// Each key with its limits resolved (its own, else the provider's).
+    pub keys: Vec<KeyConfig>,
+    /// Limits of a provider without keys (a local server the operator caps).
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
+    pub daily_requests: Option<u64>,
+    pub daily_tokens: Option<u64>,
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
     pub pool_idle_timeout: Duration,
@@ -114,12 +190,87 @@ pub struct ProviderConfig {
     pub http2_prior_knowledge: bool,
 }
 
+/// One provider key and its limits.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub secret: SecretString,
+    /// Requests per minute (any 60 s window).
+    pub rpm: Option<u32>,
+    /// Tokens per minute: reserved by estimate, settled by reported usage.
+    pub tpm: Option<u32>,
+    /// Per UTC day.
+    pub daily_requests: Option<u64>,
+    pub daily_tokens: Option<u64>,
+    /// Higher is picked first; keys of equal priority by most headroom.
+    pub priority: i32,
+}
+
+impl KeyConfig {
+    /// A key with no limits of its own.
+    pub fn plain(secret: impl Into<String>) -> Self {
+        KeyConfig {
+            secret: SecretString::from(secret.into()),
+            rpm: None,
+            tpm: None,
+            daily_requests: None,
+            daily_tokens: None,
+            priority: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub name: String,
     pub targets: Vec<TargetRef>,
+    pub strategy: Strategy,
     /// Overrides [`RoutingConfig::retries`] for this alias.
     pub retries: Option<u32>,
+    pub retry_on: Option<RetryOn>,
+    pub backoff_base: Option<Duration>,
+    pub backoff_max: Option<Duration>,
+    /// Overrides [`RetryBudgetConfig::ratio`].
+    pub retry_budget: Option<f64>,
+    pub hedge: Option<Hedge>,
+    /// Tried in order before `targets`; the first that matches chooses.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl ModelConfig {
+    /// An alias with one target and every policy at its default.
+    pub fn single(name: impl Into<String>, target: TargetRef) -> Self {
+        ModelConfig {
+            name: name.into(),
+            targets: vec![target],
+            strategy: Strategy::Fallback,
+            retries: None,
+            retry_on: None,
+            backoff_base: None,
+            backoff_max: None,
+            retry_budget: None,
+            hedge: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// When a second target is asked while the first has not answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hedge {
+    /// After the first target's recent p95 latency.
+    P95,
+    After(Duration),
+}
+
+/// A routing rule: every condition set must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    pub max_prompt_tokens: Option<u32>,
+    pub min_prompt_tokens: Option<u32>,
+    /// `Some(false)`: only requests without tools; `Some(true)`: only with.
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub targets: Vec<TargetRef>,
 }
 
 /// `provider/model`, split at the first `/` (upstream model names may
@@ -128,6 +279,14 @@ pub struct ModelConfig {
 pub struct TargetRef {
     pub provider: String,
     pub model: String,
+    /// For the `weighted` strategy; 1 unless set.
+    pub weight: u32,
+}
+
+impl TargetRef {
+    pub fn new(provider: impl Into<String>, model: impl Into<String>) -> Self {
+        TargetRef { provider: provider.into(), model: model.into(), weight: 1 }
+    }
 }
 
 impl fmt::Display for TargetRef {
@@ -330,25 +489,15 @@ impl Builder<'_> {
         let models = if raw.models.is_empty() {
             default_aliases
                 .into_iter()
-                .map(|(alias, provider)| ModelConfig {
-                    targets: vec![TargetRef { provider, model: alias.clone() }],
-                    name: alias,
-                    retries: None,
+                .map(|(alias, provider)| {
+                    ModelConfig::single(alias.clone(), TargetRef::new(provider, alias))
                 })
                 .collect()
         } else {
             self.models(raw.models, &providers)
         };
-        let routing = raw.routing.unwrap_or_default();
-        let routing = RoutingConfig {
-            retries: routing.retries.unwrap_or(2),
-            backoff_base: dur(routing.backoff_base, Duration::from_millis(200)),
-            backoff_max: dur(routing.backoff_max, Duration::from_secs(5)),
-            max_retry_after: dur(routing.max_retry_after, Duration::from_secs(30)),
-            // With no models configured, `provider/model` is how to reach
-            // anything beyond the default alias.
-            allow_direct_targets: routing.allow_direct_targets.unwrap_or(!from_file),
-        };
+        let routing = self.routing(raw.routing.unwrap_or_default(), from_file);
+        let alerts = self.alerts(raw.alerts.unwrap_or_default());
         if let Some(cache) = raw.cache
             && cache.get_ref().enabled == Some(true)
         {
@@ -399,6 +548,192 @@ impl Builder<'_> {
             providers,
             models,
             pricing,
+            alerts,
+        }
+    }
+
+    fn routing(&mut self, raw: raw::RawRouting, from_file: bool) -> RoutingConfig {
+        let retry_on = match raw.retry_on {
+            Some(list) => self.retry_on(list, "routing.retry_on"),
+            None => RetryOn::ALL,
+        };
+        let ratio = self.share(raw.retry_budget, "routing.retry_budget", 0.2, true);
+        let min_per_second = match raw.retry_budget_min_per_second {
+            Some(v) if !v.get_ref().is_finite() || *v.get_ref() < 0.0 => {
+                self.problem(
+                    Some(v.span()),
+                    "routing.retry_budget_min_per_second must be a number >= 0, e.g. 1",
+                );
+                1.0
+            }
+            Some(v) => *v.get_ref(),
+            None => 1.0,
+        };
+        let window = self.positive_duration(
+            raw.retry_budget_window,
+            "routing.retry_budget_window",
+            Duration::from_secs(10),
+        );
+        let breaker = raw.breaker.unwrap_or_default();
+        let consecutive_failures = match breaker.consecutive_failures {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(
+                    Some(v.span()),
+                    "routing.breaker.consecutive_failures must be at least 1",
+                );
+                1
+            }
+            Some(v) => *v.get_ref(),
+            None => 5,
+        };
+        let half_open_probes = match breaker.half_open_probes {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(Some(v.span()), "routing.breaker.half_open_probes must be at least 1");
+                1
+            }
+            Some(v) => *v.get_ref(),
+            None => 1,
+        };
+        let breaker = BreakerConfig {
+            consecutive_failures,
+            error_rate: self.share(breaker.error_rate, "routing.breaker.error_rate", 0.5, false),
+            min_requests: breaker.min_requests.unwrap_or(20),
+            window: self.positive_duration(
+                breaker.window,
+                "routing.breaker.window",
+                Duration::from_secs(30),
+            ),
+            cooldown: dur(breaker.cooldown, Duration::from_secs(30)),
+            half_open_probes,
+        };
+        let wait = raw.wait.unwrap_or_default();
+        let default_priority = match wait.default_priority {
+            Some(v) if *v.get_ref() > 10 => {
+                self.problem(Some(v.span()), "routing.wait.default_priority must be 0 to 10");
+                5
+            }
+            Some(v) => *v.get_ref(),
+            None => 5,
+        };
+        let max_wait_cap = dur(wait.max_wait_cap, Duration::from_secs(60));
+        let wait = WaitConfig {
+            max_wait: dur(wait.max_wait, Duration::from_secs(10)).min(max_wait_cap),
+            max_wait_cap,
+            max_waiting: wait.max_waiting.unwrap_or(1000),
+            default_priority,
+        };
+        RoutingConfig {
+            retries: raw.retries.unwrap_or(2),
+            backoff_base: dur(raw.backoff_base, Duration::from_millis(200)),
+            backoff_max: dur(raw.backoff_max, Duration::from_secs(5)),
+            max_retry_after: dur(raw.max_retry_after, Duration::from_secs(30)),
+            // With no models configured, `provider/model` is how to reach
+            // anything beyond the default alias.
+            allow_direct_targets: raw.allow_direct_targets.unwrap_or(!from_file),
+            retry_on,
+            retry_budget: RetryBudgetConfig { ratio, min_per_second, window },
+            breaker,
+            wait,
+        }
+    }
+
+    fn retry_on(&mut self, list: Spanned<Vec<Spanned<String>>>, what: &str) -> RetryOn {
+        let mut on = RetryOn { connect: false, timeout: false, server: false, rate_limited: false };
+        for name in list.into_inner() {
+            match name.get_ref().as_str() {
+                "connect" => on.connect = true,
+                "timeout" => on.timeout = true,
+                "5xx" => on.server = true,
+                "429" => on.rate_limited = true,
+                other => self.problem(
+                    Some(name.span()),
+                    format!("{what}: {other:?} is not a failure class; valid: {}", RetryOn::NAMES),
+                ),
+            }
+        }
+        on
+    }
+
+    /// A share in `[0, 1]` (`zero_ok`) or `(0, 1]`.
+    fn share(
+        &mut self,
+        value: Option<Spanned<f64>>,
+        what: &str,
+        default: f64,
+        zero_ok: bool,
+    ) -> f64 {
+        match value {
+            Some(v) => {
+                let x = *v.get_ref();
+                let ok = x.is_finite() && x <= 1.0 && (x > 0.0 || (zero_ok && x == 0.0));
+                if !ok {
+                    let range = if zero_ok { "0 to 1" } else { "above 0, at most 1" };
+                    self.problem(Some(v.span()), format!("{what} must be {range}, e.g. {default}"));
+                    default
+                } else {
+                    x
+                }
+            }
+            None => default,
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        value: Option<Spanned<HumanDuration>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            Some(v) if v.get_ref().0.is_zero() => {
+                self.problem(Some(v.span()), format!("{what} must be longer than 0"));
+                default
+            }
+            Some(v) => v.get_ref().0,
+            None => default,
+        }
+    }
+
+    fn alerts(&mut self, raw: raw::RawAlerts) -> AlertsConfig {
+        let thresholds = match raw.thresholds {
+            Some(list) => {
+                let values = list.get_ref().clone();
+                let ascending = values.windows(2).all(|w| w[0] < w[1]);
+                if values.iter().any(|v| !v.is_finite() || *v <= 0.0 || *v > 1.0) || !ascending {
+                    self.problem(
+                        Some(list.span()),
+                        "alerts.thresholds must be ascending shares above 0 and at most 1, \
+                         e.g. [0.70, 0.85, 0.95]",
+                    );
+                }
+                values
+            }
+            None => vec![0.70, 0.85, 0.95],
+        };
+        let webhook_url = raw.webhook_url.and_then(|url| {
+            let text = url.get_ref().trim().to_string();
+            if text.is_empty() {
+                // `webhook_url = "${ALERT_HOOK:-}"` with the variable unset.
+                return None;
+            }
+            if !(text.starts_with("http://") || text.starts_with("https://"))
+                || text.parse::<http::Uri>().is_err()
+            {
+                self.problem(
+                    Some(url.span()),
+                    format!(
+                        "alerts.webhook_url {text:?} is not an http(s) URL such as \
+                         \"https://hooks.example.com/floodgate\""
+                    ),
+                );
+                return None;
+            }
+            Some(text)
+        });
+        AlertsConfig {
+            thresholds,
+            webhook_url,
+            webhook_timeout: dur(raw.webhook_timeout, Duration::from_secs(5)),
         }
     }
 
@@ -520,13 +855,64 @@ impl Builder<'_> {
             );
             ok = false;
         }
-        // Empty values come from optional `${VAR:-}` references: skip them.
-        let keys: Vec<SecretString> = raw
-            .keys
-            .iter()
-            .filter(|k| !k.get_ref().is_empty())
-            .map(|k| SecretString::from(k.get_ref().clone()))
-            .collect();
+        for limit in [&raw.daily_requests, &raw.daily_tokens].into_iter().flatten() {
+            if *limit.get_ref() == 0 {
+                self.problem(
+                    Some(limit.span()),
+                    "daily_requests and daily_tokens must be greater than 0 when set",
+                );
+                ok = false;
+            }
+        }
+        let rpm = raw.rpm.as_ref().map(|v| *v.get_ref());
+        let tpm = raw.tpm.as_ref().map(|v| *v.get_ref());
+        let daily_requests = raw.daily_requests.as_ref().map(|v| *v.get_ref());
+        let daily_tokens = raw.daily_tokens.as_ref().map(|v| *v.get_ref());
+        let mut keys: Vec<KeyConfig> = Vec::new();
+        for key in raw.keys {
+            let span = key.span();
+            match key.into_inner() {
+                // Empty values come from optional `${VAR:-}` references: skip them.
+                RawKey::Plain(secret) if secret.is_empty() => {}
+                RawKey::Plain(secret) => keys.push(KeyConfig {
+                    rpm,
+                    tpm,
+                    daily_requests,
+                    daily_tokens,
+                    ..KeyConfig::plain(secret)
+                }),
+                RawKey::Table(table) if table.key.is_empty() => {}
+                RawKey::Table(table) => {
+                    let zero32 =
+                        [&table.rpm, &table.tpm].into_iter().flatten().any(|v| *v.get_ref() == 0);
+                    let zero64 = [&table.daily_requests, &table.daily_tokens]
+                        .into_iter()
+                        .flatten()
+                        .any(|v| *v.get_ref() == 0);
+                    if zero32 || zero64 {
+                        self.problem(
+                            Some(span),
+                            format!(
+                                "provider {name:?}: a key's rpm, tpm, daily_requests and \
+                                 daily_tokens must be greater than 0 when set"
+                            ),
+                        );
+                        ok = false;
+                    }
+                    keys.push(KeyConfig {
+                        secret: SecretString::from(table.key),
+                        rpm: table.rpm.map(|v| *v.get_ref()).or(rpm),
+                        tpm: table.tpm.map(|v| *v.get_ref()).or(tpm),
+                        daily_requests: table
+                            .daily_requests
+                            .map(|v| *v.get_ref())
+                            .or(daily_requests),
+                        daily_tokens: table.daily_tokens.map(|v| *v.get_ref()).or(daily_tokens),
+                        priority: table.priority.unwrap_or(0),
+                    });
+                }
+            }
+        }
         let needs_keys =
             matches!(kind, ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Gemini);
         if needs_keys && keys.is_empty() {
@@ -552,8 +938,10 @@ impl Builder<'_> {
         let mut config = provider_defaults(kind, &name, Vec::new(), upstream);
         config.base_url = base_url;
         config.keys = keys;
-        config.rpm = raw.rpm.map(|v| *v.get_ref());
-        config.tpm = raw.tpm.map(|v| *v.get_ref());
+        config.rpm = rpm;
+        config.tpm = tpm;
+        config.daily_requests = daily_requests;
+        config.daily_tokens = daily_tokens;
         config.headers = raw.headers.into_iter().collect();
         let t = &mut config.timeouts;
         t.connect = dur(raw.connect_timeout, t.connect);
@@ -588,38 +976,99 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            let mut targets = Vec::new();
-            for target in model.targets.get_ref() {
-                match target.get_ref().split_once('/') {
-                    Some((provider, upstream_model))
-                        if provider_names.contains(&provider) && !upstream_model.is_empty() =>
-                    {
-                        targets.push(TargetRef {
-                            provider: provider.to_string(),
-                            model: upstream_model.to_string(),
-                        });
-                    }
-                    Some((provider, upstream_model)) if !upstream_model.is_empty() => self.problem(
-                        Some(target.span()),
-                        format!(
-                            "target {:?} names provider {provider:?}, which is not defined; \
-                             defined providers: {}",
-                            target.get_ref(),
-                            provider_names.join(", ")
-                        ),
-                    ),
-                    _ => self.problem(
-                        Some(target.span()),
-                        format!(
-                            "target {:?} is not \"provider/model\" (e.g. \"openai/gpt-4o-mini\")",
-                            target.get_ref()
-                        ),
-                    ),
+            let targets = self.targets(model.targets.into_inner(), &provider_names);
+            let mut rules = Vec::new();
+            for rule in model.rules {
+                if rule.targets.get_ref().is_empty() {
+                    self.problem(
+                        Some(rule.targets.span()),
+                        format!("a rule of model {name:?} has no targets"),
+                    );
+                    continue;
                 }
+                if let (Some(min), Some(max)) = (rule.min_prompt_tokens, rule.max_prompt_tokens)
+                    && min > max
+                {
+                    self.problem(
+                        Some(rule.targets.span()),
+                        format!(
+                            "a rule of model {name:?} has min_prompt_tokens {min} above \
+                             max_prompt_tokens {max}; it could never match"
+                        ),
+                    );
+                }
+                rules.push(RuleConfig {
+                    max_prompt_tokens: rule.max_prompt_tokens,
+                    min_prompt_tokens: rule.min_prompt_tokens,
+                    tools: rule.tools,
+                    images: rule.images,
+                    targets: self.targets(rule.targets.into_inner(), &provider_names),
+                });
             }
-            models.push(ModelConfig { name, targets, retries: model.retries });
+            let retry_on = model.retry_on.map(|list| self.retry_on(list, "models.retry_on"));
+            let retry_budget =
+                model.retry_budget.map(|v| self.share(Some(v), "models.retry_budget", 0.2, true));
+            let hedge = match (model.hedge, model.hedge_after) {
+                (Some(false), _) => None,
+                (_, Some(after)) => Some(Hedge::After(after.0)),
+                (Some(true), None) => Some(Hedge::P95),
+                (None, None) => None,
+            };
+            models.push(ModelConfig {
+                name,
+                targets,
+                strategy: model.strategy.unwrap_or_default(),
+                retries: model.retries,
+                retry_on,
+                backoff_base: model.backoff_base.map(|d| d.0),
+                backoff_max: model.backoff_max.map(|d| d.0),
+                retry_budget,
+                hedge,
+                rules,
+            });
         }
         models
+    }
+
+    fn targets(&mut self, raw: Vec<Spanned<RawTarget>>, provider_names: &[&str]) -> Vec<TargetRef> {
+        let mut targets = Vec::new();
+        for target in raw {
+            let span = target.span();
+            let text = target.get_ref().name();
+            let weight = target.get_ref().weight();
+            if weight == Some(0) {
+                self.problem(
+                    Some(span.clone()),
+                    format!("target {text:?} has weight 0; weights are at least 1"),
+                );
+            }
+            match text.split_once('/') {
+                Some((provider, upstream_model))
+                    if provider_names.contains(&provider) && !upstream_model.is_empty() =>
+                {
+                    targets.push(TargetRef {
+                        provider: provider.to_string(),
+                        model: upstream_model.to_string(),
+                        weight: weight.unwrap_or(1).max(1),
+                    });
+                }
+                Some((provider, upstream_model)) if !upstream_model.is_empty() => self.problem(
+                    Some(span),
+                    format!(
+                        "target {text:?} names provider {provider:?}, which is not defined; \
+                         defined providers: {}",
+                        provider_names.join(", ")
+                    ),
+                ),
+                _ => self.problem(
+                    Some(span),
+                    format!(
+                        "target {text:?} is not \"provider/model\" (e.g. \"openai/gpt-4o-mini\")"
+                    ),
+                ),
+            }
+        }
+        targets
     }
 
     fn pricing(&mut self, raw: Vec<raw::RawPrice>) -> Vec<PriceConfig> {
@@ -709,9 +1158,11 @@ fn provider_defaults(
         name: name.to_string(),
         kind,
         base_url: default_base_url(kind).map(str::to_string),
-        keys: keys.into_iter().map(SecretString::from).collect(),
+        keys: keys.into_iter().map(KeyConfig::plain).collect(),
         rpm: None,
         tpm: None,
+        daily_requests: None,
+        daily_tokens: None,
         headers: Vec::new(),
         timeouts: Timeouts {
             connect: dur(upstream.connect_timeout, Duration::from_secs(10)),

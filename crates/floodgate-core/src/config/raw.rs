@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub cache: Option<Spanned<RawCache>>,
     #[serde(default)]
     pub pricing: Vec<RawPrice>,
+    pub alerts: Option<RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,7 +88,7 @@ pub struct RawTimeouts {
     pub pool_max_idle_per_host: Option<usize>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     pub retries: Option<u32>,
@@ -95,6 +96,43 @@ pub struct RawRouting {
     pub backoff_max: Option<HumanDuration>,
     pub max_retry_after: Option<HumanDuration>,
     pub allow_direct_targets: Option<bool>,
+    pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub retry_budget_min_per_second: Option<Spanned<f64>>,
+    pub retry_budget_window: Option<Spanned<HumanDuration>>,
+    pub breaker: Option<RawBreaker>,
+    pub wait: Option<RawWait>,
+}
+
+/// `[routing.breaker]`: when a target (or a key on a target) stops being called.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<Spanned<u32>>,
+    pub error_rate: Option<Spanned<f64>>,
+    pub min_requests: Option<u32>,
+    pub window: Option<Spanned<HumanDuration>>,
+    pub cooldown: Option<HumanDuration>,
+    pub half_open_probes: Option<Spanned<u32>>,
+}
+
+/// `[routing.wait]`: requests waiting for provider capacity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWait {
+    pub max_wait: Option<HumanDuration>,
+    pub max_wait_cap: Option<HumanDuration>,
+    pub max_waiting: Option<usize>,
+    pub default_priority: Option<Spanned<u8>>,
+}
+
+/// `[alerts]`: quota-use alerts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub thresholds: Option<Spanned<Vec<f64>>>,
+    pub webhook_url: Option<Spanned<String>>,
+    pub webhook_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,9 +142,11 @@ pub struct RawProvider {
     pub kind: Spanned<ProviderKind>,
     pub base_url: Option<Spanned<String>>,
     #[serde(default)]
-    pub keys: Vec<Spanned<String>>,
+    pub keys: Vec<Spanned<RawKey>>,
     pub rpm: Option<Spanned<u32>>,
     pub tpm: Option<Spanned<u32>>,
+    pub daily_requests: Option<Spanned<u64>>,
+    pub daily_tokens: Option<Spanned<u64>>,
     /// Extra headers sent with every request (e.g. OpenRouter's `HTTP-Referer`).
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
@@ -143,12 +183,164 @@ impl ProviderKind {
     }
 }
 
+/// A key: `"sk-…"`, or a table with its own limits and priority.
+#[derive(Debug)]
+pub enum RawKey {
+    Plain(String),
+    Table(RawKeyTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyTable {
+    pub key: String,
+    pub rpm: Option<Spanned<u32>>,
+    pub tpm: Option<Spanned<u32>>,
+    pub daily_requests: Option<Spanned<u64>>,
+    pub daily_tokens: Option<Spanned<u64>>,
+    pub priority: Option<i32>,
+}
+
+impl<'de> Deserialize<'de> for RawKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StringOrTable::<RawKeyTable>::new(
+            "a key string or a table such as { key = \"${KEY}\", rpm = 500, priority = 1 }",
+        ))
+        .map(|v| match v {
+            Either::Plain(s) => RawKey::Plain(s),
+            Either::Table(t) => RawKey::Table(t),
+        })
+    }
+}
+
+/// A target: `"provider/model"`, or a table with a weight.
+#[derive(Debug)]
+pub enum RawTarget {
+    Plain(String),
+    Table(RawTargetTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetTable {
+    pub target: String,
+    pub weight: Option<u32>,
+}
+
+impl RawTarget {
+    pub fn name(&self) -> &str {
+        match self {
+            RawTarget::Plain(s) => s,
+            RawTarget::Table(t) => &t.target,
+        }
+    }
+
+    pub fn weight(&self) -> Option<u32> {
+        match self {
+            RawTarget::Plain(_) => None,
+            RawTarget::Table(t) => t.weight,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StringOrTable::<RawTargetTable>::new(
+            "\"provider/model\" or a table such as { target = \"openai/gpt-4o-mini\", weight = 3 }",
+        ))
+        .map(|v| match v {
+            Either::Plain(s) => RawTarget::Plain(s),
+            Either::Table(t) => RawTarget::Table(t),
+        })
+    }
+}
+
+enum Either<T> {
+    Plain(String),
+    Table(T),
+}
+
+/// Accepts a string or a table; a table keeps its own field errors
+/// (`deny_unknown_fields` lists the valid ones).
+struct StringOrTable<T> {
+    expecting: &'static str,
+    table: std::marker::PhantomData<T>,
+}
+
+impl<T> StringOrTable<T> {
+    fn new(expecting: &'static str) -> Self {
+        StringOrTable { expecting, table: std::marker::PhantomData }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for StringOrTable<T> {
+    type Value = Either<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Either::Plain(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Either::Table)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Targets in the order written (the default).
+    #[default]
+    Fallback,
+    /// A random first target, in proportion to the targets' weights.
+    Weighted,
+    /// Power of two choices on latency (EWMA) × in-flight requests.
+    LeastLatency,
+    /// The target with the fewest requests in flight.
+    LeastBusy,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Fallback => "fallback",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least-latency",
+            Strategy::LeastBusy => "least-busy",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: Spanned<String>,
-    pub targets: Spanned<Vec<Spanned<String>>>,
+    pub targets: Spanned<Vec<Spanned<RawTarget>>>,
+    pub strategy: Option<Strategy>,
     pub retries: Option<u32>,
+    pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub backoff_base: Option<HumanDuration>,
+    pub backoff_max: Option<HumanDuration>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub hedge: Option<bool>,
+    pub hedge_after: Option<HumanDuration>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// `[[models.rules]]`: conditions on the request, and the targets to use
+/// when they all hold. The first matching rule wins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub max_prompt_tokens: Option<u32>,
+    pub min_prompt_tokens: Option<u32>,
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub targets: Spanned<Vec<Spanned<RawTarget>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,10 +128,7 @@ fn design_example_parses_with_env_substitution() {
     assert_eq!(openai.rpm, Some(3500));
     assert_eq!(openai.base_url.as_deref(), Some("https://api.openai.com/v1"));
     assert_eq!(config.providers[1].base_url.as_deref(), Some("https://api.anthropic.com"));
-    assert_eq!(
-        config.models[0].targets[1],
-        TargetRef { provider: "anthropic".into(), model: "claude-3-5-haiku-latest".into() }
-    );
+    assert_eq!(config.models[0].targets[1], TargetRef::new("anthropic", "claude-3-5-haiku-latest"));
     assert!(!config.routing.allow_direct_targets);
     assert_eq!(config.pricing[0].model, "gpt-4o-mini");
 }
@@ -323,4 +320,154 @@ fn server_limits_of_zero_are_refused_with_their_lines_and_defaults_follow_the_fi
     assert_eq!(config.server.max_connections, 15000);
     let config = load_text("", &Env::new()).unwrap();
     assert_eq!(config.server.max_connections, crate::pipeline::shed::default_max_in_flight());
+}
+
+const ROUTING: &str = r#"
+[routing]
+retry_on = ["5xx", "timeout"]
+retry_budget = 0.1
+retry_budget_min_per_second = 0
+retry_budget_window = "5s"
+
+[routing.breaker]
+consecutive_failures = 3
+error_rate = 0.25
+min_requests = 10
+window = "20s"
+cooldown = "2s"
+half_open_probes = 2
+
+[routing.wait]
+max_wait = "2s"
+max_wait_cap = "30s"
+max_waiting = 50
+default_priority = 3
+
+[alerts]
+thresholds = [0.5, 0.9]
+webhook_url = "http://127.0.0.1:9/hook"
+
+[[providers]]
+name = "p"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:9/v1"
+rpm = 100
+daily_tokens = 5000
+keys = ["plain-key", { key = "own-key", rpm = 7, priority = 2 }, ""]
+
+[[models]]
+name = "auto"
+strategy = "least-latency"
+targets = ["p/strong", { target = "p/other", weight = 3 }]
+retries = 1
+retry_on = ["429"]
+hedge = true
+
+[[models.rules]]
+max_prompt_tokens = 500
+tools = false
+targets = ["p/cheap"]
+
+[[models]]
+name = "hedged"
+targets = ["p/a", "p/b"]
+hedge_after = "250ms"
+"#;
+
+#[test]
+fn routing_policies_keys_and_rules_parse() {
+    let config = load_text(ROUTING, &Env::new()).unwrap();
+    let r = &config.routing;
+    assert_eq!(
+        r.retry_on,
+        RetryOn { connect: false, timeout: true, server: true, rate_limited: false }
+    );
+    assert_eq!(
+        r.retry_budget,
+        RetryBudgetConfig { ratio: 0.1, min_per_second: 0.0, window: Duration::from_secs(5) }
+    );
+    assert_eq!(r.breaker.consecutive_failures, 3);
+    assert_eq!(r.breaker.cooldown, Duration::from_secs(2));
+    assert_eq!(r.breaker.half_open_probes, 2);
+    assert_eq!(r.wait.max_waiting, 50);
+    assert_eq!(r.wait.default_priority, 3);
+    assert_eq!(config.alerts.thresholds, [0.5, 0.9]);
+    assert_eq!(config.alerts.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+    let keys = &config.providers[0].keys;
+    assert_eq!(keys.len(), 2, "the empty key is skipped");
+    assert_eq!((keys[0].rpm, keys[0].daily_tokens, keys[0].priority), (Some(100), Some(5000), 0));
+    assert_eq!(keys[1].secret.expose_secret(), "own-key");
+    assert_eq!((keys[1].rpm, keys[1].daily_tokens, keys[1].priority), (Some(7), Some(5000), 2));
+    let auto = &config.models[0];
+    assert_eq!(auto.strategy, Strategy::LeastLatency);
+    assert_eq!(auto.targets[1], TargetRef { weight: 3, ..TargetRef::new("p", "other") });
+    assert_eq!(auto.retry_on.map(|r| r.rate_limited), Some(true));
+    assert_eq!(auto.hedge, Some(Hedge::P95));
+    assert_eq!(auto.rules[0].max_prompt_tokens, Some(500));
+    assert_eq!(auto.rules[0].tools, Some(false));
+    assert_eq!(auto.rules[0].targets, [TargetRef::new("p", "cheap")]);
+    assert_eq!(config.models[1].hedge, Some(Hedge::After(Duration::from_millis(250))));
+    assert_eq!(config.models[1].strategy, Strategy::Fallback);
+}
+
+#[test]
+fn bad_routing_values_name_their_lines() {
+    let text = r#"
+[routing]
+retry_on = ["5xx", "sometimes"]
+retry_budget = 1.5
+
+[routing.breaker]
+error_rate = 0
+
+[alerts]
+thresholds = [0.9, 0.5]
+webhook_url = "ftp://x"
+
+[[providers]]
+name = "p"
+kind = "mock"
+keys = [{ key = "k", rpm = 0 }, { key = "k2", burst = 1 }]
+
+[[models]]
+name = "m"
+strategy = "random"
+targets = [{ target = "p/x", weight = 0 }]
+"#;
+    let found: Vec<(Option<usize>, String)> =
+        problems(text, &Env::new()).into_iter().map(|p| (p.line, p.message)).collect();
+    let has = |line: usize, needle: &str| {
+        assert!(
+            found.iter().any(|(l, m)| *l == Some(line) && m.contains(needle)),
+            "no problem at line {line} containing {needle:?}: {found:#?}"
+        );
+    };
+    // Parse errors stop at the first one, so each is checked on its own.
+    has(20, "least-latency");
+    let burst = text.replace("strategy = \"random\"\n", "");
+    let p = problems(&burst, &Env::new());
+    assert!(p[0].line == Some(16) && p[0].message.contains("unknown field `burst`"), "{p:#?}");
+    let text = text.replace(", { key = \"k2\", burst = 1 }", "");
+    let found2: Vec<(Option<usize>, String)> =
+        problems(&text, &Env::new()).into_iter().map(|p| (p.line, p.message)).collect();
+    assert!(
+        found2.iter().any(|(l, m)| *l == Some(20) && m.contains("least-latency")),
+        "{found2:#?}"
+    );
+    let text = text.replace("strategy = \"random\"\n", "");
+    let found3: Vec<(Option<usize>, String)> =
+        problems(&text, &Env::new()).into_iter().map(|p| (p.line, p.message)).collect();
+    let has3 = |line: usize, needle: &str| {
+        assert!(
+            found3.iter().any(|(l, m)| *l == Some(line) && m.contains(needle)),
+            "no problem at line {line} containing {needle:?}: {found3:#?}"
+        );
+    };
+    has3(3, "\"sometimes\" is not a failure class");
+    has3(4, "routing.retry_budget must be 0 to 1");
+    has3(7, "routing.breaker.error_rate must be above 0");
+    has3(10, "alerts.thresholds must be ascending");
+    has3(11, "not an http(s) URL");
+    has3(16, "must be greater than 0");
+    has3(20, "weight 0");
 }

@@ -140,7 +140,11 @@ impl Provider {
             name: config.name.clone(),
             kind: config.kind,
             base_url,
-            keys: KeyPool::new(config.keys.clone(), config.rpm, config.tpm),
+            keys: KeyPool::new(
+                config.keys.iter().map(|k| k.secret.clone()).collect(),
+                config.keys.first().map_or(config.rpm, |k| k.rpm),
+                config.keys.first().map_or(config.tpm, |k| k.tpm),
+            ),
             api,
             http,
             timeouts: config.timeouts,
