@@ -27,6 +27,7 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 
+use crate::alerts::Alerts;
 use crate::config::{Config, ProviderKind};
 use crate::http;
 use crate::http::listener::{Acceptor, Connections};
@@ -37,6 +38,7 @@ use crate::pipeline::shed::{self, InFlight};
 use crate::pricing::PriceTable;
 use crate::providers::Provider;
 use crate::routing::Router;
+use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
 use crate::state::{MemoryState, StateBackend};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -124,6 +126,11 @@ impl App {
         secrets.extend(config.master_key.clone());
         let scrubber = Arc::new(Scrubber::new(secrets));
 
+        let (alerts, webhook) = Alerts::new(&config.alerts);
+        if let Some(webhook) = webhook {
+            tasks.spawn(webhook.run(background.clone()));
+        }
+        let capacity = CapacitySignal::new();
         let mut providers = Vec::new();
         for provider_config in &config.providers {
             let mut provider_config = provider_config.clone();
@@ -159,8 +166,14 @@ impl App {
                     }));
                 }
             };
-            let provider =
-                Provider::new(&provider_config, base_url, config.server.workers, scrubber.clone())?;
+            let provider = Provider::new(
+                &provider_config,
+                base_url,
+                config.server.workers,
+                scrubber.clone(),
+                alerts.clone(),
+                capacity.clone(),
+            )?;
             // Keys other nodes (or an earlier run) took out of use stay out.
             if let Ok(disabled) = state.disabled_keys(&provider.name).await {
                 for (index, reason) in disabled {

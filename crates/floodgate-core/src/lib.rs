@@ -7,6 +7,7 @@
 //! `telemetry` metrics and the `ledger`, which writes to the `store`; `state`
 //! holds what nodes share.
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod http;

@@ -27,6 +27,8 @@ pub mod metric {
     pub const UPSTREAM_ERRORS: &str = "floodgate_upstream_errors_total";
     pub const UPSTREAM_RETRIES: &str = "floodgate_upstream_retries_total";
     pub const KEYS_DISABLED: &str = "floodgate_provider_keys_disabled_total";
+    pub const QUOTA_ALERTS: &str = "floodgate_quota_alerts_total";
+    pub const ALERT_WEBHOOK_FAILURES: &str = "floodgate_alert_webhook_failures_total";
     pub const TOKENS: &str = "floodgate_tokens_total";
     pub const COST: &str = "floodgate_cost_usd";
     pub const LEDGER_PENDING: &str = "floodgate_ledger_pending_records";

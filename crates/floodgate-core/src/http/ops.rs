@@ -44,8 +44,12 @@ pub async fn ready(State(app): State<AppState>) -> Response {
                 "keys": provider.keys.len(),
                 "keys_usable": provider.keys.usable(),
                 "keys_disabled": disabled,
-                "key_limits": provider.keys.levels().into_iter()
-                    .map(|(key, requests, tokens)| json!({"key": key, "requests_left": requests, "tokens_left": tokens}))
+                "key_limits": provider.keys.views().into_iter()
+                    .map(|view| json!({
+                        "key": view.key,
+                        "requests_left": view.limits.rpm.map(|l| l.remaining),
+                        "tokens_left": view.limits.tpm.map(|l| l.remaining),
+                    }))
                     .collect::<Vec<_>>(),
             }),
         );

@@ -37,6 +37,20 @@ impl HttpClients {
     }
 }
 
+/// A client for the gateway's own outgoing calls (the alert webhook).
+pub fn plain(connect_timeout: Duration) -> std::io::Result<HttpClient> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 fn build(config: &ProviderConfig) -> std::io::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -1,7 +1,14 @@
-//! A provider's API keys: which are in use and which have room.
+//! A provider's API keys: which are in use, which have room, which to use.
 //!
-//! Keys are handed out round-robin among those in use whose rpm/tpm buckets
-//! can take the call; keys without room are skipped without a network call.
+//! Selection: the highest priority first; within a priority, the key with
+//! the most headroom (the largest share left of its tightest limit), ties
+//! taken in rotation so unlimited keys share the load evenly. Keys are ranked
+//! on headroom each key publishes in an atomic, so ranking a hundred keys
+//! takes no lock; only the chosen key's limits are locked, and if it turns
+//! out to be full (its published headroom was stale) the next best is tried.
+//! Keys without room, paused after a 429, or whose breaker on the target is
+//! open are skipped without a network call.
+//!
 //! A key the upstream refuses (401/403) is taken out of use until an operator
 //! resets it; the shared record of that lives in the state backend so every
 //! node learns it, and this pool keeps the local view the hot path reads.
@@ -12,15 +19,25 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::limits::{KeyLimits, Reservation};
+use super::limits::{Clock, KeyLimits, Levels, Observed, Reservation};
+use super::quota::{Quota, QuotaUse};
+use crate::alerts::Alerts;
+use crate::config::KeyConfig;
+use crate::routing::wait::CapacitySignal;
 
 #[derive(Debug)]
 pub struct KeyPool {
     keys: Vec<Key>,
+    /// Key indexes by descending priority (config order within a priority),
+    /// cut into `tiers` of equal priority.
+    by_priority: Vec<usize>,
+    tiers: Vec<std::ops::Range<usize>>,
     /// Limits of a provider configured without keys (a local server whose
-    /// capacity the operator caps with rpm/tpm).
+    /// capacity the operator caps).
     anonymous: Option<Arc<KeyLimits>>,
     next: AtomicUsize,
+    quota: Arc<Quota>,
+    signal: Arc<CapacitySignal>,
 }
 
 /// One key. Identified in logs, metrics and admin output by its position
@@ -29,8 +46,10 @@ pub struct KeyPool {
 pub struct Key {
     pub index: usize,
     pub secret: SecretString,
-    /// The key's rpm/tpm buckets, when the provider sets limits.
-    pub limits: Option<Arc<KeyLimits>>,
+    pub priority: i32,
+    /// The key's limits (always present: limits the config does not set can
+    /// be learned from the provider's headers).
+    pub limits: Arc<KeyLimits>,
     disabled: AtomicBool,
     reason: Mutex<Option<String>>,
 }
@@ -45,77 +64,197 @@ pub enum Pick<'a> {
     Anonymous(Reservation),
     /// Every key is out of use.
     Exhausted,
-    /// Keys are in use but none has room under its rpm/tpm now; this is the
-    /// shortest wait until one has.
+    /// Keys are in use but every one the caller may use has its circuit open.
+    Blocked,
+    /// Keys are in use but none has room under its limits now (or each is
+    /// paused after a 429); this is the shortest wait until one has.
     Busy(Duration),
 }
 
+/// One key as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyView {
+    pub key: usize,
+    pub priority: i32,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub headroom: f64,
+    pub limits: Levels,
+}
+
 impl KeyPool {
-    /// `rpm` and `tpm` apply to each key separately, as providers count them.
-    pub fn new(secrets: Vec<SecretString>, rpm: Option<u32>, tpm: Option<u32>) -> Self {
-        let keys: Vec<Key> = secrets
-            .into_iter()
+    /// `anonymous` holds the limits of a provider without keys.
+    pub fn new(
+        provider: &str,
+        keys: &[KeyConfig],
+        anonymous: &KeyConfig,
+        alerts: Arc<Alerts>,
+        signal: Arc<CapacitySignal>,
+    ) -> Self {
+        let clock = Clock::new();
+        let quota = Quota::new(provider, keys.len(), alerts, clock.unix_offset());
+        let keys: Vec<Key> = keys
+            .iter()
             .enumerate()
-            .map(|(index, secret)| Key {
+            .map(|(index, config)| Key {
                 index,
-                secret,
-                limits: KeyLimits::new(rpm, tpm),
+                secret: config.secret.clone(),
+                priority: config.priority,
+                limits: KeyLimits::new(config, clock, signal.clone(), quota.clone()),
                 disabled: AtomicBool::new(false),
                 reason: Mutex::new(None),
             })
             .collect();
-        let anonymous = if keys.is_empty() { KeyLimits::new(rpm, tpm) } else { None };
-        KeyPool { keys, anonymous, next: AtomicUsize::new(0) }
+        let anonymous = keys
+            .is_empty()
+            .then(|| KeyLimits::new(anonymous, clock, signal.clone(), quota.clone()));
+        let mut by_priority: Vec<usize> = (0..keys.len()).collect();
+        by_priority.sort_by_key(|i| std::cmp::Reverse(keys[*i].priority));
+        let mut tiers = Vec::new();
+        let mut start = 0;
+        for i in 1..=by_priority.len() {
+            if i == by_priority.len()
+                || keys[by_priority[i]].priority != keys[by_priority[start]].priority
+            {
+                tiers.push(start..i);
+                start = i;
+            }
+        }
+        KeyPool { keys, by_priority, tiers, anonymous, next: AtomicUsize::new(0), quota, signal }
     }
 
-    /// The next key in use with room for a call of about `tokens` tokens.
-    pub fn pick(&self, tokens: u32) -> Pick<'_> {
+    /// The best key in use with room for a call, its tokens reserved.
+    ///
+    /// `tokens` is called at most once, and only when a key counts tokens
+    /// (counting them may run a tokenizer); `usable(index)` says whether the
+    /// caller may use a key (false when its breaker on the target is open).
+    pub fn pick(&self, tokens: impl Fn() -> u32, usable: impl Fn(usize) -> bool) -> Pick<'_> {
+        let estimate = std::cell::OnceCell::new();
+        let tokens_for = |limits: &KeyLimits| {
+            if limits.counts_tokens() { *estimate.get_or_init(&tokens) } else { 0 }
+        };
         if self.keys.is_empty() {
-            return match &self.anonymous {
-                None => Pick::Anonymous(Reservation::none()),
-                Some(limits) => match limits.try_take(tokens) {
-                    Ok(reservation) => Pick::Anonymous(reservation),
-                    Err(wait) => Pick::Busy(wait),
-                },
+            let Some(limits) = &self.anonymous else {
+                return Pick::Anonymous(Reservation::none());
+            };
+            return match limits.try_take(tokens_for(limits), None) {
+                Ok(reservation) => {
+                    self.check_provider();
+                    Pick::Anonymous(reservation)
+                }
+                Err(wait) => Pick::Busy(wait),
             };
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut shortest_wait: Option<Duration> = None;
-        for offset in 0..self.keys.len() {
-            let key = &self.keys[(start + offset) % self.keys.len()];
-            if key.disabled.load(Ordering::Relaxed) {
-                continue;
-            }
-            match &key.limits {
-                None => return Pick::Key(key, Reservation::none()),
-                Some(limits) => match limits.try_take(tokens) {
-                    Ok(reservation) => return Pick::Key(key, reservation),
-                    Err(wait) => shortest_wait = Some(shortest_wait.map_or(wait, |w| w.min(wait))),
-                },
+        let mut blocked = false;
+        let mut note_wait = |wait: Duration| {
+            shortest_wait = Some(shortest_wait.map_or(wait, |w: Duration| w.min(wait)));
+        };
+        for tier in &self.tiers {
+            let members = &self.by_priority[tier.clone()];
+            let n = members.len();
+            // Positions in this tier already tried (allocated only if the
+            // first choice turns out full).
+            let mut tried: Option<Vec<bool>> = None;
+            loop {
+                let mut best: Option<(usize, f64)> = None;
+                for offset in 0..n {
+                    let position = (start + offset) % n;
+                    if tried.as_ref().is_some_and(|t| t[position]) {
+                        continue;
+                    }
+                    let key = &self.keys[members[position]];
+                    if key.disabled.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if !usable(key.index) {
+                        blocked = true;
+                        continue;
+                    }
+                    if let Some(left) = key.limits.pause_left() {
+                        note_wait(left);
+                        continue;
+                    }
+                    let headroom = key.limits.headroom();
+                    if best.is_none_or(|(_, h)| headroom > h) {
+                        best = Some((position, headroom));
+                    }
+                }
+                let Some((position, _)) = best else { break };
+                let key = &self.keys[members[position]];
+                match key.limits.try_take(tokens_for(&key.limits), Some(key.index)) {
+                    Ok(reservation) => {
+                        self.check_provider();
+                        return Pick::Key(key, reservation);
+                    }
+                    Err(wait) => {
+                        note_wait(wait);
+                        tried.get_or_insert_with(|| vec![false; n])[position] = true;
+                    }
+                }
             }
         }
         match shortest_wait {
             Some(wait) => Pick::Busy(wait),
+            None if blocked => Pick::Blocked,
             None => Pick::Exhausted,
         }
     }
 
-    /// Whether a call could be made now or later (some key is in use, or
-    /// the provider needs none). Takes nothing from any bucket.
-    pub fn in_use(&self) -> bool {
-        self.keys.is_empty() || self.usable() > 0
+    /// The provider-wide quota check, at most once a second.
+    fn check_provider(&self) {
+        let now = self.clock_now();
+        if !self.quota.provider_check_due(now) {
+            return;
+        }
+        let mut total: Option<QuotaUse> = None;
+        let all = self.keys.iter().map(|k| &k.limits).chain(self.anonymous.as_ref());
+        for limits in all {
+            let use_ = limits.quota_use();
+            total = Some(match total {
+                None => use_,
+                Some(sum) => sum.sum(use_),
+            });
+        }
+        if let Some(total) = total {
+            self.quota.observe_provider(&total, now);
+        }
     }
 
-    /// Each key's `(index, requests left, tokens left)` under its limits
-    /// (index 0 for a provider without keys).
-    pub fn levels(&self) -> Vec<(usize, Option<u32>, Option<u32>)> {
-        let anonymous = self.anonymous.as_ref().map(|l| (0, l.levels()));
+    fn clock_now(&self) -> f64 {
         self.keys
-            .iter()
-            .filter_map(|k| k.limits.as_ref().map(|l| (k.index, l.levels())))
-            .chain(anonymous)
-            .map(|(index, (requests, tokens))| (index, requests, tokens))
-            .collect()
+            .first()
+            .map(|k| &k.limits)
+            .or(self.anonymous.as_ref())
+            .map_or(0.0, |l| l.clock_now())
+    }
+
+    fn limits_of(&self, key: Option<usize>) -> Option<&Arc<KeyLimits>> {
+        match key {
+            Some(index) => self.keys.get(index).map(|k| &k.limits),
+            None => self.anonymous.as_ref(),
+        }
+    }
+
+    /// The provider's rate-limit headers on an answer made with `key`.
+    pub fn observe(&self, key: Option<usize>, observed: &Observed) {
+        if let Some(limits) = self.limits_of(key) {
+            limits.observe(observed);
+        }
+    }
+
+    /// The upstream answered 429 to `key`.
+    pub fn pause(&self, key: Option<usize>, retry_after: Option<Duration>) {
+        if let Some(limits) = self.limits_of(key) {
+            limits.pause(retry_after);
+        }
+    }
+
+    /// Whether a call could be made now or later (some key is in use, or
+    /// the provider needs none). Takes nothing from any limit.
+    pub fn in_use(&self) -> bool {
+        self.keys.is_empty() || self.usable() > 0
     }
 
     /// Takes key `index` out of use. Returns false if it already was.
@@ -132,6 +271,26 @@ impl KeyPool {
         true
     }
 
+    /// Puts every key back in use and forgets 429 pauses (admin reset).
+    /// Returns how many keys were out of use.
+    pub fn enable_all(&self) -> usize {
+        let mut enabled = 0;
+        for key in &self.keys {
+            if key.disabled.swap(false, Ordering::Relaxed) {
+                enabled += 1;
+            }
+            if let Ok(mut slot) = key.reason.lock() {
+                *slot = None;
+            }
+            key.limits.unpause();
+        }
+        if let Some(limits) = &self.anonymous {
+            limits.unpause();
+        }
+        self.signal.freed();
+        enabled
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -142,6 +301,11 @@ impl KeyPool {
 
     pub fn usable(&self) -> usize {
         self.keys.iter().filter(|k| !k.disabled.load(Ordering::Relaxed)).count()
+    }
+
+    /// Indexes of the keys (0 for a provider without keys), for per-key state.
+    pub fn indexes(&self) -> std::ops::Range<usize> {
+        0..self.keys.len().max(1)
     }
 
     /// `(index, reason)` of every key out of use.
@@ -155,63 +319,36 @@ impl KeyPool {
             })
             .collect()
     }
+
+    /// Every key as the admin API shows it (one entry, key 0, for a provider
+    /// without keys).
+    pub fn views(&self) -> Vec<KeyView> {
+        if let Some(limits) = &self.anonymous {
+            return vec![KeyView {
+                key: 0,
+                priority: 0,
+                enabled: true,
+                disabled_reason: None,
+                headroom: limits.headroom(),
+                limits: limits.levels(),
+            }];
+        }
+        self.keys
+            .iter()
+            .map(|k| {
+                let reason = k.reason.lock().ok().and_then(|r| r.clone());
+                KeyView {
+                    key: k.index,
+                    priority: k.priority,
+                    enabled: !k.disabled.load(Ordering::Relaxed),
+                    disabled_reason: reason,
+                    headroom: k.limits.headroom(),
+                    limits: k.limits.levels(),
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(n: usize) -> KeyPool {
-        KeyPool::new((0..n).map(|i| SecretString::from(format!("key-{i}"))).collect(), None, None)
-    }
-
-    fn picked(pool: &KeyPool) -> Option<usize> {
-        match pool.pick(10) {
-            Pick::Key(k, _) => Some(k.index),
-            Pick::Anonymous(_) | Pick::Exhausted | Pick::Busy(_) => None,
-        }
-    }
-
-    #[test]
-    fn round_robin_skips_disabled_keys() {
-        let pool = pool(3);
-        assert_eq!([picked(&pool), picked(&pool), picked(&pool)], [Some(0), Some(1), Some(2)]);
-        assert!(pool.disable(1, "401"));
-        assert!(!pool.disable(1, "401"));
-        let seen: Vec<_> = (0..4).map(|_| picked(&pool)).collect();
-        assert!(seen.iter().all(|i| *i != Some(1)), "{seen:?}");
-        assert_eq!(pool.usable(), 2);
-        assert_eq!(pool.disabled(), vec![(1, "401".to_string())]);
-    }
-
-    #[test]
-    fn all_disabled_is_exhausted_and_no_keys_is_anonymous() {
-        let pool = pool(1);
-        pool.disable(0, "403");
-        assert!(matches!(pool.pick(1), Pick::Exhausted));
-        assert!(!pool.in_use());
-        assert!(matches!(KeyPool::new(Vec::new(), None, None).pick(1), Pick::Anonymous(_)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn keys_without_room_are_skipped_then_busy_says_how_long() {
-        let secrets = (0..2).map(|i| SecretString::from(format!("key-{i}"))).collect();
-        let pool = KeyPool::new(secrets, Some(1), None);
-        let mut used = Vec::new();
-        for _ in 0..2 {
-            match pool.pick(0) {
-                Pick::Key(k, r) => {
-                    used.push(k.index);
-                    r.settle(0);
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        used.sort_unstable();
-        assert_eq!(used, [0, 1]);
-        assert!(matches!(pool.pick(0), Pick::Busy(wait) if wait == Duration::from_secs(60)));
-        assert!(pool.in_use());
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(matches!(pool.pick(0), Pick::Key(..)));
-    }
-}
+mod tests;

@@ -8,12 +8,14 @@
 //! network, state or storage.
 
 mod anthropic;
-mod client;
+pub(crate) mod client;
 mod error;
 mod gemini;
 pub mod keys;
 pub mod limits;
 mod openai;
+pub mod quota;
+pub mod ratelimit;
 mod stream;
 
 use std::fmt;
@@ -31,7 +33,7 @@ use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{Disposition, ErrorKind, ProviderError, TimeoutPhase};
-pub use keys::{Key, KeyPool, Pick};
+pub use keys::{Key, KeyPool, KeyView, Pick};
 pub use limits::Reservation;
 pub use stream::{StreamReader, UpstreamStream, unix_now};
 
@@ -110,6 +112,8 @@ impl Provider {
         base_url: String,
         workers: usize,
         scrubber: Arc<Scrubber>,
+        alerts: Arc<crate::alerts::Alerts>,
+        signal: Arc<crate::routing::wait::CapacitySignal>,
     ) -> Result<Provider, BuildError> {
         let fail = |message: String| BuildError { name: config.name.clone(), message };
         let api: Box<dyn Api> = match config.kind {
@@ -141,9 +145,17 @@ impl Provider {
             kind: config.kind,
             base_url,
             keys: KeyPool::new(
-                config.keys.iter().map(|k| k.secret.clone()).collect(),
-                config.keys.first().map_or(config.rpm, |k| k.rpm),
-                config.keys.first().map_or(config.tpm, |k| k.tpm),
+                &config.name,
+                &config.keys,
+                &crate::config::KeyConfig {
+                    rpm: config.rpm,
+                    tpm: config.tpm,
+                    daily_requests: config.daily_requests,
+                    daily_tokens: config.daily_tokens,
+                    ..crate::config::KeyConfig::plain("")
+                },
+                alerts,
+                signal,
             ),
             api,
             http,
@@ -269,10 +281,23 @@ impl Provider {
             .map_err(|_| self.timeout(phase))?
             .map_err(|e| self.transport_error(&e, e.is_connect()))?;
         let status = response.status();
+        let key_index = key.map(|k| k.index);
+        let observed = ratelimit::read(self.format(), response.headers());
+        self.keys.observe(key_index, &observed);
         if status.is_success() {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
+        if status.as_u16() == 429 {
+            // The provider's own word on when this key has room again: its
+            // retry-after, else the reset of whichever limit it says is spent.
+            let spent = [observed.requests, observed.tokens]
+                .into_iter()
+                .filter(|r| r.remaining == Some(0))
+                .filter_map(|r| r.reset)
+                .max();
+            self.keys.pause(key_index, retry_after.or(spent));
+        }
         let body = read_limited(response, deadline).await;
         let upstream = self.api.read_error(&body).map(|mut e| {
             e.message = self.scrubber.scrub(&e.message).into_owned();

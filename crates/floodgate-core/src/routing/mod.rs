@@ -8,6 +8,7 @@
 
 mod backoff;
 pub mod estimate;
+pub mod wait;
 
 use std::collections::HashMap;
 
@@ -227,7 +228,8 @@ impl Router {
             let mut retries_left = route.retries;
             let mut refused: Option<ProviderError> = None;
             let failure = loop {
-                let (key, reservation) = match target.provider.keys.pick(op.estimate()) {
+                let (key, reservation) = match target.provider.keys.pick(|| op.estimate(), |_| true)
+                {
                     Pick::Key(key, reservation) => (Some(key), reservation),
                     Pick::Anonymous(reservation) => (None, reservation),
                     Pick::Busy(wait) => {
@@ -244,7 +246,7 @@ impl Router {
                         error.retry_after = Some(wait);
                         break error;
                     }
-                    Pick::Exhausted => {
+                    Pick::Exhausted | Pick::Blocked => {
                         let last = refused
                             .as_ref()
                             .map(|e| format!(" (last: {})", e.message))

@@ -12,8 +12,15 @@ fn router(text: &str) -> Router {
         .iter()
         .map(|p| {
             Arc::new(
-                Provider::new(p, "http://127.0.0.1:9".into(), 1, Arc::new(Scrubber::default()))
-                    .unwrap(),
+                Provider::new(
+                    p,
+                    "http://127.0.0.1:9".into(),
+                    1,
+                    Arc::new(Scrubber::default()),
+                    crate::alerts::Alerts::log_only(Vec::new()),
+                    wait::CapacitySignal::new(),
+                )
+                .unwrap(),
             )
         })
         .collect();
