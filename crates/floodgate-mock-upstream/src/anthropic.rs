@@ -37,21 +37,27 @@ pub(crate) async fn messages(State(shared): State<Arc<Shared>>, request: Request
     let reply = choose_reply(&call.body, messages, shared.config.chunks, max_tokens);
     let chars = text_chars(call.body.get("system").unwrap_or(&Value::Null))
         + text_chars(&call.body["messages"]);
+    let input_tokens = prompt_tokens(chars);
+    let charged = match call.charge(model, input_tokens + reply.completion_tokens()) {
+        Ok(charged) => charged,
+        Err(response) => return *response,
+    };
     let serial = shared.next_id();
     let answer = Answer {
         id: &format!("msg_mock{serial:012}"),
         tool_id: &format!("toolu_mock{serial:012}"),
         model,
         reply: &reply,
-        input_tokens: prompt_tokens(chars),
+        input_tokens,
     };
-    if call.body.get("stream").and_then(Value::as_bool) == Some(true) {
+    let response = if call.body.get("stream").and_then(Value::as_bool) == Some(true) {
         let delay = shared.config.chunk_delay;
         let frames = answer.stream_frames(Frames::new(delay));
         sse_response(&shared, frames, delay, Ending::Complete)
     } else {
         answer.message(&shared.default_text, shared.config.chunks)
-    }
+    };
+    charged.stamp(response)
 }
 
 /// A tool call when tools are offered (see [`tool_to_call`]), else text cut to `max_tokens`.

@@ -1,10 +1,10 @@
 //! The life of a request common to every provider: reading and recording it, checking its key,
-//! playing a queued script, and misbehaving on purpose (magic model names, random errors,
-//! latency). Also owns the providers' error shapes.
+//! playing a queued script, misbehaving on purpose (magic model names, random errors, latency)
+//! and charging its answer to the key's rate limit. Also owns the providers' error shapes.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::limit::{Quota, Refusal, Verdict, go_duration};
 use crate::server::ConnCtx;
 use crate::state::{Counters, Shared};
 use crate::stream::write_json;
@@ -37,7 +38,10 @@ pub(crate) enum Fault {
     Unauthorized,
     Forbidden,
     NotFound,
+    /// Too many requests (OpenAI's error type `requests`).
     RateLimited,
+    /// Too many tokens (OpenAI's error type `tokens`).
+    TokensLimited,
     Internal,
 }
 
@@ -48,7 +52,7 @@ impl Fault {
             Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::Forbidden => StatusCode::FORBIDDEN,
             Fault::NotFound => StatusCode::NOT_FOUND,
-            Fault::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Fault::RateLimited | Fault::TokensLimited => StatusCode::TOO_MANY_REQUESTS,
             Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,6 +64,7 @@ impl Fault {
             Fault::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             Fault::Forbidden => ("invalid_request_error", Some("insufficient_permissions")),
             Fault::RateLimited => ("requests", Some("rate_limit_exceeded")),
+            Fault::TokensLimited => ("tokens", Some("rate_limit_exceeded")),
             Fault::Internal => ("server_error", None),
         }
     }
@@ -71,7 +76,7 @@ impl Fault {
             Fault::Unauthorized => "authentication_error",
             Fault::Forbidden => "permission_error",
             Fault::NotFound => "not_found_error",
-            Fault::RateLimited => "rate_limit_error",
+            Fault::RateLimited | Fault::TokensLimited => "rate_limit_error",
             Fault::Internal => "api_error",
         }
     }
@@ -83,7 +88,7 @@ impl Fault {
             Fault::Unauthorized => "UNAUTHENTICATED",
             Fault::Forbidden => "PERMISSION_DENIED",
             Fault::NotFound => "NOT_FOUND",
-            Fault::RateLimited => "RESOURCE_EXHAUSTED",
+            Fault::RateLimited | Fault::TokensLimited => "RESOURCE_EXHAUSTED",
             Fault::Internal => "INTERNAL",
         }
     }
@@ -183,6 +188,7 @@ impl Incoming {
         request: Request,
         provider: Provider,
     ) -> Result<Incoming, Response> {
+        let received_at = Instant::now();
         Counters::bump(&shared.stats.requests);
         let (parts, body) = request.into_parts();
         let conn =
@@ -196,7 +202,7 @@ impl Incoming {
         };
         let json = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         if shared.recording() {
-            shared.record(recorded(&parts, json.as_ref()));
+            shared.record(recorded(&parts, json.as_ref(), received_at));
         }
         Ok(Incoming { parts, json, conn })
     }
@@ -214,7 +220,7 @@ impl Incoming {
 
     /// The API key in the provider's own place: `Authorization: Bearer` (OpenAI), `x-api-key`
     /// (Anthropic), `x-goog-api-key` or `?key=` (Gemini). Empty keys count as missing.
-    fn api_key(&self, provider: Provider) -> Option<&str> {
+    pub(crate) fn api_key(&self, provider: Provider) -> Option<&str> {
         let key = match provider {
             Provider::OpenAi => {
                 self.header("authorization").and_then(|value| value.strip_prefix("Bearer "))
@@ -264,7 +270,7 @@ fn missing_key(provider: Provider) -> &'static str {
     }
 }
 
-fn recorded(parts: &Parts, json: Option<&Value>) -> Recorded {
+fn recorded(parts: &Parts, json: Option<&Value>, received_at: Instant) -> Recorded {
     let headers = parts
         .headers
         .iter()
@@ -279,6 +285,7 @@ fn recorded(parts: &Parts, json: Option<&Value>) -> Recorded {
         query: parts.uri.query().map(str::to_owned),
         headers,
         body: json.cloned().unwrap_or(Value::Null),
+        received_at,
     }
 }
 
@@ -353,6 +360,34 @@ impl Call {
         Some(self.misbehave(misbehaviour).await)
     }
 
+    /// Charges this answer (one request and `tokens`, the usage it reports) to its key's rate
+    /// limit. `Err` is the 429 to send instead (boxed: a response is large, and this is the rare
+    /// path); `Ok` stamps the rate-limit headers on the answer. Does nothing when rate limiting
+    /// is off.
+    pub(crate) fn charge(&self, model: &str, tokens: u64) -> Result<Charged, Box<Response>> {
+        let provider = self.provider;
+        let Some(limiter) = &self.shared.limiter else {
+            return Ok(Charged { provider, verdict: None });
+        };
+        // The key check has passed, so the key is there.
+        let key = self.incoming.api_key(provider).unwrap_or_default();
+        let verdict = limiter.charge(key, tokens);
+        match &verdict.refused {
+            None => Ok(Charged { provider, verdict: Some(verdict) }),
+            Some(refusal) => {
+                Counters::bump(&self.shared.stats.rate_limited);
+                let fault = match refusal.quota {
+                    Quota::Requests => Fault::RateLimited,
+                    Quota::Tokens => Fault::TokensLimited,
+                };
+                let message = rate_limit_message(provider, model, refusal, &verdict);
+                let response =
+                    error_response(provider, fault, &message, Some(refusal.retry_after()));
+                Err(Box::new(Charged { provider, verdict: Some(verdict) }.stamp(response)))
+            }
+        }
+    }
+
     async fn misbehave(&self, misbehaviour: Misbehaviour) -> Response {
         let provider = self.provider;
         match misbehaviour {
@@ -369,6 +404,51 @@ impl Call {
             Misbehaviour::Hang => hang(&self.shared, &self.incoming.conn).await,
             Misbehaviour::Reset => reset(&self.incoming.conn).await,
         }
+    }
+}
+
+/// An answer charged to its key's rate limit, waiting for its headers.
+#[must_use = "the answer must be stamped with the rate-limit headers"]
+pub(crate) struct Charged {
+    provider: Provider,
+    verdict: Option<Verdict>,
+}
+
+impl Charged {
+    /// Adds the rate-limit headers (none when rate limiting is off, or for Gemini).
+    pub(crate) fn stamp(&self, mut response: Response) -> Response {
+        if let Some(verdict) = &self.verdict {
+            verdict.write_headers(self.provider, response.headers_mut());
+        }
+        response
+    }
+}
+
+/// The message of a rate-limit 429, after each provider's own.
+fn rate_limit_message(
+    provider: Provider,
+    model: &str,
+    refusal: &Refusal,
+    verdict: &Verdict,
+) -> String {
+    let (what, short) = match refusal.quota {
+        Quota::Requests => ("requests", "RPM"),
+        Quota::Tokens => ("tokens", "TPM"),
+    };
+    let (limit, used) = verdict.meter(refusal.quota).map_or((0, 0), |m| (m.limit, m.used));
+    match provider {
+        Provider::OpenAi => format!(
+            "Rate limit reached for {model} on {what} per min ({short}): Limit {limit}, Used \
+             {used}, Requested {}. Please try again in {}. Visit \
+             https://platform.openai.com/account/rate-limits to learn more.",
+            refusal.requested,
+            go_duration(refusal.wait)
+        ),
+        Provider::Anthropic => format!(
+            "This request would exceed your rate limit of {limit} {what} per minute. You can see \
+             the response headers for current usage. Please try again later."
+        ),
+        Provider::Gemini => "Resource has been exhausted (e.g. check quota).".to_owned(),
     }
 }
 

@@ -78,18 +78,25 @@ async fn generate(shared: &Arc<Shared>, model: &str, request: Request, stream: b
     let reply = choose_reply(&call.body, contents, shared.config.chunks);
     let system = member(&call.body, "systemInstruction", "system_instruction");
     let chars = system.map_or(0, text_chars) + text_chars(&call.body["contents"]);
+    let prompt_tokens = prompt_tokens(chars);
+    let charged = match call.charge(model, prompt_tokens + reply.completion_tokens()) {
+        Ok(charged) => charged,
+        Err(response) => return *response,
+    };
     let answer = Answer {
         model,
         response_id: &format!("mock{:012}", shared.next_id()),
         reply: &reply,
-        prompt_tokens: prompt_tokens(chars),
+        prompt_tokens,
     };
-    if stream {
+    let response = if stream {
         let delay = shared.config.chunk_delay;
         sse_response(shared, answer.stream_frames(Frames::new(delay)), delay, Ending::Complete)
     } else {
         answer.response(&shared.default_text, shared.config.chunks)
-    }
+    };
+    // Gemini sends no rate-limit headers: stamping adds nothing, but keeps every route alike.
+    charged.stamp(response)
 }
 
 /// A function call when functions are declared (see [`tool_to_call`]), else text cut to
@@ -304,6 +311,11 @@ async fn embed(shared: &Arc<Shared>, model: &str, request: Request, batch: bool)
     if let Some(response) = call.settle(model).await {
         return response;
     }
+    // Embedding answers report no usage, so they cost a request and no tokens.
+    let charged = match call.charge(model, 0) {
+        Ok(charged) => charged,
+        Err(response) => return *response,
+    };
     let mut vectors = inputs
         .iter()
         .map(|(text, dimensions)| json!({ "values": embedding_vector(text, *dimensions) }));
@@ -312,7 +324,7 @@ async fn embed(shared: &Arc<Shared>, model: &str, request: Request, batch: bool)
     } else {
         json!({ "embedding": vectors.next().unwrap_or(Value::Null) })
     };
-    json_response(StatusCode::OK, &body)
+    charged.stamp(json_response(StatusCode::OK, &body))
 }
 
 /// The text (all text parts joined) and dimensions of one embedding request.

@@ -18,13 +18,22 @@
 //! Default answers are deterministic: `chunks` words from a fixed list ([`answer_text`]), usage
 //! computed from the request text, a tool call `{"mock":true}` when the request offers tools and
 //! the last turn is a user turn. Model names containing `error-500`, `error-429`, `error-401`,
-//! `hang`, `reset` or `slow-<ms>` misbehave accordingly on every request.
+//! `hang`, `reset` or `slow-<ms>` misbehave accordingly on every request; keys starting with
+//! `invalid` get 401 and `forbidden` 403.
+//!
+//! Behaviours a config turns on: latency and paced streams, random errors of one kind (500, 429,
+//! hang, reset: [`MockConfig::error_rate`]), and per-key rate limits ([`RateLimit`]): requests
+//! and tokens per key over a sliding 60-second window, 429s in each provider's shape with a
+//! computed `retry-after`, and OpenAI's `x-ratelimit-*` and Anthropic's `anthropic-ratelimit-*`
+//! headers on every answer of a limited key. Recorded requests carry the instant they arrived
+//! ([`Recorded::received_at`]), so a test can measure how a client spaces its requests.
 
 mod answer;
 mod anthropic;
 mod call;
 mod embed;
 mod gemini;
+mod limit;
 mod openai;
 mod routes;
 mod script;
@@ -34,7 +43,7 @@ mod stream;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -61,8 +70,11 @@ pub struct MockConfig {
     pub error_rate: f64,
     /// What a randomly failing request gets.
     pub error_kind: ErrorKind,
-    /// Seconds sent in `retry-after` with a 429 answer. Default 1.
+    /// Seconds sent in `retry-after` with a 429 answer forced by [`MockConfig::error_kind`] or a
+    /// model name. Default 1. (A 429 from [`MockConfig::rate_limit`] computes its own.)
     pub retry_after_secs: u64,
+    /// Per-key rate limits, like a provider's RPM and TPM. Off (`None`) by default.
+    pub rate_limit: Option<RateLimit>,
     /// Keep the last 10 000 requests for [`MockServer::requests`]. Off by default so that the
     /// benchmark path takes no lock; tests turn it on.
     pub record: bool,
@@ -77,9 +89,45 @@ impl Default for MockConfig {
             error_rate: 0.0,
             error_kind: ErrorKind::Status500,
             retry_after_secs: 1,
+            rate_limit: None,
             record: false,
         }
     }
+}
+
+/// Limits per API key over a sliding 60-second window, as providers limit RPM and TPM.
+///
+/// A key is the value the request presented in its provider's place: `Authorization: Bearer`
+/// (OpenAI), `x-api-key` (Anthropic), `x-goog-api-key` or `?key=` (Gemini); each value has its
+/// own window, whatever the route. The window is exact: it keeps the time and tokens of every
+/// answer it counts, and an answer leaves it 60 seconds after it was given.
+///
+/// What counts: every default chat/messages/embeddings answer, as one request and the tokens of
+/// the usage it reports (prompt plus completion; for a stream the numbers its usage will report,
+/// charged when the stream starts, whether or not the stream carries usage). Gemini embeddings
+/// report no usage and cost no tokens. Scripted answers, errors (400s, magic model names, random
+/// errors) and the 429s of this limit are not counted.
+///
+/// A request that does not fit (one more request over `requests_per_minute`, or its tokens over
+/// `tokens_per_minute`) gets a 429 in its provider's error shape, with `retry-after` in whole
+/// seconds until it would fit (at least 1). OpenAI and Anthropic answers of a limited key, 200s
+/// and these 429s alike, carry the providers' rate-limit headers for each limit that is set:
+///
+/// - OpenAI: `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+///   `x-ratelimit-reset-requests`, and the same three with `-tokens`. Resets are durations until
+///   the window is fully replenished, written as OpenAI writes them (`17ms`, `1s`, `59.5s`,
+///   `1m0s`), to the millisecond and rounded up.
+/// - Anthropic: `anthropic-ratelimit-requests-limit`, `-requests-remaining`, `-requests-reset`,
+///   and the same three for `tokens`. Resets are the RFC 3339 UTC time of full replenishment in
+///   whole seconds, rounded up (`2025-01-15T14:24:00Z`). Remaining tokens are exact (the real
+///   API rounds them to thousands).
+/// - Gemini sends no such headers; its 429 is `RESOURCE_EXHAUSTED` with a `RetryInfo` detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    /// Answers per key in any 60 seconds; `None` for no request limit.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt plus completion) per key in any 60 seconds; `None` for no token limit.
+    pub tokens_per_minute: Option<u32>,
 }
 
 /// What a randomly failing request (see [`MockConfig::error_rate`]) gets.
@@ -136,6 +184,9 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The body parsed as JSON, or `Null` when it is empty or not JSON.
     pub body: serde_json::Value,
+    /// When the request head reached its handler (before the body was read), to measure the
+    /// spacing of requests, e.g. how well a client keeps to a rate limit.
+    pub received_at: Instant,
 }
 
 impl Recorded {
@@ -158,6 +209,8 @@ pub struct Stats {
     pub streams_cancelled: u64,
     /// Requests hanging right now.
     pub hung: u64,
+    /// Requests refused with a 429 by [`MockConfig::rate_limit`] (not counting forced 429s).
+    pub rate_limited: u64,
 }
 
 /// Serves the mock on `listener` until `shutdown` is cancelled.

@@ -45,6 +45,10 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, request: Request) ->
     let reply = choose_reply(&call.body, messages, shared.config.chunks);
     let completion_tokens = reply.completion_tokens();
     let usage = Usage::new(prompt_tokens(text_chars(&call.body["messages"])), completion_tokens);
+    let charged = match call.charge(model, usage.total_tokens) {
+        Ok(charged) => charged,
+        Err(response) => return *response,
+    };
     let serial = shared.next_id();
     let answer = Answer {
         id: &format!("chatcmpl-mock{serial:012}"),
@@ -54,7 +58,7 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, request: Request) ->
         reply: &reply,
         usage,
     };
-    if call.body.get("stream").and_then(Value::as_bool) == Some(true) {
+    let response = if call.body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage =
             call.body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
         let delay = shared.config.chunk_delay;
@@ -62,7 +66,8 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, request: Request) ->
         sse_response(&shared, frames, delay, Ending::Complete)
     } else {
         answer.completion(&shared.default_text, shared.config.chunks)
-    }
+    };
+    charged.stamp(response)
 }
 
 /// A tool call when tools are offered (see [`tool_to_call`]), else text.
@@ -375,6 +380,11 @@ pub(crate) async fn embeddings(State(shared): State<Arc<Shared>>, request: Reque
     if let Some(response) = call.settle(request.model).await {
         return response;
     }
+    let prompt_tokens = request.prompt_tokens();
+    let charged = match call.charge(request.model, prompt_tokens) {
+        Ok(charged) => charged,
+        Err(response) => return *response,
+    };
     let data: Vec<EmbeddingItem> = request
         .inputs
         .iter()
@@ -389,14 +399,13 @@ pub(crate) async fn embeddings(State(shared): State<Arc<Shared>>, request: Reque
             EmbeddingItem { object: "embedding", index, embedding }
         })
         .collect();
-    let prompt_tokens = request.prompt_tokens();
     let list = EmbeddingList {
         object: "list",
         data,
         model: request.model,
         usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     };
-    json_response(StatusCode::OK, &list)
+    charged.stamp(json_response(StatusCode::OK, &list))
 }
 
 /// A validated embeddings request.

@@ -1,8 +1,9 @@
-//! State shared by every connection: configuration, counters, the script queue and the bounded
-//! record buffer.
+//! State shared by every connection: configuration, counters, the script queue, the rate
+//! limiter and the bounded record buffer.
 //!
 //! The hot path only touches atomics: the script queue is checked through an atomic length
-//! before its lock is taken, and the record buffer does not exist unless recording is on.
+//! before its lock is taken, and the limiter and the record buffer do not exist unless rate
+//! limiting and recording are on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer;
+use crate::limit::Limiter;
 use crate::{MockConfig, Recorded, Script, Stats};
 
 /// How many requests the record buffer keeps.
@@ -27,6 +29,8 @@ pub(crate) struct Shared {
     scripts: Mutex<VecDeque<Script>>,
     /// Mirrors `scripts.len()` so that the unscripted path never takes the lock.
     scripts_len: AtomicUsize,
+    /// `None` unless rate limiting is on.
+    pub(crate) limiter: Option<Limiter>,
     /// `None` unless recording is on.
     records: Option<Mutex<VecDeque<Recorded>>>,
     next_id: AtomicU64,
@@ -35,6 +39,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: MockConfig, shutdown: CancellationToken) -> Self {
         let records = config.record.then(|| Mutex::new(VecDeque::with_capacity(256)));
+        let limiter = config.rate_limit.map(Limiter::new);
         Self {
             default_text: answer::answer_text(config.chunks),
             config,
@@ -42,6 +47,7 @@ impl Shared {
             shutdown,
             scripts: Mutex::new(VecDeque::new()),
             scripts_len: AtomicUsize::new(0),
+            limiter,
             records,
             next_id: AtomicU64::new(1),
         }
@@ -101,9 +107,9 @@ impl Shared {
     }
 }
 
-/// Locks a mutex, ignoring poisoning: the protected data (a queue) stays consistent even if a
-/// holder panicked, and the mock must keep serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks a mutex, ignoring poisoning: the protected data (a queue, a key's window) stays
+/// consistent even if a holder panicked, and the mock must keep serving.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -115,6 +121,7 @@ pub(crate) struct Counters {
     pub(crate) streams_completed: AtomicU64,
     pub(crate) streams_cancelled: AtomicU64,
     pub(crate) hung: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 impl Counters {
@@ -125,6 +132,7 @@ impl Counters {
             streams_completed: self.streams_completed.load(Ordering::Relaxed),
             streams_cancelled: self.streams_cancelled.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
         }
     }
 

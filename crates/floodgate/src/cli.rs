@@ -80,9 +80,18 @@ pub struct MockArgs {
     /// How failing requests fail.
     #[arg(long, value_enum, default_value_t = ErrorKindArg::Status500)]
     pub error_kind: ErrorKindArg,
-    /// `retry-after` seconds sent with 429s.
-    #[arg(long, default_value_t = 1)]
+    /// `retry-after` seconds sent with the 429s of --error-kind 429 (rate-limit 429s from
+    /// --rpm/--tpm compute their own).
+    #[arg(long, visible_alias = "retry-after-secs", default_value_t = 1)]
     pub retry_after: u64,
+    /// Requests per minute per API key (a sliding 60 s window); over it, 429s with
+    /// `retry-after`. With --rpm or --tpm, OpenAI and Anthropic answers carry the providers'
+    /// rate-limit headers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+    /// Tokens (prompt + completion, as each answer reports them) per minute per API key.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tpm: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

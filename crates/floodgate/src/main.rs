@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use floodgate_core::config::{self, ConfigError, Env, LogFormat, Overrides};
 use floodgate_core::{App, shutdown, telemetry};
-use floodgate_mock_upstream::{ErrorKind, MockConfig};
+use floodgate_mock_upstream::{ErrorKind, MockConfig, RateLimit};
 
 use cli::{BenchArgs, Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, ServeArgs};
 
@@ -190,6 +190,8 @@ async fn mock_upstream(args: MockArgs) -> ExitCode {
             ErrorKindArg::Reset => ErrorKind::Reset,
         },
         retry_after_secs: args.retry_after,
+        rate_limit: (args.rpm.is_some() || args.tpm.is_some())
+            .then_some(RateLimit { requests_per_minute: args.rpm, tokens_per_minute: args.tpm }),
         record: false,
     };
     let listener = match floodgate_core::workers::bind_listener((args.host, args.port).into()) {

@@ -1,5 +1,5 @@
-//! Cross-cutting behaviour: API keys, magic model names, random errors, recording, latency,
-//! health, `serve` and its shutdown, HTTP/2.
+//! Cross-cutting behaviour: API keys, magic model names, random errors, recording (and when
+//! requests arrived), latency, health, `serve` and its shutdown, HTTP/2.
 
 use std::time::{Duration, Instant};
 
@@ -276,6 +276,107 @@ async fn requests_are_recorded_only_when_asked() {
     assert_eq!(send(sent).await.0, 200);
     assert!(silent.requests().is_empty());
     assert_eq!(silent.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn received_at_is_when_the_head_arrived_and_increases() {
+    let server = start(3).await;
+    let client = client();
+    let before = Instant::now();
+    for pause in [0, 50, 0] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let sent = openai(&server, &client, "/chat/completions").json(&chat("gpt-4o"));
+        assert_eq!(send(sent).await.0, 200);
+    }
+    // A body sent slowly: the head arrives at once, the body 300 ms later.
+    let slow_body = futures_util::stream::unfold(0, |step| async move {
+        match step {
+            0 => Some((Ok::<_, std::io::Error>(b"{\"model\": \"gpt-4o\", ".to_vec()), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Ok(br#""messages": [{"role": "user", "content": "hi"}]}"#.to_vec()), 2))
+            }
+            _ => None,
+        }
+    });
+    let slow_sent = Instant::now();
+    let slow = openai(&server, &client, "/chat/completions")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(slow_body));
+    assert_eq!(send(slow).await.0, 200);
+    let after = Instant::now();
+
+    let times: Vec<Instant> = server.requests().iter().map(|r| r.received_at).collect();
+    assert_eq!(times.len(), 4);
+    assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "{times:?}");
+    assert!(before <= times[0] && times[3] <= after);
+    assert!(times[1] - times[0] >= Duration::from_millis(50), "the pause shows");
+    assert!(times[3] - slow_sent < Duration::from_millis(250), "stamped before the body came");
+    assert!(after - slow_sent >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn random_errors_of_every_kind_apply_to_every_provider() {
+    let failing = |error_kind| {
+        start_with(MockConfig {
+            error_rate: 1.0,
+            error_kind,
+            retry_after_secs: 3,
+            ..MockConfig::default()
+        })
+    };
+    let requests = |server: &MockServer, client: &reqwest::Client| {
+        [
+            openai(server, client, "/chat/completions").json(&chat("gpt-4o")),
+            openai(server, client, "/embeddings").json(&json!({"model": "e", "input": "x"})),
+            anthropic(server, client).json(&messages("claude")),
+            gemini(server, client, "gemini-2.0-flash:generateContent").json(&contents()),
+            gemini(server, client, "text-embedding-004:embedContent")
+                .json(&json!({"content": {"parts": [{"text": "x"}]}})),
+        ]
+    };
+    // The error member each shape names its class with: OpenAI, OpenAI, Anthropic, Gemini x2.
+    let class = |body: &Value| -> String {
+        let error = &body["error"];
+        let name = error.get("status").or_else(|| error.get("type")).unwrap();
+        name.as_str().unwrap().to_owned()
+    };
+    let client = client();
+
+    let server = failing(ErrorKind::Status500).await;
+    let classes: Vec<String> =
+        futures_util::future::join_all(requests(&server, &client).map(|request| async {
+            let (status, body) = send_json(request).await;
+            assert_eq!(status, 500, "{body}");
+            class(&body)
+        }))
+        .await;
+    assert_eq!(classes, ["server_error", "server_error", "api_error", "INTERNAL", "INTERNAL"]);
+
+    let server = failing(ErrorKind::Status429).await;
+    for request in requests(&server, &client) {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "3");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            ["requests", "rate_limit_error", "RESOURCE_EXHAUSTED"].contains(&class(&body).as_str())
+        );
+    }
+
+    let server = failing(ErrorKind::Reset).await;
+    for request in requests(&server, &client) {
+        let error = request.send().await.unwrap_err();
+        assert!(!error.is_timeout(), "{error}");
+    }
+
+    let server = failing(ErrorKind::Hang).await;
+    let quick = builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let hung = futures_util::future::join_all(
+        requests(&server, &quick).map(|request| async { request.send().await.unwrap_err() }),
+    )
+    .await;
+    assert!(hung.iter().all(reqwest::Error::is_timeout), "{hung:?}");
 }
 
 #[tokio::test]

@@ -4,5 +4,6 @@ mod anthropic;
 mod behaviour;
 mod common;
 mod gemini;
+mod limits;
 mod openai;
 mod scripts;
