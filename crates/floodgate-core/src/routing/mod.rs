@@ -7,6 +7,8 @@
 //! because nothing has reached the client yet.
 
 mod backoff;
+pub mod breaker;
+pub mod budget;
 pub mod estimate;
 pub mod wait;
 
