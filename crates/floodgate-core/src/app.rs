@@ -182,7 +182,7 @@ impl App {
             }
             providers.push(Arc::new(provider));
         }
-        let router = Arc::new(Router::new(&config, providers, state.clone()));
+        let router = Arc::new(Router::new(&config, providers, state.clone(), capacity.clone()));
 
         let (ledger, writer) = Ledger::new(store.clone());
         let ledger_task = tokio::spawn(writer.run(background.clone()));
@@ -391,7 +391,8 @@ impl Worker {
 ///    bodies under 32 bytes.
 /// 5. Client routes only: `require_key` — checks `Authorization: Bearer` or
 ///    `x-api-key`, answers 401 in the route's format, puts the `Caller` in
-///    request extensions.
+///    request extensions. Admin routes only: `require_master` — the master
+///    key or 401/403 (403 `admin_disabled` when no master key is set).
 ///
 /// Handlers read the body themselves (with the configured size limit) so
 /// that every rejection, 413 included, comes in the route's error format.
@@ -403,6 +404,14 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/models", get(http::models::list))
         .route("/v1/models/{*id}", get(http::models::get))
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key));
+    let admin = axum::Router::new()
+        .route("/admin/providers", get(http::admin::providers))
+        .route("/admin/providers/{name}", get(http::admin::provider))
+        .route("/admin/providers/{name}/reset", post(http::admin::reset))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            http::admin::require_master,
+        ));
     let ops = axum::Router::new()
         .route("/health", get(http::ops::health))
         .route("/health/ready", get(http::ops::ready))
@@ -411,6 +420,7 @@ pub fn router(state: AppState) -> axum::Router {
         .gzip(state.config.server.compression)
         .br(state.config.server.compression);
     client
+        .merge(admin)
         .merge(ops)
         .fallback(http::no_route)
         .method_not_allowed_fallback(http::wrong_method)

@@ -27,6 +27,9 @@ pub mod metric {
     pub const UPSTREAM_ERRORS: &str = "floodgate_upstream_errors_total";
     pub const UPSTREAM_RETRIES: &str = "floodgate_upstream_retries_total";
     pub const KEYS_DISABLED: &str = "floodgate_provider_keys_disabled_total";
+    pub const ROUTING_RULES: &str = "floodgate_routing_rule_matches_total";
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "floodgate_retry_budget_exhausted_total";
+    pub const HEDGES: &str = "floodgate_hedges_total";
     pub const QUOTA_ALERTS: &str = "floodgate_quota_alerts_total";
     pub const ALERT_WEBHOOK_FAILURES: &str = "floodgate_alert_webhook_failures_total";
     pub const TOKENS: &str = "floodgate_tokens_total";

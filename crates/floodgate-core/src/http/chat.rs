@@ -30,6 +30,8 @@ use crate::usage::{Accounting, Outcome};
 pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-floodgate-provider");
 pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-floodgate-model");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-floodgate-attempts");
+pub const WAITED_HEADER: HeaderName = HeaderName::from_static("x-floodgate-waited-ms");
+pub const HEDGED_HEADER: HeaderName = HeaderName::from_static("x-floodgate-hedged");
 
 pub async fn chat_completions(
     State(app): State<AppState>,
@@ -41,7 +43,7 @@ pub async fn chat_completions(
     let result = async {
         let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
         let req = openai::parse_chat_request(&bytes)?;
-        chat(&app, Format::OpenAi, req, ClientHints::default(), &id, &mut info).await
+        chat(&app, &headers, Format::OpenAi, req, ClientHints::default(), &id, &mut info).await
     }
     .await;
     respond(result, Format::OpenAi, info)
@@ -61,7 +63,7 @@ pub async fn messages(
             anthropic_version: headers.get("anthropic-version").cloned(),
             anthropic_beta: headers.get("anthropic-beta").cloned(),
         };
-        chat(&app, Format::Anthropic, req, hints, &id, &mut info).await
+        chat(&app, &headers, Format::Anthropic, req, hints, &id, &mut info).await
     }
     .await;
     respond(result, Format::Anthropic, info)
@@ -69,6 +71,7 @@ pub async fn messages(
 
 async fn chat(
     app: &AppState,
+    headers: &HeaderMap,
     format: Format,
     req: ChatRequest,
     hints: ClientHints,
@@ -77,13 +80,14 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let route = app.router.resolve(&req.model)?;
     info.model = Some(route.name.clone());
+    let admission = super::admission(headers, &app.config.routing.wait)?;
     let route_label = match format {
         Format::Anthropic => "messages",
         Format::OpenAi | Format::Gemini => "chat",
     };
     let accounting = Accounting::new(app, id, route_label, &route.name, req.stream);
     let result = if req.stream {
-        match app.router.chat_stream(&route, &req, &hints).await {
+        match app.router.chat_stream(&route, &req, &hints, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
                 return Ok(stream_response(format, &req, routed, accounting, info));
@@ -91,7 +95,7 @@ async fn chat(
             Err(error) => error,
         }
     } else {
-        match app.router.chat(&route, &req, &hints).await {
+        match app.router.chat(&route, &req, &hints, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
                 return Ok(complete_response(format, routed, accounting));
@@ -109,7 +113,7 @@ fn complete_response(
     routed: Routed<ChatResponse>,
     accounting: Accounting,
 ) -> Response {
-    let Routed { value: mut resp, provider, model, attempts } = routed;
+    let Routed { value: mut resp, provider, model, attempts, waited, hedged } = routed;
     if resp.created == 0 {
         resp.created = unix_now();
     }
@@ -120,7 +124,19 @@ fn complete_response(
     };
     let mut response = json_response(body);
     routed_headers(response.headers_mut(), &provider, &model, attempts);
+    routing_headers(response.headers_mut(), waited, hedged);
     response
+}
+
+/// `x-floodgate-waited-ms` when the request waited for capacity, and
+/// `x-floodgate-hedged: true` when a hedged call answered.
+pub(super) fn routing_headers(headers: &mut HeaderMap, waited: std::time::Duration, hedged: bool) {
+    if !waited.is_zero() {
+        headers.insert(WAITED_HEADER, HeaderValue::from(waited.as_millis() as u64));
+    }
+    if hedged {
+        headers.insert(HEDGED_HEADER, HeaderValue::from_static("true"));
+    }
 }
 
 /// `x-floodgate-provider`, `x-floodgate-model`, `x-floodgate-attempts`.
@@ -260,8 +276,14 @@ fn stream_response(
     accounting: Accounting,
     info: &RouteInfo,
 ) -> Response {
-    let Routed { value: StartedStream { head, rest, reservation }, provider, model, attempts } =
-        routed;
+    let Routed {
+        value: StartedStream { head, rest, reservation },
+        provider,
+        model,
+        attempts,
+        waited,
+        hedged,
+    } = routed;
     let relay = Relay {
         head: head.into(),
         rest,
@@ -284,5 +306,6 @@ fn stream_response(
     // Tells nginx-style proxies in front of us not to buffer the stream.
     headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     routed_headers(headers, &provider, &model, attempts);
+    routing_headers(headers, waited, hedged);
     response
 }

@@ -26,8 +26,9 @@ pub async fn embeddings(
         let req = openai::parse_embeddings_request(&bytes)?;
         let route = app.router.resolve(&req.model)?;
         info.model = Some(route.name.clone());
+        let admission = super::admission(&headers, &app.config.routing.wait)?;
         let accounting = Accounting::new(&app, &id, "embeddings", &route.name, false);
-        match app.router.embeddings(&route, &req).await {
+        match app.router.embeddings(&route, &req, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
                 accounting.finish(Outcome::answered(
@@ -46,6 +47,7 @@ pub async fn embeddings(
                     &routed.model,
                     routed.attempts,
                 );
+                super::chat::routing_headers(response.headers_mut(), routed.waited, false);
                 Ok(response)
             }
             Err(error) => {

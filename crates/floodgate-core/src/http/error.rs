@@ -22,6 +22,14 @@ pub enum ApiError {
     InvalidRequest(RequestError),
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    #[error("{message}")]
+    InvalidHeader { name: &'static str, message: String },
+    #[error("the admin API is off: no master key is configured; set master_key (or FLOODGATE_MASTER_KEY)")]
+    AdminDisabled,
+    #[error("this route needs the master key")]
+    NotMaster,
+    #[error("{what} {name:?} does not exist; valid: {}", .known.join(", "))]
+    NotFound { what: &'static str, name: String, known: Vec<String> },
     #[error("missing API key")]
     MissingKey,
     #[error("invalid API key")]
@@ -92,6 +100,33 @@ impl ApiError {
                 "invalid_request_error",
                 "invalid_request_error",
             ),
+            ApiError::InvalidHeader { name, .. } => Shape {
+                param: Some((*name).to_string()),
+                ..Shape::new(
+                    S::BAD_REQUEST,
+                    "invalid_header",
+                    "invalid_request_error",
+                    "invalid_request_error",
+                )
+            },
+            ApiError::AdminDisabled => Shape::new(
+                S::FORBIDDEN,
+                "admin_disabled",
+                "invalid_request_error",
+                "permission_error",
+            ),
+            ApiError::NotMaster => Shape::new(
+                S::FORBIDDEN,
+                "master_key_required",
+                "invalid_request_error",
+                "permission_error",
+            ),
+            ApiError::NotFound { .. } => Shape::new(
+                S::NOT_FOUND,
+                "not_found",
+                "invalid_request_error",
+                "not_found_error",
+            ),
             ApiError::MissingKey => Shape::new(
                 S::UNAUTHORIZED,
                 "missing_api_key",
@@ -143,6 +178,24 @@ impl ApiError {
                 };
                 Shape::new(status, "upstream_rejected", openai_type, anthropic_type)
             }
+            ApiError::Route(RouteError::Capacity { retry_after, .. }) => Shape {
+                retry_after: Some(*retry_after),
+                ..Shape::new(
+                    S::TOO_MANY_REQUESTS,
+                    "capacity_exceeded",
+                    "rate_limit_error",
+                    "rate_limit_error",
+                )
+            },
+            ApiError::Route(RouteError::QueueFull { .. }) => Shape {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Shape::new(
+                    S::TOO_MANY_REQUESTS,
+                    "wait_queue_full",
+                    "rate_limit_error",
+                    "rate_limit_error",
+                )
+            },
             ApiError::Route(RouteError::Exhausted { failures, .. }) => {
                 let all = |f: fn(&crate::providers::ProviderError) -> bool| {
                     !failures.is_empty() && failures.iter().all(|t| f(&t.error))

@@ -1,6 +1,7 @@
 //! HTTP surface: the route table, body reading, and one module per route group.
 //! `error.rs` is the only place that chooses a status code.
 
+pub mod admin;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
@@ -15,8 +16,59 @@ use floodgate_protocol::Format;
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::config::WaitConfig;
 use crate::pipeline::observe::RouteInfo;
+use crate::routing::Admission;
 pub use error::ApiError;
+
+pub const PRIORITY_HEADER: &str = "x-floodgate-priority";
+pub const MAX_WAIT_HEADER: &str = "x-floodgate-max-wait-ms";
+
+/// A request's priority and how long it may wait for provider capacity,
+/// from `x-floodgate-priority` (0–10) and `x-floodgate-max-wait-ms` (capped
+/// at `routing.wait.max_wait_cap`), else the configured defaults.
+pub fn admission(headers: &HeaderMap, config: &WaitConfig) -> Result<Admission, ApiError> {
+    let text = |name: &'static str| -> Result<Option<&str>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value.to_str().map(|v| Some(v.trim())).map_err(|_| {
+                ApiError::InvalidHeader { name, message: format!("{name} is not valid text") }
+            }),
+        }
+    };
+    let priority = match text(PRIORITY_HEADER)? {
+        None => config.default_priority,
+        Some(value) => match value.parse::<u8>() {
+            Ok(p) if p <= 10 => p,
+            _ => {
+                return Err(ApiError::InvalidHeader {
+                    name: PRIORITY_HEADER,
+                    message: format!(
+                        "{PRIORITY_HEADER} must be a whole number from 0 to 10 (higher is served \
+                         first); got {value:?}"
+                    ),
+                });
+            }
+        },
+    };
+    let max_wait = match text(MAX_WAIT_HEADER)? {
+        None => config.max_wait,
+        Some(value) => match value.parse::<u64>() {
+            Ok(ms) => std::time::Duration::from_millis(ms).min(config.max_wait_cap),
+            Err(_) => {
+                return Err(ApiError::InvalidHeader {
+                    name: MAX_WAIT_HEADER,
+                    message: format!(
+                        "{MAX_WAIT_HEADER} must be a whole number of milliseconds (0 = do not \
+                         wait; at most {} is used); got {value:?}",
+                        config.max_wait_cap.as_millis()
+                    ),
+                });
+            }
+        },
+    };
+    Ok(Admission { priority, max_wait })
+}
 
 /// Reads a request body, refusing more than `limit` bytes with 413 (at once
 /// when `content-length` says so, else as soon as the limit is passed).

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     KeysBusy,
     /// The stream ended with an error event or broke off after it began.
     Stream,
+    /// The target's circuit breaker (or every key's on it) is open.
+    CircuitOpen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +62,18 @@ pub struct ProviderError {
     /// The upstream's own error body, scrubbed.
     pub upstream: Option<UpstreamErrorBody>,
     pub retry_after: Option<Duration>,
+    /// The key the failed call was made with (its position, never its value).
+    pub key: Option<usize>,
 }
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), upstream: None, retry_after: None }
+        ProviderError { kind, message: message.into(), upstream: None, retry_after: None, key: None }
+    }
+
+    pub fn with_key(mut self, key: Option<usize>) -> Self {
+        self.key = key;
+        self
     }
 
     pub fn disposition(&self) -> Disposition {
@@ -81,7 +90,8 @@ impl ProviderError {
             | ErrorKind::Translate
             | ErrorKind::Unsupported
             | ErrorKind::NoUsableKey
-            | ErrorKind::KeysBusy => Disposition::NextTarget,
+            | ErrorKind::KeysBusy
+            | ErrorKind::CircuitOpen => Disposition::NextTarget,
         }
     }
 
@@ -102,6 +112,7 @@ impl ProviderError {
             ErrorKind::NoUsableKey => "no_usable_key",
             ErrorKind::KeysBusy => "keys_busy",
             ErrorKind::Stream => "stream",
+            ErrorKind::CircuitOpen => "circuit_open",
         }
     }
 
@@ -113,7 +124,10 @@ impl ProviderError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Status(429 | 503 | 529) | ErrorKind::NoUsableKey | ErrorKind::KeysBusy
+            ErrorKind::Status(429 | 503 | 529)
+                | ErrorKind::NoUsableKey
+                | ErrorKind::KeysBusy
+                | ErrorKind::CircuitOpen
         )
     }
 }

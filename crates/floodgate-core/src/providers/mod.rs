@@ -315,6 +315,7 @@ impl Provider {
             message: format!("{} answered {}: {}", self.name, status.as_u16(), detail),
             upstream,
             retry_after,
+            key: key_index,
         })
     }
 

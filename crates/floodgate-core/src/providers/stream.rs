@@ -222,6 +222,7 @@ impl UpstreamStream {
                     message: format!("{} sent a stream error: {}", self.provider, body.message),
                     upstream: Some(body),
                     retry_after: None,
+                    key: None,
                 }
             }
             StreamError::Decode(e) => ProviderError::new(

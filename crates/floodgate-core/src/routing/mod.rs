@@ -1,23 +1,39 @@
-//! Model aliases → ordered targets, and the attempt loop every request runs:
-//! pick a key, call, classify the failure, then retry with backoff (honouring
-//! `retry-after`), take a refused key out of use, or move to the next target.
+//! Model aliases → targets, and everything a request goes through to reach
+//! one: routing rules, the balancing strategy's order, circuit breakers per
+//! target and per key on each target, key pools, waiting for capacity, the
+//! retry policy and its budget, and hedging.
+//!
+//! The life of a routed request (`attempt.rs` runs it):
+//! 1. `rules.rs` picks the alias's rule whose conditions hold, or its targets.
+//! 2. `balance::order` orders them by the alias's strategy.
+//! 3. Admission: the first target, in that order, whose breaker lets a call
+//!    through and whose pool has a key with room, reserves it. When every
+//!    target is only *full* (not failing), the request waits in the alias's
+//!    `WaitQueue`, highest priority first, until capacity frees or its
+//!    deadline passes (then 429).
+//! 4. The call. A failure is classified once (`ProviderError::disposition`):
+//!    retried on the same target with full-jitter backoff (honouring
+//!    `retry-after`) when the policy retries that class, else the next
+//!    target; every call after a request's first takes from the alias's retry
+//!    budget, so an outage cannot multiply upstream load.
+//! 5. Breakers and latency statistics learn from the outcome.
 //!
 //! A streamed request commits to a target only when its first chunk has
 //! arrived: before that, a failure falls back exactly like a non-streamed one,
 //! because nothing has reached the client yet.
 
+mod attempt;
 mod backoff;
+pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod estimate;
+mod rules;
 pub mod wait;
 
 use std::collections::HashMap;
-
-/// Looked up on every request: a fast hasher (keys come from our config).
-type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodgate_protocol::{
@@ -25,20 +41,67 @@ use floodgate_protocol::{
 };
 
 pub use backoff::Backoff;
+use balance::{StatsSnapshot, TargetStats};
+use breaker::{Breaker, BreakerLabels, BreakerSnapshot};
+use budget::{BudgetSnapshot, RetryBudget};
+use estimate::Tokenizer;
+use rules::Rule;
+use wait::{CapacitySignal, WaitQueue};
 
-use crate::config::{Config, RoutingConfig};
-use crate::providers::{
-    ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, Reservation,
-    UpstreamStream,
+use crate::config::{
+    BreakerConfig, Config, Hedge, ModelConfig, RetryOn, RoutingConfig, Strategy, TargetRef,
 };
+use crate::providers::{ClientHints, KeyView, Provider, ProviderError, Reservation, UpstreamStream};
 use crate::state::StateBackend;
-use crate::telemetry::metric;
+
+/// Looked up on every request: a fast hasher (keys come from our config).
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// Direct `provider/model` routes remembered (with their breakers and
+/// statistics); beyond this, a direct route gets fresh state each time, so
+/// clients sending made-up model names cannot grow memory without bound.
+const MAX_DIRECT_ROUTES: usize = 1024;
+
+/// The live health of one `provider/model`, shared by every alias using it.
+#[derive(Debug)]
+pub struct TargetHealth {
+    pub label: String,
+    pub breaker: Arc<Breaker>,
+    /// One breaker per key of the provider (one for a provider without keys).
+    pub key_breakers: Vec<Arc<Breaker>>,
+    pub stats: Arc<TargetStats>,
+}
+
+impl TargetHealth {
+    fn new(provider: &Provider, model: &str, config: BreakerConfig) -> Arc<TargetHealth> {
+        let labels = |scope: &'static str, key: Option<usize>| BreakerLabels {
+            scope,
+            provider: provider.name.clone(),
+            model: model.to_string(),
+            key,
+        };
+        Arc::new(TargetHealth {
+            label: format!("{}/{}", provider.name, model),
+            breaker: Breaker::new(config, labels("target", None)),
+            key_breakers: provider
+                .keys
+                .indexes()
+                .map(|i| Breaker::new(config, labels("key", Some(i))))
+                .collect(),
+            stats: TargetStats::new(),
+        })
+    }
+}
 
 /// One place a model alias can be served.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub provider: Arc<Provider>,
     pub model: String,
+    pub weight: u32,
+    /// How this target's prompts are counted for token reservations.
+    pub tokenizer: Tokenizer,
+    pub health: Arc<TargetHealth>,
 }
 
 impl Target {
@@ -47,10 +110,29 @@ impl Target {
     }
 }
 
+/// The retry policy of an alias.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Extra attempts on the same target after a retryable failure.
+    pub retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub retry_on: RetryOn,
+    /// A `retry-after` longer than this moves to the next target at once.
+    pub max_retry_after: Duration,
+}
+
+/// A model name clients can send, with everything its requests share.
 #[derive(Debug)]
-struct Alias {
-    targets: Vec<Target>,
-    retries: u32,
+pub struct Alias {
+    pub name: String,
+    pub targets: Vec<Target>,
+    rules: Vec<Rule>,
+    pub strategy: Strategy,
+    pub policy: RetryPolicy,
+    pub hedge: Option<Hedge>,
+    pub budget: RetryBudget,
+    pub queue: Arc<WaitQueue>,
 }
 
 /// A resolved model name.
@@ -58,8 +140,21 @@ struct Alias {
 pub struct Route {
     /// The alias, or `provider/model` for a direct target.
     pub name: String,
-    pub targets: Vec<Target>,
-    pub retries: u32,
+    pub alias: Arc<Alias>,
+}
+
+impl Route {
+    pub fn targets(&self) -> &[Target] {
+        &self.alias.targets
+    }
+}
+
+/// How long a request may wait for capacity, and its place in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// 0–10, higher first.
+    pub priority: u8,
+    pub max_wait: Duration,
 }
 
 /// A result and where it came from.
@@ -68,8 +163,12 @@ pub struct Routed<T> {
     pub value: T,
     pub provider: String,
     pub model: String,
-    /// Upstream calls made, the successful one included.
+    /// Upstream calls made, the successful one included (hedges included).
     pub attempts: u32,
+    /// How long the request waited for capacity.
+    pub waited: Duration,
+    /// The answer came from a hedged second call.
+    pub hedged: bool,
 }
 
 /// A stream that has produced its first chunks and is committed to a target.
@@ -98,11 +197,34 @@ pub enum RouteError {
     /// would, so the client gets the upstream's answer.
     #[error("{}", .error.message)]
     Rejected { target: String, error: Box<ProviderError> },
-    #[error("{}", describe_exhausted(.model, .failures))]
-    Exhausted { model: String, failures: Vec<TargetFailure> },
+    #[error("{}", describe_exhausted(.model, .failures, *.budget_spent))]
+    Exhausted {
+        model: String,
+        failures: Vec<TargetFailure>,
+        /// Retries stopped because the alias's retry budget was spent.
+        budget_spent: bool,
+    },
+    /// Every key of every target stayed at its limit for as long as the
+    /// request could wait.
+    #[error(
+        "no capacity for model {model:?}: every key of every target is at its rate limit \
+         (waited {}); retry after {}",
+        humantime::format_duration(round_ms(*.waited)),
+        humantime::format_duration(round_ms(*.retry_after))
+    )]
+    Capacity { model: String, waited: Duration, retry_after: Duration },
+    #[error(
+        "too many requests are waiting for capacity for model {model:?} (at most {max}); \
+         retry shortly"
+    )]
+    QueueFull { model: String, max: usize },
 }
 
-fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn describe_exhausted(model: &str, failures: &[TargetFailure], budget_spent: bool) -> String {
     let mut out = format!("every target for model {model:?} failed ({} tried): ", failures.len());
     for (i, f) in failures.iter().enumerate() {
         if i > 0 {
@@ -117,17 +239,74 @@ fn describe_exhausted(model: &str, failures: &[TargetFailure]) -> String {
             f.error.message
         );
     }
+    if budget_spent {
+        let _ = write!(
+            out,
+            "; retries stopped: the retry budget of {model:?} is spent (retries may add only a \
+             share of the alias's traffic)"
+        );
+    }
     out
+}
+
+/// A provider, its keys and its targets' health, as `GET /admin/providers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderView {
+    pub name: String,
+    pub kind: &'static str,
+    pub base_url: String,
+    pub keys: Vec<KeyView>,
+    pub targets: Vec<TargetView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetView {
+    pub target: String,
+    pub breaker: BreakerSnapshot,
+    pub stats: StatsSnapshot,
+    /// The breaker of each key on this target.
+    pub key_breakers: Vec<KeyBreakerView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyBreakerView {
+    pub key: usize,
+    #[serde(flatten)]
+    pub breaker: BreakerSnapshot,
+}
+
+/// A model alias's routing state, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AliasView {
+    pub name: String,
+    pub strategy: &'static str,
+    pub targets: Vec<String>,
+    pub retry_budget: BudgetSnapshot,
+    pub waiting: usize,
+}
+
+/// What `POST /admin/providers/{name}/reset` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ResetReport {
+    pub breakers_closed: usize,
+    pub keys_enabled: usize,
 }
 
 #[derive(Debug)]
 pub struct Router {
     providers: Map<Arc<Provider>>,
-    aliases: Map<Alias>,
+    /// Provider names in config order.
+    provider_order: Vec<String>,
+    aliases: Map<Arc<Alias>>,
     /// Alias names in config order, for `/v1/models`.
     order: Vec<String>,
     config: RoutingConfig,
     state: Arc<dyn StateBackend>,
+    signal: Arc<CapacitySignal>,
+    /// Health of every configured target, by label.
+    health: Map<Arc<TargetHealth>>,
+    /// Direct `provider/model` routes seen so far (bounded).
+    direct: Mutex<Map<Arc<Alias>>>,
 }
 
 impl Router {
@@ -135,26 +314,75 @@ impl Router {
         config: &Config,
         providers: Vec<Arc<Provider>>,
         state: Arc<dyn StateBackend>,
+        signal: Arc<CapacitySignal>,
     ) -> Router {
+        let provider_order: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
         let providers: Map<Arc<Provider>> =
             providers.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mut aliases = Map::default();
-        let mut order = Vec::new();
+        let mut router = Router {
+            providers,
+            provider_order,
+            aliases: Map::default(),
+            order: Vec::new(),
+            config: config.routing.clone(),
+            state,
+            signal,
+            health: Map::default(),
+            direct: Mutex::new(Map::default()),
+        };
         for model in &config.models {
-            let targets = model
-                .targets
-                .iter()
-                .filter_map(|t| {
-                    providers
-                        .get(&t.provider)
-                        .map(|p| Target { provider: p.clone(), model: t.model.clone() })
-                })
-                .collect();
-            let retries = model.retries.unwrap_or(config.routing.retries);
-            aliases.insert(model.name.clone(), Alias { targets, retries });
-            order.push(model.name.clone());
+            let alias = router.alias(model);
+            router.order.push(model.name.clone());
+            router.aliases.insert(model.name.clone(), Arc::new(alias));
         }
-        Router { providers, aliases, order, config: config.routing.clone(), state }
+        router
+    }
+
+    fn target(&mut self, target: &TargetRef) -> Option<Target> {
+        let provider = self.providers.get(&target.provider)?.clone();
+        let label = target.to_string();
+        let breaker = self.config.breaker;
+        let health = self
+            .health
+            .entry(label)
+            .or_insert_with(|| TargetHealth::new(&provider, &target.model, breaker))
+            .clone();
+        Some(Target {
+            tokenizer: Tokenizer::for_target(provider.kind, &target.model),
+            provider,
+            model: target.model.clone(),
+            weight: target.weight,
+            health,
+        })
+    }
+
+    fn alias(&mut self, model: &ModelConfig) -> Alias {
+        let targets = model.targets.iter().filter_map(|t| self.target(t)).collect();
+        let rules = model
+            .rules
+            .iter()
+            .map(|rule| Rule::new(rule, rule.targets.iter().filter_map(|t| self.target(t)).collect()))
+            .collect();
+        let mut budget = self.config.retry_budget;
+        if let Some(ratio) = model.retry_budget {
+            budget.ratio = ratio;
+        }
+        Alias {
+            name: model.name.clone(),
+            targets,
+            rules,
+            strategy: model.strategy,
+            policy: RetryPolicy {
+                retries: model.retries.unwrap_or(self.config.retries),
+                backoff_base: model.backoff_base.unwrap_or(self.config.backoff_base),
+                backoff_max: model.backoff_max.unwrap_or(self.config.backoff_max),
+                retry_on: model.retry_on.unwrap_or(self.config.retry_on),
+                max_retry_after: self.config.max_retry_after,
+            },
+            hedge: model.hedge,
+            budget: RetryBudget::new(budget),
+            queue: WaitQueue::new(&model.name, self.config.wait.max_waiting, self.signal.clone()),
+        }
     }
 
     /// Alias names, in config order.
@@ -163,32 +391,78 @@ impl Router {
     }
 
     pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
-        self.providers.values()
+        self.provider_order.iter().filter_map(|name| self.providers.get(name))
+    }
+
+    pub fn routing_config(&self) -> &RoutingConfig {
+        &self.config
     }
 
     pub fn resolve(&self, model: &str) -> Result<Route, RouteError> {
         if let Some(alias) = self.aliases.get(model) {
-            return Ok(Route {
-                name: model.to_string(),
-                targets: alias.targets.clone(),
-                retries: alias.retries,
-            });
+            return Ok(Route { name: model.to_string(), alias: alias.clone() });
         }
         if self.config.allow_direct_targets
             && let Some((provider, upstream_model)) = model.split_once('/')
-            && let Some(provider) = self.providers.get(provider)
+            && self.providers.contains_key(provider)
             && !upstream_model.is_empty()
         {
-            return Ok(Route {
-                name: model.to_string(),
-                targets: vec![Target {
-                    provider: provider.clone(),
-                    model: upstream_model.to_string(),
-                }],
-                retries: self.config.retries,
-            });
+            return Ok(Route { name: model.to_string(), alias: self.direct(provider, upstream_model) });
         }
         Err(RouteError::UnknownModel { model: model.to_string() })
+    }
+
+    /// The route of a direct `provider/model` name, remembered while there
+    /// is room (see [`MAX_DIRECT_ROUTES`]).
+    fn direct(&self, provider: &str, model: &str) -> Arc<Alias> {
+        let name = format!("{provider}/{model}");
+        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(alias) = direct.get(&name) {
+            return alias.clone();
+        }
+        let config = ModelConfig::single(name.clone(), TargetRef::new(provider, model));
+        let alias = Arc::new(self.build_direct(&config));
+        if direct.len() < MAX_DIRECT_ROUTES {
+            direct.insert(name, alias.clone());
+        }
+        alias
+    }
+
+    fn build_direct(&self, model: &ModelConfig) -> Alias {
+        let targets = model
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let provider = self.providers.get(&t.provider)?.clone();
+                let health = match self.health.get(&t.to_string()) {
+                    Some(health) => health.clone(),
+                    None => TargetHealth::new(&provider, &t.model, self.config.breaker),
+                };
+                Some(Target {
+                    tokenizer: Tokenizer::for_target(provider.kind, &t.model),
+                    provider,
+                    model: t.model.clone(),
+                    weight: 1,
+                    health,
+                })
+            })
+            .collect();
+        Alias {
+            name: model.name.clone(),
+            targets,
+            rules: Vec::new(),
+            strategy: Strategy::Fallback,
+            policy: RetryPolicy {
+                retries: self.config.retries,
+                backoff_base: self.config.backoff_base,
+                backoff_max: self.config.backoff_max,
+                retry_on: self.config.retry_on,
+                max_retry_after: self.config.max_retry_after,
+            },
+            hedge: None,
+            budget: RetryBudget::new(self.config.retry_budget),
+            queue: WaitQueue::new(&model.name, self.config.wait.max_waiting, self.signal.clone()),
+        }
     }
 
     pub async fn chat(
@@ -196,8 +470,9 @@ impl Router {
         route: &Route,
         req: &ChatRequest,
         hints: &ClientHints,
+        admission: Admission,
     ) -> Result<Routed<ChatResponse>, RouteError> {
-        self.run(route, &Chat { req, hints }).await
+        self.run(route, &attempt::Chat::new(req, hints), admission).await
     }
 
     pub async fn chat_stream(
@@ -205,258 +480,100 @@ impl Router {
         route: &Route,
         req: &ChatRequest,
         hints: &ClientHints,
+        admission: Admission,
     ) -> Result<Routed<StartedStream>, RouteError> {
-        self.run(route, &Stream { req, hints }).await
+        self.run(route, &attempt::Stream::new(req, hints), admission).await
     }
 
     pub async fn embeddings(
         &self,
         route: &Route,
         req: &EmbeddingsRequest,
+        admission: Admission,
     ) -> Result<Routed<EmbeddingsResponse>, RouteError> {
-        self.run(route, &Embeddings { req }).await
+        self.run(route, &attempt::Embeddings { req }, admission).await
     }
 
-    async fn run<A: Attempt>(
-        &self,
-        route: &Route,
-        op: &A,
-    ) -> Result<Routed<A::Output>, RouteError> {
-        let mut failures = Vec::new();
-        let mut total_attempts = 0;
-        for target in &route.targets {
-            let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
-            let mut attempts = 0;
-            let mut retries_left = route.retries;
-            let mut refused: Option<ProviderError> = None;
-            let failure = loop {
-                let (key, reservation) = match target.provider.keys.pick(|| op.estimate(), |_| true)
-                {
-                    Pick::Key(key, reservation) => (Some(key), reservation),
-                    Pick::Anonymous(reservation) => (None, reservation),
-                    Pick::Busy(wait) => {
-                        let mut error = ProviderError::new(
-                            ErrorKind::KeysBusy,
-                            format!(
-                                "{}: every key is at its rpm/tpm limit; room again in {}",
-                                target.provider.name,
-                                humantime::format_duration(Duration::from_millis(
-                                    wait.as_millis() as u64
-                                ))
-                            ),
-                        );
-                        error.retry_after = Some(wait);
-                        break error;
-                    }
-                    Pick::Exhausted | Pick::Blocked => {
-                        let last = refused
-                            .as_ref()
-                            .map(|e| format!(" (last: {})", e.message))
-                            .unwrap_or_default();
-                        break ProviderError::new(
-                            ErrorKind::NoUsableKey,
-                            format!(
-                                "{}: every key is out of use after being refused{last}",
-                                target.provider.name
-                            ),
-                        );
-                    }
-                };
-                attempts += 1;
-                total_attempts += 1;
-                let error = match op.call(target, key).await {
-                    Ok(mut value) => {
-                        A::settle(&mut value, reservation);
-                        return Ok(Routed {
-                            value,
-                            provider: target.provider.name.clone(),
-                            model: target.model.clone(),
-                            attempts: total_attempts,
-                        });
-                    }
-                    Err(error) => {
-                        // A failed call consumed a request but no tokens.
-                        reservation.settle(0);
-                        error
-                    }
-                };
-                match error.disposition() {
-                    Disposition::Reject => {
-                        return Err(RouteError::Rejected {
-                            target: target.label(),
-                            error: Box::new(error),
-                        });
-                    }
-                    Disposition::NextTarget => break error,
-                    Disposition::RejectKey => {
-                        // A refused key is not a retry: the next key is tried at
-                        // once, and the loop ends when none is left.
-                        match key {
-                            Some(key) => {
-                                self.disable_key(&target.provider, key, &error).await;
-                                refused = Some(error);
-                            }
-                            None => break error,
-                        }
-                    }
-                    Disposition::Retry => {
-                        if retries_left == 0 {
-                            break error;
-                        }
-                        retries_left -= 1;
-                        let wait = backoff.next_delay();
-                        let wait = match error.retry_after {
-                            Some(after) if after > self.config.max_retry_after => break error,
-                            Some(after) => wait.max(after),
-                            None => wait,
-                        };
-                        let labels = [
-                            ("provider", target.provider.name.clone()),
-                            ("reason", error.label().to_string()),
-                        ];
-                        metrics::counter!(metric::UPSTREAM_RETRIES, &labels).increment(1);
-                        tracing::debug!(target = %target.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
-                        sleep(wait).await;
-                    }
+    /// Every provider with its keys and its targets' health.
+    pub fn provider_views(&self) -> Vec<ProviderView> {
+        self.providers()
+            .map(|provider| ProviderView {
+                name: provider.name.clone(),
+                kind: provider.kind.as_str(),
+                base_url: provider.base_url.clone(),
+                keys: provider.keys.views(),
+                targets: self.targets_of(&provider.name).map(target_view).collect(),
+            })
+            .collect()
+    }
+
+    pub fn provider_view(&self, name: &str) -> Option<ProviderView> {
+        self.provider_views().into_iter().find(|p| p.name == name)
+    }
+
+    pub fn alias_views(&self) -> Vec<AliasView> {
+        self.order
+            .iter()
+            .filter_map(|name| self.aliases.get(name))
+            .map(|alias| AliasView {
+                name: alias.name.clone(),
+                strategy: alias.strategy.as_str(),
+                targets: alias.targets.iter().map(Target::label).collect(),
+                retry_budget: alias.budget.snapshot(),
+                waiting: alias.queue.len(),
+            })
+            .collect()
+    }
+
+    /// Configured and remembered direct targets of a provider, sorted by label.
+    fn targets_of(&self, provider: &str) -> impl Iterator<Item = Arc<TargetHealth>> {
+        let direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<Arc<TargetHealth>> = self.health.values().cloned().collect();
+        for alias in direct.values() {
+            all.extend(alias.targets.iter().map(|t| t.health.clone()));
+        }
+        drop(direct);
+        let prefix = format!("{provider}/");
+        all.retain(|h| h.label.starts_with(&prefix));
+        all.sort_by(|a, b| a.label.cmp(&b.label));
+        all.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        all.into_iter()
+    }
+
+    /// Closes every breaker of the provider's targets and keys, and puts its
+    /// keys back in use on this node and in the state backend.
+    pub async fn reset_provider(&self, name: &str) -> Option<ResetReport> {
+        let provider = self.providers.get(name)?;
+        let mut breakers_closed = 0;
+        for health in self.targets_of(name) {
+            for breaker in std::iter::once(&health.breaker).chain(&health.key_breakers) {
+                if breaker.snapshot().state != "closed" {
+                    breakers_closed += 1;
                 }
-            };
-            tracing::debug!(target = %target.label(), error = %failure, "target failed, falling back");
-            failures.push(TargetFailure { target: target.label(), attempts, error: failure });
-        }
-        Err(RouteError::Exhausted { model: route.name.clone(), failures })
-    }
-
-    async fn disable_key(&self, provider: &Provider, key: &Key, error: &ProviderError) {
-        let reason = error.message.clone();
-        if provider.keys.disable(key.index, &reason) {
-            tracing::warn!(
-                provider = %provider.name,
-                key = key.index,
-                reason = %reason,
-                "upstream refused a key; it is out of use until an operator resets it"
-            );
-            let labels = [("provider", provider.name.clone())];
-            metrics::counter!(metric::KEYS_DISABLED, &labels).increment(1);
-            if let Err(e) = self.state.disable_key(&provider.name, key.index, &reason).await {
-                tracing::warn!(provider = %provider.name, error = %e, "could not record the disabled key in the state backend");
+                breaker.reset();
             }
         }
-    }
-}
-
-/// One kind of upstream call the attempt loop can make.
-trait Attempt: Sync {
-    type Output;
-    /// Tokens to reserve against the key's tpm before the call.
-    fn estimate(&self) -> u32;
-    /// Settles the reservation with what the call used (a stream hands it on
-    /// to be settled when it ends).
-    fn settle(output: &mut Self::Output, reservation: Reservation);
-    fn call<'a>(
-        &'a self,
-        target: &'a Target,
-        key: Option<&'a Key>,
-    ) -> impl Future<Output = Result<Self::Output, ProviderError>> + Send + 'a;
-}
-
-struct Chat<'r> {
-    req: &'r ChatRequest,
-    hints: &'r ClientHints,
-}
-
-impl Attempt for Chat<'_> {
-    type Output = ChatResponse;
-    fn estimate(&self) -> u32 {
-        estimate::chat(self.req)
-    }
-    fn settle(output: &mut ChatResponse, reservation: Reservation) {
-        reservation.settle(output.usage.total());
-    }
-    fn call<'a>(
-        &'a self,
-        target: &'a Target,
-        key: Option<&'a Key>,
-    ) -> impl Future<Output = Result<ChatResponse, ProviderError>> + Send + 'a {
-        target.provider.chat(self.req, &target.model, key, self.hints)
-    }
-}
-
-struct Stream<'r> {
-    req: &'r ChatRequest,
-    hints: &'r ClientHints,
-}
-
-impl Attempt for Stream<'_> {
-    type Output = StartedStream;
-    fn estimate(&self) -> u32 {
-        estimate::chat(self.req)
-    }
-    fn settle(output: &mut StartedStream, reservation: Reservation) {
-        output.reservation = reservation;
-    }
-    fn call<'a>(
-        &'a self,
-        target: &'a Target,
-        key: Option<&'a Key>,
-    ) -> impl Future<Output = Result<StartedStream, ProviderError>> + Send + 'a {
-        start_stream(self.req, self.hints, target, key)
-    }
-}
-
-/// Opens a stream and reads it until its first content, which is when it is
-/// committed to this target.
-async fn start_stream(
-    req: &ChatRequest,
-    hints: &ClientHints,
-    target: &Target,
-    key: Option<&Key>,
-) -> Result<StartedStream, ProviderError> {
-    let mut rest = target.provider.chat_stream(req, &target.model, key, hints).await?;
-    let mut head = Vec::new();
-    loop {
-        match rest.next_chunk().await {
-            Some(Ok(chunk)) => {
-                let has_content = !chunk.events.is_empty();
-                head.push(chunk);
-                if has_content {
-                    return Ok(StartedStream { head, rest, reservation: Reservation::none() });
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(ProviderError::new(
-                    ErrorKind::Stream,
-                    format!("{}: the stream ended before any content", target.provider.name),
-                ));
-            }
+        let keys_enabled = provider.keys.enable_all();
+        if let Err(error) = self.state.enable_keys(name).await {
+            tracing::warn!(provider = %name, %error, "could not clear the disabled keys in the state backend");
         }
+        tracing::info!(provider = %name, breakers_closed, keys_enabled, "provider reset by an operator");
+        self.signal.freed();
+        Some(ResetReport { breakers_closed, keys_enabled })
     }
 }
 
-struct Embeddings<'r> {
-    req: &'r EmbeddingsRequest,
-}
-
-impl Attempt for Embeddings<'_> {
-    type Output = EmbeddingsResponse;
-    fn estimate(&self) -> u32 {
-        estimate::embeddings(self.req)
-    }
-    fn settle(output: &mut EmbeddingsResponse, reservation: Reservation) {
-        reservation.settle(output.usage.input_tokens);
-    }
-    fn call<'a>(
-        &'a self,
-        target: &'a Target,
-        key: Option<&'a Key>,
-    ) -> impl Future<Output = Result<EmbeddingsResponse, ProviderError>> + Send + 'a {
-        target.provider.embeddings(self.req, &target.model, key)
-    }
-}
-
-async fn sleep(wait: Duration) {
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+fn target_view(health: Arc<TargetHealth>) -> TargetView {
+    TargetView {
+        target: health.label.clone(),
+        breaker: health.breaker.snapshot(),
+        stats: health.stats.snapshot(),
+        key_breakers: health
+            .key_breakers
+            .iter()
+            .enumerate()
+            .map(|(key, b)| KeyBreakerView { key, breaker: b.snapshot() })
+            .collect(),
     }
 }
 

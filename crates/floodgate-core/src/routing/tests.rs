@@ -7,6 +7,7 @@ use crate::state::MemoryState;
 
 fn router(text: &str) -> Router {
     let config = from_text(text, "t.toml", &Env::new(), &Overrides::default()).unwrap();
+    let signal = wait::CapacitySignal::new();
     let providers = config
         .providers
         .iter()
@@ -18,13 +19,13 @@ fn router(text: &str) -> Router {
                     1,
                     Arc::new(Scrubber::default()),
                     crate::alerts::Alerts::log_only(Vec::new()),
-                    wait::CapacitySignal::new(),
+                    signal.clone(),
                 )
                 .unwrap(),
             )
         })
         .collect();
-    Router::new(&config, providers, Arc::new(MemoryState::default()))
+    Router::new(&config, providers, Arc::new(MemoryState::default()), signal)
 }
 
 const CONFIG: &str = r#"
@@ -43,9 +44,9 @@ retries = 5
 fn aliases_resolve_to_their_targets_in_order() {
     let router = router(CONFIG);
     let route = router.resolve("chat").unwrap();
-    let labels: Vec<String> = route.targets.iter().map(Target::label).collect();
+    let labels: Vec<String> = route.targets().iter().map(Target::label).collect();
     assert_eq!(labels, ["local/a", "local/org/b"]);
-    assert_eq!(route.retries, 5);
+    assert_eq!(route.alias.policy.retries, 5);
     assert_eq!(router.model_names(), ["chat"]);
 }
 
@@ -55,7 +56,7 @@ fn direct_targets_only_when_allowed() {
     let allowed = format!("[routing]\nallow_direct_targets = true\n{CONFIG}");
     let router = router(&allowed);
     let route = router.resolve("local/meta-llama/Llama-3").unwrap();
-    assert_eq!(route.targets[0].model, "meta-llama/Llama-3");
+    assert_eq!(route.targets()[0].model, "meta-llama/Llama-3");
     assert!(matches!(router.resolve("nope/x"), Err(RouteError::UnknownModel { .. })));
     assert!(matches!(router.resolve("local/"), Err(RouteError::UnknownModel { .. })));
 }
@@ -76,6 +77,7 @@ fn exhausted_error_names_every_target_tried() {
                 error: ProviderError::new(ErrorKind::Connect, "b: cannot connect"),
             },
         ],
+        budget_spent: false,
     };
     assert_eq!(
         error.to_string(),

@@ -38,6 +38,12 @@ impl StateBackend for MemoryState {
         Ok(())
     }
 
+    async fn enable_keys(&self, provider: &str) -> Result<(), StateError> {
+        let mut map = self.disabled.lock().map_err(|_| Self::poisoned())?;
+        map.retain(|(p, _), _| p != provider);
+        Ok(())
+    }
+
     async fn disabled_keys(&self, provider: &str) -> Result<Vec<(usize, String)>, StateError> {
         let map = self.disabled.lock().map_err(|_| Self::poisoned())?;
         Ok(map
@@ -63,5 +69,8 @@ mod tests {
         state.disable_key("b", 0, "403").await.unwrap();
         assert_eq!(state.disabled_keys("a").await.unwrap(), vec![(1, "401".to_string())]);
         assert!(state.disabled_keys("c").await.unwrap().is_empty());
+        state.enable_keys("a").await.unwrap();
+        assert!(state.disabled_keys("a").await.unwrap().is_empty());
+        assert_eq!(state.disabled_keys("b").await.unwrap().len(), 1);
     }
 }

@@ -28,6 +28,9 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
         reason: &str,
     ) -> Result<(), StateError>;
 
+    /// Puts every key of `provider` back in use (an operator's reset).
+    async fn enable_keys(&self, provider: &str) -> Result<(), StateError>;
+
     /// `(index, reason)` of the keys of `provider` that are out of use.
     async fn disabled_keys(&self, provider: &str) -> Result<Vec<(usize, String)>, StateError>;
 

@@ -1,0 +1,731 @@
+//! The attempt loop every routed request runs (see the module docs of
+//! `routing` for the steps), and the three kinds of call it makes.
+
+use std::time::Duration;
+
+use floodgate_protocol::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Part};
+use tokio::time::Instant;
+
+use super::breaker::BreakerPermit;
+use super::estimate::{self, ChatEstimate, Tokenizer};
+use super::rules::{self, Features};
+use super::wait::WaitError;
+use super::{
+    Admission, Alias, Backoff, Route, RouteError, Routed, Router, StartedStream, Target,
+    TargetFailure, balance,
+};
+use crate::config::{Hedge, RetryOn};
+use crate::providers::{
+    ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, Reservation,
+};
+use crate::telemetry::{self, metric};
+
+/// One kind of upstream call the attempt loop can make.
+pub(super) trait Attempt: Sync {
+    type Output: Send;
+    /// Whether a slow first call may be hedged (non-streamed chat only).
+    const HEDGE: bool;
+    /// Tokens to reserve against a key's token limits on this target.
+    fn estimate(&self, target: &Target) -> u32;
+    /// What routing rules look at; `None`: rules do not apply.
+    fn features(&self) -> Option<&dyn Features>;
+    /// Settles the reservation with what the call used (a stream hands it on
+    /// to be settled when it ends).
+    fn settle(output: &mut Self::Output, reservation: Reservation);
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<Self::Output, ProviderError>> + Send + 'a;
+}
+
+/// Capacity taken for one call: a key, its reservation and breaker permits.
+#[derive(Debug)]
+struct Slot<'t> {
+    key: Option<&'t Key>,
+    reservation: Reservation,
+    target_permit: BreakerPermit,
+    key_permit: Option<BreakerPermit>,
+}
+
+enum Admit<'t> {
+    Ready(Slot<'t>),
+    /// Every key the target may use is at its limit; room in this long.
+    Busy(Duration),
+    /// The target cannot take calls (breaker open, no usable key).
+    Down(ProviderError),
+}
+
+/// One pass over a route's targets, in order, for the first that can take a call.
+enum Scan<'t> {
+    Ready(usize, Slot<'t>),
+    Busy(Duration),
+    Down(Vec<TargetFailure>),
+}
+
+/// How an outcome counts for breakers and statistics.
+enum Verdict {
+    /// The upstream is up (it answered, even if it refused the request).
+    Healthy,
+    /// Timeouts, 5xx, broken connections and streams, garbage answers.
+    Unhealthy,
+    /// Says nothing about health: a 429 (rate state), a refused key, a
+    /// request this target cannot express.
+    Neutral,
+}
+
+fn verdict(error: &ProviderError) -> Verdict {
+    match error.kind {
+        ErrorKind::Connect | ErrorKind::Timeout(_) | ErrorKind::Stream | ErrorKind::Decode => {
+            Verdict::Unhealthy
+        }
+        ErrorKind::Status(status) if status >= 500 => Verdict::Unhealthy,
+        ErrorKind::Status(401 | 403 | 429) => Verdict::Neutral,
+        ErrorKind::Status(_) => Verdict::Healthy,
+        ErrorKind::Translate
+        | ErrorKind::Unsupported
+        | ErrorKind::NoUsableKey
+        | ErrorKind::KeysBusy
+        | ErrorKind::CircuitOpen => Verdict::Neutral,
+    }
+}
+
+/// Whether the retry policy retries this failure on the same target.
+fn retried(on: RetryOn, error: &ProviderError) -> bool {
+    match error.kind {
+        ErrorKind::Connect | ErrorKind::Stream => on.connect,
+        ErrorKind::Timeout(_) => on.timeout,
+        ErrorKind::Status(429) => on.rate_limited,
+        ErrorKind::Status(_) => on.server,
+        _ => false,
+    }
+}
+
+fn keys_busy(provider: &Provider, wait: Duration) -> ProviderError {
+    let mut error = ProviderError::new(
+        ErrorKind::KeysBusy,
+        format!(
+            "{}: every key is at its rate limit; room again in {}",
+            provider.name,
+            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+        ),
+    );
+    error.retry_after = Some(wait);
+    error
+}
+
+enum Hedged<T> {
+    /// No hedge was sent (or it could not be): the first call's result.
+    Single(Result<T, ProviderError>),
+    Won { value: T, position: usize, hedged: bool },
+    BothFailed { first: ProviderError, second: (usize, ProviderError) },
+}
+
+impl Router {
+    pub(super) async fn run<A: Attempt>(
+        &self,
+        route: &Route,
+        op: &A,
+        admission: Admission,
+    ) -> Result<Routed<A::Output>, RouteError> {
+        let alias = &*route.alias;
+        let targets = match op.features().and_then(|f| rules::choose(&alias.rules, f)) {
+            Some((rule, targets)) => {
+                let rule = rule.to_string();
+                let labels = [("model", alias.name.as_str()), ("rule", rule.as_str())];
+                telemetry::counter(metric::ROUTING_RULES, &labels).increment(1);
+                targets
+            }
+            None => &alias.targets[..],
+        };
+        let order = order(alias, targets);
+        let (start, slot, waited) = self.admit_first(alias, targets, &order, op, admission).await?;
+
+        let policy = alias.policy;
+        let mut failures: Vec<TargetFailure> = Vec::new();
+        let mut calls = 0u32;
+        let mut budget_spent = false;
+        let mut ready = Some(slot);
+        alias.budget.deposit();
+        let mut index = start;
+        'targets: while index < order.len() {
+            let position = order[index];
+            let target = &targets[position];
+            let mut backoff = Backoff::new(policy.backoff_base, policy.backoff_max);
+            let mut attempts = 0u32;
+            let mut retries_left = policy.retries;
+            let mut refused: Option<ProviderError> = None;
+            let failure = loop {
+                let slot = match ready.take() {
+                    Some(slot) => slot,
+                    None => match self.admit(target, op) {
+                        Admit::Ready(slot) => slot,
+                        Admit::Busy(wait) => break keys_busy(&target.provider, wait),
+                        Admit::Down(error) => {
+                            break match refused.take() {
+                                Some(last) if error.kind == ErrorKind::NoUsableKey => {
+                                    let mut error = error;
+                                    error.message = format!("{} (last: {})", error.message, last.message);
+                                    error
+                                }
+                                _ => error,
+                            };
+                        }
+                    },
+                };
+                // Every call after a request's first adds upstream load.
+                if calls > 0 && !alias.budget.try_withdraw() {
+                    slot.reservation.settle(0);
+                    budget_spent = true;
+                    let labels = [("model", alias.name.as_str())];
+                    telemetry::counter(metric::RETRY_BUDGET_EXHAUSTED, &labels).increment(1);
+                    if attempts > 0 || refused.is_some() {
+                        failures.push(TargetFailure {
+                            target: target.label(),
+                            attempts,
+                            error: refused.take().unwrap_or_else(|| {
+                                ProviderError::new(ErrorKind::Stream, "retry budget spent")
+                            }),
+                        });
+                    }
+                    break 'targets;
+                }
+                attempts += 1;
+                calls += 1;
+                let hedge = if A::HEDGE && calls == 1 { alias.hedge } else { None };
+                let result = match hedge {
+                    Some(hedge) => {
+                        match self.hedged(alias, targets, &order, index, op, slot, hedge).await {
+                            Hedged::Single(result) => result,
+                            Hedged::Won { value, position, hedged } => {
+                                calls += u32::from(hedged) + u32::from(!hedged && self.hedge_sent());
+                                let target = &targets[position];
+                                return Ok(Routed {
+                                    value,
+                                    provider: target.provider.name.clone(),
+                                    model: target.model.clone(),
+                                    attempts: calls,
+                                    waited,
+                                    hedged,
+                                });
+                            }
+                            Hedged::BothFailed { first, second: (second_index, second) } => {
+                                calls += 1;
+                                failures.push(TargetFailure {
+                                    target: target.label(),
+                                    attempts,
+                                    error: first,
+                                });
+                                let second_target = &targets[order[second_index]];
+                                failures.push(TargetFailure {
+                                    target: second_target.label(),
+                                    attempts: 1,
+                                    error: second,
+                                });
+                                index = second_index + 1;
+                                continue 'targets;
+                            }
+                        }
+                    }
+                    None => self.call(target, op, slot).await,
+                };
+                let error = match result {
+                    Ok(value) => {
+                        return Ok(Routed {
+                            value,
+                            provider: target.provider.name.clone(),
+                            model: target.model.clone(),
+                            attempts: calls,
+                            waited,
+                            hedged: false,
+                        });
+                    }
+                    Err(error) => error,
+                };
+                match error.disposition() {
+                    Disposition::Reject => {
+                        return Err(RouteError::Rejected {
+                            target: target.label(),
+                            error: Box::new(error),
+                        });
+                    }
+                    Disposition::NextTarget => break error,
+                    Disposition::RejectKey => {
+                        // A refused key is not a retry: the next key is tried at
+                        // once, and the loop ends when none is left.
+                        match slot_key_index(&error, target) {
+                            Some(index) => {
+                                self.disable_key(&target.provider, index, &error).await;
+                                refused = Some(error);
+                            }
+                            None => break error,
+                        }
+                    }
+                    Disposition::Retry => {
+                        if retries_left == 0 || !retried(policy.retry_on, &error) {
+                            break error;
+                        }
+                        retries_left -= 1;
+                        let wait = backoff.next_delay();
+                        let wait = match error.retry_after {
+                            Some(after) if after > policy.max_retry_after => break error,
+                            Some(after) => wait.max(after),
+                            None => wait,
+                        };
+                        let labels = [
+                            ("provider", target.provider.name.as_str()),
+                            ("reason", error.label()),
+                        ];
+                        telemetry::counter(metric::UPSTREAM_RETRIES, &labels).increment(1);
+                        tracing::debug!(target = %target.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+            };
+            tracing::debug!(target = %target.label(), error = %failure, "target failed, falling back");
+            failures.push(TargetFailure { target: target.label(), attempts, error: failure });
+            index += 1;
+        }
+        Err(RouteError::Exhausted { model: route.name.clone(), failures, budget_spent })
+    }
+
+    /// Always false: kept so that the count of calls made is explicit where
+    /// a hedge was sent but lost (the winner is then the first call).
+    fn hedge_sent(&self) -> bool {
+        false
+    }
+
+    /// The first admission: at once when a target has room, else (when every
+    /// target is only full) after waiting in the alias's queue.
+    async fn admit_first<'t, A: Attempt>(
+        &self,
+        alias: &Alias,
+        targets: &'t [Target],
+        order: &[usize],
+        op: &A,
+        admission: Admission,
+    ) -> Result<(usize, Slot<'t>, Duration), RouteError> {
+        let model = || alias.name.clone();
+        if alias.queue.len() == 0 {
+            match self.scan(targets, order, op) {
+                Scan::Ready(index, slot) => return Ok((index, slot, Duration::ZERO)),
+                Scan::Down(failures) => {
+                    return Err(RouteError::Exhausted { model: model(), failures, budget_spent: false });
+                }
+                Scan::Busy(_) => {}
+            }
+        }
+        let started = Instant::now();
+        let deadline = started + admission.max_wait;
+        let outcome = alias
+            .queue
+            .wait_for(admission.priority, deadline, || match self.scan(targets, order, op) {
+                Scan::Ready(index, slot) => Ok(Ok((index, slot))),
+                Scan::Down(failures) => Ok(Err(failures)),
+                Scan::Busy(hint) => Err(hint),
+            })
+            .await;
+        match outcome {
+            Ok(Ok((index, slot))) => Ok((index, slot, started.elapsed())),
+            Ok(Err(failures)) => {
+                Err(RouteError::Exhausted { model: model(), failures, budget_spent: false })
+            }
+            Err(WaitError::Full { max }) => Err(RouteError::QueueFull { model: model(), max }),
+            Err(WaitError::Timeout { waited, retry_after }) => {
+                Err(RouteError::Capacity { model: model(), waited, retry_after })
+            }
+        }
+    }
+
+    /// The first target in `order` that can take a call now.
+    fn scan<'t, A: Attempt>(&self, targets: &'t [Target], order: &[usize], op: &A) -> Scan<'t> {
+        let mut busy: Option<Duration> = None;
+        let mut down = Vec::new();
+        for (index, &position) in order.iter().enumerate() {
+            let target = &targets[position];
+            match self.admit(target, op) {
+                Admit::Ready(slot) => return Scan::Ready(index, slot),
+                Admit::Busy(wait) => busy = Some(busy.map_or(wait, |b| b.min(wait))),
+                Admit::Down(error) => {
+                    down.push(TargetFailure { target: target.label(), attempts: 0, error });
+                }
+            }
+        }
+        match busy {
+            Some(wait) => Scan::Busy(wait),
+            None => Scan::Down(down),
+        }
+    }
+
+    /// Takes a call's capacity on `target`: its breaker, a key with room and
+    /// that key's breaker on this target.
+    fn admit<'t, A: Attempt>(&self, target: &'t Target, op: &A) -> Admit<'t> {
+        let health = &target.health;
+        let Some(target_permit) = health.breaker.try_acquire() else {
+            let snapshot = health.breaker.snapshot();
+            let mut error = ProviderError::new(
+                ErrorKind::CircuitOpen,
+                format!(
+                    "{}: circuit open after repeated failures{}",
+                    target.label(),
+                    snapshot
+                        .retry_in_ms
+                        .map(|ms| format!("; half-open in {}", humantime::format_duration(Duration::from_millis(ms))))
+                        .unwrap_or_default()
+                ),
+            );
+            error.retry_after = snapshot.retry_in_ms.map(Duration::from_millis);
+            return Admit::Down(error);
+        };
+        let keys = &health.key_breakers;
+        let pick = target.provider.keys.pick(
+            || op.estimate(target),
+            |index| keys.get(index).is_none_or(|b| b.allows()),
+        );
+        let (key, reservation) = match pick {
+            Pick::Key(key, reservation) => (Some(key), reservation),
+            Pick::Anonymous(reservation) => (None, reservation),
+            Pick::Busy(wait) => return Admit::Busy(wait),
+            Pick::Blocked => {
+                return Admit::Down(ProviderError::new(
+                    ErrorKind::CircuitOpen,
+                    format!("{}: the circuit of every key on this target is open", target.label()),
+                ));
+            }
+            Pick::Exhausted => {
+                return Admit::Down(ProviderError::new(
+                    ErrorKind::NoUsableKey,
+                    format!(
+                        "{}: every key is out of use after being refused",
+                        target.provider.name
+                    ),
+                ));
+            }
+        };
+        let key_permit = match keys.get(key.map_or(0, |k| k.index)) {
+            Some(breaker) => match breaker.try_acquire() {
+                Some(permit) => Some(permit),
+                None => {
+                    // Its last probe slot went to another request a moment ago.
+                    reservation.settle(0);
+                    return Admit::Busy(Duration::from_millis(10));
+                }
+            },
+            None => None,
+        };
+        Admit::Ready(Slot { key, reservation, target_permit, key_permit })
+    }
+
+    /// Makes one call with the capacity taken, and tells breakers and
+    /// statistics how it went.
+    async fn call<'t, A: Attempt>(
+        &self,
+        target: &'t Target,
+        op: &A,
+        slot: Slot<'t>,
+    ) -> Result<A::Output, ProviderError> {
+        let Slot { key, reservation, target_permit, key_permit } = slot;
+        let stats = &target.health.stats;
+        let in_flight = stats.start();
+        let started = Instant::now();
+        let result = op.call(target, key).await;
+        let latency = started.elapsed();
+        drop(in_flight);
+        let verdict = match &result {
+            Ok(_) => Verdict::Healthy,
+            Err(error) => verdict(error),
+        };
+        match verdict {
+            Verdict::Healthy => {
+                target_permit.success();
+                if let Some(p) = key_permit {
+                    p.success();
+                }
+                if result.is_ok() {
+                    stats.record(latency, true);
+                }
+            }
+            Verdict::Unhealthy => {
+                target_permit.failure();
+                if let Some(p) = key_permit {
+                    p.failure();
+                }
+                stats.record(latency, false);
+            }
+            Verdict::Neutral => {}
+        }
+        match result {
+            Ok(mut value) => {
+                A::settle(&mut value, reservation);
+                Ok(value)
+            }
+            Err(error) => {
+                // A failed call consumed a request but no tokens.
+                reservation.settle(0);
+                Err(error.with_key(key.map(|k| k.index)))
+            }
+        }
+    }
+
+    /// The first call, and a second one on the next target that can take it
+    /// if the first has not answered by the hedge delay; the first answer
+    /// wins and the other call is dropped (its connection closed).
+    #[expect(clippy::too_many_arguments, reason = "the loop's state, passed once")]
+    async fn hedged<'t, A: Attempt>(
+        &self,
+        alias: &Alias,
+        targets: &'t [Target],
+        order: &[usize],
+        index: usize,
+        op: &A,
+        slot: Slot<'t>,
+        hedge: Hedge,
+    ) -> Hedged<A::Output> {
+        let target = &targets[order[index]];
+        let delay = match hedge {
+            Hedge::P95 => target.health.stats.p95(),
+            Hedge::After(delay) => Some(delay),
+        };
+        let first = self.call(target, op, slot);
+        let Some(delay) = delay else { return Hedged::Single(first.await) };
+        tokio::pin!(first);
+        tokio::select! {
+            biased;
+            result = &mut first => return Hedged::Single(result),
+            () = tokio::time::sleep(delay) => {}
+        }
+        let second = order.iter().enumerate().skip(index + 1).find_map(|(i, &position)| {
+            match self.admit(&targets[position], op) {
+                Admit::Ready(slot) => Some((i, slot)),
+                Admit::Busy(_) | Admit::Down(_) => None,
+            }
+        });
+        let Some((second_index, second_slot)) = second else {
+            return Hedged::Single(first.await);
+        };
+        if !alias.budget.try_withdraw() {
+            second_slot.reservation.settle(0);
+            return Hedged::Single(first.await);
+        }
+        let hedge_labels = |outcome| [("model", alias.name.as_str()), ("outcome", outcome)];
+        telemetry::counter(metric::HEDGES, &hedge_labels("sent")).increment(1);
+        let second_target = &targets[order[second_index]];
+        let second = self.call(second_target, op, second_slot);
+        tokio::pin!(second);
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(value) => {
+                    telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
+                    Hedged::Won { value, position: order[index], hedged: false }
+                }
+                Err(first_error) => match second.await {
+                    Ok(value) => {
+                        telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
+                        Hedged::Won { value, position: order[second_index], hedged: true }
+                    }
+                    Err(second_error) => Hedged::BothFailed {
+                        first: first_error,
+                        second: (second_index, second_error),
+                    },
+                },
+            },
+            result = &mut second => match result {
+                Ok(value) => {
+                    telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
+                    Hedged::Won { value, position: order[second_index], hedged: true }
+                }
+                Err(second_error) => match first.await {
+                    Ok(value) => {
+                        telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
+                        Hedged::Won { value, position: order[index], hedged: false }
+                    }
+                    Err(first_error) => Hedged::BothFailed {
+                        first: first_error,
+                        second: (second_index, second_error),
+                    },
+                },
+            },
+        }
+    }
+
+    async fn disable_key(&self, provider: &Provider, index: usize, error: &ProviderError) {
+        let reason = error.message.clone();
+        if provider.keys.disable(index, &reason) {
+            tracing::warn!(
+                provider = %provider.name,
+                key = index,
+                reason = %reason,
+                "upstream refused a key; it is out of use until an operator resets it"
+            );
+            let labels = [("provider", provider.name.as_str())];
+            telemetry::counter(metric::KEYS_DISABLED, &labels).increment(1);
+            if let Err(e) = self.state.disable_key(&provider.name, index, &reason).await {
+                tracing::warn!(provider = %provider.name, error = %e, "could not record the disabled key in the state backend");
+            }
+        }
+    }
+}
+
+/// The key a refused call was made with (recorded on the error by `call`).
+fn slot_key_index(error: &ProviderError, target: &Target) -> Option<usize> {
+    error.key.filter(|_| !target.provider.keys.is_empty())
+}
+
+/// The order a request tries the targets in, by the alias's strategy.
+fn order(alias: &Alias, targets: &[Target]) -> Vec<usize> {
+    if targets.len() <= 1 || alias.strategy == crate::config::Strategy::Fallback {
+        return (0..targets.len()).collect();
+    }
+    let candidates: Vec<balance::Candidate> = targets
+        .iter()
+        .map(|t| balance::Candidate {
+            weight: t.weight,
+            in_flight: t.health.stats.in_flight(),
+            ewma: t.health.stats.ewma(),
+            available: t.health.breaker.allows(),
+        })
+        .collect();
+    let mut rng = fastrand::Rng::new();
+    balance::order(alias.strategy, &candidates, &mut rng)
+}
+
+pub(super) struct Chat<'r> {
+    req: &'r ChatRequest,
+    hints: &'r ClientHints,
+    estimate: ChatEstimate<'r>,
+}
+
+impl<'r> Chat<'r> {
+    pub(super) fn new(req: &'r ChatRequest, hints: &'r ClientHints) -> Self {
+        Chat { req, hints, estimate: ChatEstimate::new(req) }
+    }
+}
+
+/// Rules count prompts with one tokenizer whatever the targets (OpenAI's
+/// `o200k_base`), so a threshold means the same on every alias.
+const RULE_TOKENIZER: Tokenizer = Tokenizer::O200k;
+
+fn has_images(req: &ChatRequest) -> bool {
+    req.messages.iter().any(|m| m.content.iter().any(|p| matches!(p, Part::Image { .. })))
+}
+
+impl Features for Chat<'_> {
+    fn prompt_tokens(&self) -> u32 {
+        self.estimate.prompt_tokens(RULE_TOKENIZER)
+    }
+    fn has_tools(&self) -> bool {
+        !self.req.tools.is_empty()
+    }
+    fn has_images(&self) -> bool {
+        has_images(self.req)
+    }
+}
+
+impl Attempt for Chat<'_> {
+    type Output = ChatResponse;
+    const HEDGE: bool = true;
+    fn estimate(&self, target: &Target) -> u32 {
+        self.estimate.reservation(target.tokenizer)
+    }
+    fn features(&self) -> Option<&dyn Features> {
+        Some(self)
+    }
+    fn settle(output: &mut ChatResponse, reservation: Reservation) {
+        reservation.settle(output.usage.total());
+    }
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<ChatResponse, ProviderError>> + Send + 'a {
+        target.provider.chat(self.req, &target.model, key, self.hints)
+    }
+}
+
+pub(super) struct Stream<'r> {
+    chat: Chat<'r>,
+}
+
+impl<'r> Stream<'r> {
+    pub(super) fn new(req: &'r ChatRequest, hints: &'r ClientHints) -> Self {
+        Stream { chat: Chat::new(req, hints) }
+    }
+}
+
+impl Attempt for Stream<'_> {
+    type Output = StartedStream;
+    const HEDGE: bool = false;
+    fn estimate(&self, target: &Target) -> u32 {
+        self.chat.estimate(target)
+    }
+    fn features(&self) -> Option<&dyn Features> {
+        Some(&self.chat)
+    }
+    fn settle(output: &mut StartedStream, reservation: Reservation) {
+        output.reservation = reservation;
+    }
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<StartedStream, ProviderError>> + Send + 'a {
+        start_stream(self.chat.req, self.chat.hints, target, key)
+    }
+}
+
+/// Opens a stream and reads it until its first content, which is when it is
+/// committed to this target.
+async fn start_stream(
+    req: &ChatRequest,
+    hints: &ClientHints,
+    target: &Target,
+    key: Option<&Key>,
+) -> Result<StartedStream, ProviderError> {
+    let mut rest = target.provider.chat_stream(req, &target.model, key, hints).await?;
+    let mut head = Vec::new();
+    loop {
+        match rest.next_chunk().await {
+            Some(Ok(chunk)) => {
+                let has_content = !chunk.events.is_empty();
+                head.push(chunk);
+                if has_content {
+                    return Ok(StartedStream { head, rest, reservation: Reservation::none() });
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ProviderError::new(
+                    ErrorKind::Stream,
+                    format!("{}: the stream ended before any content", target.provider.name),
+                ));
+            }
+        }
+    }
+}
+
+pub(super) struct Embeddings<'r> {
+    pub(super) req: &'r EmbeddingsRequest,
+}
+
+impl Attempt for Embeddings<'_> {
+    type Output = EmbeddingsResponse;
+    const HEDGE: bool = false;
+    fn estimate(&self, target: &Target) -> u32 {
+        estimate::embeddings(self.req, target.tokenizer)
+    }
+    fn features(&self) -> Option<&dyn Features> {
+        None
+    }
+    fn settle(output: &mut EmbeddingsResponse, reservation: Reservation) {
+        reservation.settle(output.usage.input_tokens);
+    }
+    fn call<'a>(
+        &'a self,
+        target: &'a Target,
+        key: Option<&'a Key>,
+    ) -> impl Future<Output = Result<EmbeddingsResponse, ProviderError>> + Send + 'a {
+        target.provider.embeddings(self.req, &target.model, key)
+    }
+}
