@@ -7,7 +7,9 @@
 //! because nothing has reached the client yet.
 
 mod backoff;
+pub mod balance;
 pub mod estimate;
+pub mod wait;
 
 use std::collections::HashMap;
 
