@@ -117,7 +117,8 @@ fn keys_busy(provider: &Provider, wait: Duration) -> ProviderError {
 enum Hedged<T> {
     /// No hedge was sent (or it could not be): the first call's result.
     Single(Result<T, ProviderError>),
-    Won { value: T, position: usize, hedged: bool },
+    /// `hedged`: the second call answered; `sent`: a second call was made.
+    Won { value: T, position: usize, hedged: bool, sent: bool },
     BothFailed { first: ProviderError, second: (usize, ProviderError) },
 }
 
@@ -155,6 +156,8 @@ impl Router {
             let mut attempts = 0u32;
             let mut retries_left = policy.retries;
             let mut refused: Option<ProviderError> = None;
+            // The failure being retried, reported if the retry cannot be made.
+            let mut last: Option<ProviderError> = None;
             let failure = loop {
                 let slot = match ready.take() {
                     Some(slot) => slot,
@@ -179,14 +182,8 @@ impl Router {
                     budget_spent = true;
                     let labels = [("model", alias.name.as_str())];
                     telemetry::counter(metric::RETRY_BUDGET_EXHAUSTED, &labels).increment(1);
-                    if attempts > 0 || refused.is_some() {
-                        failures.push(TargetFailure {
-                            target: target.label(),
-                            attempts,
-                            error: refused.take().unwrap_or_else(|| {
-                                ProviderError::new(ErrorKind::Stream, "retry budget spent")
-                            }),
-                        });
+                    if let Some(error) = last.take().or_else(|| refused.take()) {
+                        failures.push(TargetFailure { target: target.label(), attempts, error });
                     }
                     break 'targets;
                 }
@@ -197,8 +194,8 @@ impl Router {
                     Some(hedge) => {
                         match self.hedged(alias, targets, &order, index, op, slot, hedge).await {
                             Hedged::Single(result) => result,
-                            Hedged::Won { value, position, hedged } => {
-                                calls += u32::from(hedged) + u32::from(!hedged && self.hedge_sent());
+                            Hedged::Won { value, position, hedged, sent } => {
+                                calls += u32::from(sent);
                                 let target = &targets[position];
                                 return Ok(Routed {
                                     value,
@@ -278,6 +275,7 @@ impl Router {
                         ];
                         telemetry::counter(metric::UPSTREAM_RETRIES, &labels).increment(1);
                         tracing::debug!(target = %target.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
+                        last = Some(error);
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
@@ -289,12 +287,6 @@ impl Router {
             index += 1;
         }
         Err(RouteError::Exhausted { model: route.name.clone(), failures, budget_spent })
-    }
-
-    /// Always false: kept so that the count of calls made is explicit where
-    /// a hedge was sent but lost (the winner is then the first call).
-    fn hedge_sent(&self) -> bool {
-        false
     }
 
     /// The first admission: at once when a target has room, else (when every
@@ -518,12 +510,12 @@ impl Router {
             result = &mut first => match result {
                 Ok(value) => {
                     telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
-                    Hedged::Won { value, position: order[index], hedged: false }
+                    Hedged::Won { value, position: order[index], hedged: false, sent: true }
                 }
                 Err(first_error) => match second.await {
                     Ok(value) => {
                         telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
-                        Hedged::Won { value, position: order[second_index], hedged: true }
+                        Hedged::Won { value, position: order[second_index], hedged: true, sent: true }
                     }
                     Err(second_error) => Hedged::BothFailed {
                         first: first_error,
@@ -534,12 +526,12 @@ impl Router {
             result = &mut second => match result {
                 Ok(value) => {
                     telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
-                    Hedged::Won { value, position: order[second_index], hedged: true }
+                    Hedged::Won { value, position: order[second_index], hedged: true, sent: true }
                 }
                 Err(second_error) => match first.await {
                     Ok(value) => {
                         telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
-                        Hedged::Won { value, position: order[index], hedged: false }
+                        Hedged::Won { value, position: order[index], hedged: false, sent: true }
                     }
                     Err(first_error) => Hedged::BothFailed {
                         first: first_error,
