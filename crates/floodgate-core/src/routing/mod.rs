@@ -436,7 +436,7 @@ struct Embeddings<'r> {
 impl Attempt for Embeddings<'_> {
     type Output = EmbeddingsResponse;
     fn estimate(&self) -> u32 {
-        estimate::embeddings(self.req)
+        estimate::embeddings(self.req, estimate::Tokenizer::Approx)
     }
     fn settle(output: &mut EmbeddingsResponse, reservation: Reservation) {
         reservation.settle(output.usage.input_tokens);
