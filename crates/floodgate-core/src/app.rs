@@ -183,6 +183,7 @@ impl App {
             providers.push(Arc::new(provider));
         }
         let router = Arc::new(Router::new(&config, providers, state.clone(), capacity.clone()));
+        crate::routing::estimate::warm(router.tokenizers_needed());
 
         let (ledger, writer) = Ledger::new(store.clone());
         let ledger_task = tokio::spawn(writer.run(background.clone()));

@@ -19,7 +19,11 @@ use crate::pipeline::auth::{Auth, Caller};
 use crate::pipeline::observe::RouteInfo;
 
 /// Lets only the master key through; with no master key the admin API is off.
-pub async fn require_master(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+pub async fn require_master(
+    State(auth): State<Arc<Auth>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let result = if auth.enabled() {
         match auth.check(request.headers()) {
             Ok(Caller::Master) => Ok(()),

@@ -24,7 +24,9 @@ pub enum ApiError {
     BodyRead(String),
     #[error("{message}")]
     InvalidHeader { name: &'static str, message: String },
-    #[error("the admin API is off: no master key is configured; set master_key (or FLOODGATE_MASTER_KEY)")]
+    #[error(
+        "the admin API is off: no master key is configured; set master_key (or FLOODGATE_MASTER_KEY)"
+    )]
     AdminDisabled,
     #[error("this route needs the master key")]
     NotMaster,
@@ -121,12 +123,9 @@ impl ApiError {
                 "invalid_request_error",
                 "permission_error",
             ),
-            ApiError::NotFound { .. } => Shape::new(
-                S::NOT_FOUND,
-                "not_found",
-                "invalid_request_error",
-                "not_found_error",
-            ),
+            ApiError::NotFound { .. } => {
+                Shape::new(S::NOT_FOUND, "not_found", "invalid_request_error", "not_found_error")
+            }
             ApiError::MissingKey => Shape::new(
                 S::UNAUTHORIZED,
                 "missing_api_key",

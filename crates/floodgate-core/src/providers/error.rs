@@ -60,20 +60,32 @@ pub struct ProviderError {
     pub kind: ErrorKind,
     pub message: String,
     /// The upstream's own error body, scrubbed.
-    pub upstream: Option<UpstreamErrorBody>,
+    pub upstream: Option<Box<UpstreamErrorBody>>,
     pub retry_after: Option<Duration>,
-    /// The key the failed call was made with (its position, never its value).
-    pub key: Option<usize>,
+    /// The key the failed call was made with (its position, never its value;
+    /// `u32` keeps the error small).
+    pub key: Option<u32>,
 }
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), upstream: None, retry_after: None, key: None }
+        ProviderError {
+            kind,
+            message: message.into(),
+            upstream: None,
+            retry_after: None,
+            key: None,
+        }
     }
 
     pub fn with_key(mut self, key: Option<usize>) -> Self {
-        self.key = key;
+        self.key = key.and_then(|k| u32::try_from(k).ok());
         self
+    }
+
+    /// [`ProviderError::key`] as an index.
+    pub fn key_index(&self) -> Option<usize> {
+        self.key.map(|k| k as usize)
     }
 
     pub fn disposition(&self) -> Disposition {

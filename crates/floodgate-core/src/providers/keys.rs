@@ -6,8 +6,9 @@
 //! on headroom each key publishes in an atomic, so ranking a hundred keys
 //! takes no lock; only the chosen key's limits are locked, and if it turns
 //! out to be full (its published headroom was stale) the next best is tried.
-//! Keys without room, paused after a 429, or whose breaker on the target is
-//! open are skipped without a network call.
+//! Keys without room, or that the caller says are not usable now (their
+//! breaker on the target is open, or they are paused there after a 429),
+//! are skipped without a network call.
 //!
 //! A key the upstream refuses (401/403) is taken out of use until an operator
 //! resets it; the shared record of that lives in the state backend so every
@@ -71,6 +72,16 @@ pub enum Pick<'a> {
     Busy(Duration),
 }
 
+/// Whether the caller may use a key now (see [`KeyPool::pick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Usable,
+    /// Not on this target (its breaker there is open).
+    Blocked,
+    /// Not for this long (paused after a 429).
+    Wait(Duration),
+}
+
 /// One key as the admin API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyView {
@@ -127,13 +138,18 @@ impl KeyPool {
     ///
     /// `tokens` is called at most once, and only when a key counts tokens
     /// (counting them may run a tokenizer); `usable(index)` says whether the
-    /// caller may use a key (false when its breaker on the target is open).
-    pub fn pick(&self, tokens: impl Fn() -> u32, usable: impl Fn(usize) -> bool) -> Pick<'_> {
+    /// caller may use a key now.
+    pub fn pick(&self, tokens: impl Fn() -> u32, usable: impl Fn(usize) -> KeyUse) -> Pick<'_> {
         let estimate = std::cell::OnceCell::new();
         let tokens_for = |limits: &KeyLimits| {
             if limits.counts_tokens() { *estimate.get_or_init(&tokens) } else { 0 }
         };
         if self.keys.is_empty() {
+            match usable(0) {
+                KeyUse::Usable => {}
+                KeyUse::Blocked => return Pick::Blocked,
+                KeyUse::Wait(left) => return Pick::Busy(left),
+            }
             let Some(limits) = &self.anonymous else {
                 return Pick::Anonymous(Reservation::none());
             };
@@ -168,13 +184,16 @@ impl KeyPool {
                     if key.disabled.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if !usable(key.index) {
-                        blocked = true;
-                        continue;
-                    }
-                    if let Some(left) = key.limits.pause_left() {
-                        note_wait(left);
-                        continue;
+                    match usable(key.index) {
+                        KeyUse::Usable => {}
+                        KeyUse::Blocked => {
+                            blocked = true;
+                            continue;
+                        }
+                        KeyUse::Wait(left) => {
+                            note_wait(left);
+                            continue;
+                        }
                     }
                     let headroom = key.limits.headroom();
                     if best.is_none_or(|(_, h)| headroom > h) {
@@ -244,11 +263,13 @@ impl KeyPool {
         }
     }
 
-    /// The upstream answered 429 to `key`.
-    pub fn pause(&self, key: Option<usize>, retry_after: Option<Duration>) {
-        if let Some(limits) = self.limits_of(key) {
-            limits.pause(retry_after);
-        }
+    /// Whether some key counts tokens (so calls need an estimate).
+    pub fn counts_tokens(&self) -> bool {
+        self.keys
+            .iter()
+            .map(|k| &k.limits)
+            .chain(self.anonymous.as_ref())
+            .any(|l| l.counts_tokens())
     }
 
     /// Whether a call could be made now or later (some key is in use, or
@@ -271,8 +292,8 @@ impl KeyPool {
         true
     }
 
-    /// Puts every key back in use and forgets 429 pauses (admin reset).
-    /// Returns how many keys were out of use.
+    /// Puts every key back in use (admin reset). Returns how many keys were
+    /// out of use.
     pub fn enable_all(&self) -> usize {
         let mut enabled = 0;
         for key in &self.keys {
@@ -282,10 +303,6 @@ impl KeyPool {
             if let Ok(mut slot) = key.reason.lock() {
                 *slot = None;
             }
-            key.limits.unpause();
-        }
-        if let Some(limits) = &self.anonymous {
-            limits.unpause();
         }
         self.signal.freed();
         enabled

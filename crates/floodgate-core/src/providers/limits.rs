@@ -1,5 +1,6 @@
-//! The limits of one provider key: requests and tokens per minute, requests
-//! and tokens per UTC day, and a pause after the upstream said 429.
+//! The limits of one provider key: requests and tokens per minute, and
+//! requests and tokens per UTC day. (A pause after an upstream 429 is per
+//! key *on a target*, since providers limit per model: see `routing`.)
 //!
 //! Per-minute limits are sliding windows of one-second slots. A call is let
 //! through only when the last 61 slots (the current, partly elapsed second and
@@ -26,7 +27,7 @@
 //! limits) in an atomic, so a pool of many keys is ranked without taking
 //! their locks; the lock is taken only on the key chosen.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -219,8 +220,6 @@ struct State {
     tokens: Option<Window>,
     daily_requests: Option<Daily>,
     daily_tokens: Option<Daily>,
-    /// After an upstream 429: no call before this (seconds on the clock).
-    paused_until: f64,
 }
 
 /// What the upstream said about a key's limits in one answer's headers.
@@ -251,8 +250,6 @@ pub struct KeyLimits {
     clock: Clock,
     /// The smallest share left of any limit, in millionths (see module docs).
     headroom: AtomicU32,
-    /// Until when the key is paused after a 429, in milliseconds on the clock.
-    paused_until_ms: AtomicU64,
     /// Some limit counts tokens (so calls need an estimate).
     counts_tokens: AtomicBool,
     signal: Arc<CapacitySignal>,
@@ -276,8 +273,6 @@ pub struct Levels {
     pub tpm: Option<Level>,
     pub daily_requests: Option<Level>,
     pub daily_tokens: Option<Level>,
-    /// Milliseconds the key stays paused after an upstream 429.
-    pub paused_ms: Option<u64>,
 }
 
 impl KeyLimits {
@@ -295,13 +290,11 @@ impl KeyLimits {
             tokens: config.tpm.map(|l| Window::new(u64::from(l), false, second)),
             daily_requests: config.daily_requests.map(|limit| Daily { limit, used: 0, day }),
             daily_tokens: config.daily_tokens.map(|limit| Daily { limit, used: 0, day }),
-            paused_until: 0.0,
         };
         Arc::new(KeyLimits {
             state: Mutex::new(state),
             clock,
             headroom: AtomicU32::new(HEADROOM_SCALE as u32),
-            paused_until_ms: AtomicU64::new(0),
             counts_tokens: AtomicBool::new(config.tpm.is_some() || config.daily_tokens.is_some()),
             signal,
             quota,
@@ -322,16 +315,6 @@ impl KeyLimits {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere poisoned the lock: the counts are still usable.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// How long the key stays paused after a 429, if it is (no lock).
-    pub fn pause_left(&self) -> Option<Duration> {
-        let until = self.paused_until_ms.load(Ordering::Relaxed);
-        if until == 0 {
-            return None;
-        }
-        let left = until as f64 / 1000.0 - self.clock.now();
-        (left > 0.0).then(|| secs(left))
     }
 
     /// Seconds on this key's clock.
@@ -368,9 +351,6 @@ impl KeyLimits {
         let day = self.clock.day(now);
         let mut s = self.lock();
         let mut wait = Duration::ZERO;
-        if s.paused_until > now {
-            wait = secs(s.paused_until - now);
-        }
         let mut charged = u64::from(tokens);
         if let Some(w) = s.requests.as_mut() {
             w.advance(second);
@@ -478,26 +458,7 @@ impl KeyLimits {
         if learned_any && s.tokens.is_some() {
             self.counts_tokens.store(true, Ordering::Relaxed);
         }
-        self.publish(&s);
-    }
-
-    /// The upstream answered 429: no call with this key for `retry_after`
-    /// (one second when it did not say).
-    pub fn pause(&self, retry_after: Option<Duration>) {
-        let mut s = self.lock();
-        let now = self.clock.now();
-        let until = now + retry_after.unwrap_or(Duration::from_secs(1)).as_secs_f64();
-        if until > s.paused_until {
-            s.paused_until = until;
-            self.paused_until_ms.store((until * 1000.0).ceil() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Forgets a 429 pause (admin reset).
-    pub fn unpause(&self) {
-        self.lock().paused_until = 0.0;
-        self.paused_until_ms.store(0, Ordering::Relaxed);
-        self.signal.freed();
+        self.publish(s);
     }
 
     fn publish(&self, s: &State) {
@@ -533,13 +494,11 @@ impl KeyLimits {
                 }
             })
         };
-        let paused_ms = (s.paused_until > now).then(|| ((s.paused_until - now) * 1000.0) as u64);
         Levels {
             rpm: window(&mut s.requests),
             tpm: window(&mut s.tokens),
             daily_requests: daily(&mut s.daily_requests),
             daily_tokens: daily(&mut s.daily_tokens),
-            paused_ms,
         }
     }
 }

@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{Disposition, ErrorKind, ProviderError, TimeoutPhase};
-pub use keys::{Key, KeyPool, KeyView, Pick};
+pub use keys::{Key, KeyPool, KeyUse, KeyView, Pick};
 pub use limits::Reservation;
 pub use stream::{StreamReader, UpstreamStream, unix_now};
 
@@ -287,16 +287,15 @@ impl Provider {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = retry_after(response.headers());
-        if status.as_u16() == 429 {
-            // The provider's own word on when this key has room again: its
-            // retry-after, else the reset of whichever limit it says is spent.
-            let spent = [observed.requests, observed.tokens]
+        let mut retry_after = retry_after(response.headers());
+        if status.as_u16() == 429 && retry_after.is_none() {
+            // The provider's own word on when this key has room again: the
+            // reset of whichever limit it says is spent.
+            retry_after = [observed.requests, observed.tokens]
                 .into_iter()
                 .filter(|r| r.remaining == Some(0))
                 .filter_map(|r| r.reset)
                 .max();
-            self.keys.pause(key_index, retry_after.or(spent));
         }
         let body = read_limited(response, deadline).await;
         let upstream = self.api.read_error(&body).map(|mut e| {
@@ -313,9 +312,9 @@ impl Provider {
         Err(ProviderError {
             kind: ErrorKind::Status(status.as_u16()),
             message: format!("{} answered {}: {}", self.name, status.as_u16(), detail),
-            upstream,
+            upstream: upstream.map(Box::new),
             retry_after,
-            key: key_index,
+            key: key_index.and_then(|k| u32::try_from(k).ok()),
         })
     }
 

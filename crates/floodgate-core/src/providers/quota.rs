@@ -20,8 +20,11 @@ pub struct QuotaUse {
     pub daily_tokens: Option<(u64, u64)>,
 }
 
+/// A limit's name, its `(used, limit)`, and whether it is a daily one.
+type Entry = (&'static str, Option<(u64, u64)>, bool);
+
 impl QuotaUse {
-    fn entries(&self) -> [(&'static str, Option<(u64, u64)>, bool); 4] {
+    fn entries(&self) -> [Entry; 4] {
         [
             ("rpm", self.rpm, false),
             ("tpm", self.tpm, false),

@@ -220,7 +220,7 @@ impl UpstreamStream {
                 ProviderError {
                     kind: ErrorKind::Stream,
                     message: format!("{} sent a stream error: {}", self.provider, body.message),
-                    upstream: Some(body),
+                    upstream: Some(Box::new(body)),
                     retry_after: None,
                     key: None,
                 }

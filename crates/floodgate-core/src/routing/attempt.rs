@@ -118,8 +118,16 @@ enum Hedged<T> {
     /// No hedge was sent (or it could not be): the first call's result.
     Single(Result<T, ProviderError>),
     /// `hedged`: the second call answered; `sent`: a second call was made.
-    Won { value: T, position: usize, hedged: bool, sent: bool },
-    BothFailed { first: ProviderError, second: (usize, ProviderError) },
+    Won {
+        value: T,
+        position: usize,
+        hedged: bool,
+        sent: bool,
+    },
+    BothFailed {
+        first: ProviderError,
+        second: (usize, ProviderError),
+    },
 }
 
 impl Router {
@@ -130,7 +138,10 @@ impl Router {
         admission: Admission,
     ) -> Result<Routed<A::Output>, RouteError> {
         let alias = &*route.alias;
-        let targets = match op.features().and_then(|f| rules::choose(&alias.rules, f)) {
+        // Rules count prompts with the tokenizer of the alias's first target.
+        let rule_tokenizer = alias.targets.first().map_or(Tokenizer::Approx, |t| t.tokenizer);
+        let chosen = op.features().and_then(|f| rules::choose(&alias.rules, f, rule_tokenizer));
+        let targets = match chosen {
             Some((rule, targets)) => {
                 let rule = rule.to_string();
                 let labels = [("model", alias.name.as_str()), ("rule", rule.as_str())];
@@ -158,17 +169,36 @@ impl Router {
             let mut refused: Option<ProviderError> = None;
             // The failure being retried, reported if the retry cannot be made.
             let mut last: Option<ProviderError> = None;
+            // A rate-limit pause was already waited out once for this target.
+            let mut waited_out = false;
             let failure = loop {
                 let slot = match ready.take() {
                     Some(slot) => slot,
                     None => match self.admit(target, op) {
                         Admit::Ready(slot) => slot,
-                        Admit::Busy(wait) => break keys_busy(&target.provider, wait),
+                        Admit::Busy(wait) => {
+                            // Retrying a 429 whose key is paused, with no other
+                            // key free: wait out the pause if it is short enough.
+                            let rate_limited =
+                                last.as_ref().is_some_and(|e| e.kind == ErrorKind::Status(429));
+                            if rate_limited && !waited_out && wait <= policy.max_retry_after {
+                                waited_out = true;
+                                tokio::time::sleep(wait).await;
+                                continue;
+                            }
+                            break last.take().unwrap_or_else(|| keys_busy(&target.provider, wait));
+                        }
                         Admit::Down(error) => {
+                            // The breaker opened on the failure being retried:
+                            // that failure says more than "circuit open".
+                            if let Some(last) = last.take() {
+                                break last;
+                            }
                             break match refused.take() {
                                 Some(last) if error.kind == ErrorKind::NoUsableKey => {
                                     let mut error = error;
-                                    error.message = format!("{} (last: {})", error.message, last.message);
+                                    error.message =
+                                        format!("{} (last: {})", error.message, last.message);
                                     error
                                 }
                                 _ => error,
@@ -266,6 +296,9 @@ impl Router {
                         let wait = backoff.next_delay();
                         let wait = match error.retry_after {
                             Some(after) if after > policy.max_retry_after => break error,
+                            // A 429's retry-after is the key's: the key is paused
+                            // on this target, and another key may serve at once.
+                            Some(_) if error.kind == ErrorKind::Status(429) => wait,
                             Some(after) => wait.max(after),
                             None => wait,
                         };
@@ -300,11 +333,15 @@ impl Router {
         admission: Admission,
     ) -> Result<(usize, Slot<'t>, Duration), RouteError> {
         let model = || alias.name.clone();
-        if alias.queue.len() == 0 {
+        if alias.queue.is_empty() {
             match self.scan(targets, order, op) {
                 Scan::Ready(index, slot) => return Ok((index, slot, Duration::ZERO)),
                 Scan::Down(failures) => {
-                    return Err(RouteError::Exhausted { model: model(), failures, budget_spent: false });
+                    return Err(RouteError::Exhausted {
+                        model: model(),
+                        failures,
+                        budget_spent: false,
+                    });
                 }
                 Scan::Busy(_) => {}
             }
@@ -364,7 +401,10 @@ impl Router {
                     target.label(),
                     snapshot
                         .retry_in_ms
-                        .map(|ms| format!("; half-open in {}", humantime::format_duration(Duration::from_millis(ms))))
+                        .map(|ms| format!(
+                            "; half-open in {}",
+                            humantime::format_duration(Duration::from_millis(ms))
+                        ))
                         .unwrap_or_default()
                 ),
             );
@@ -372,10 +412,7 @@ impl Router {
             return Admit::Down(error);
         };
         let keys = &health.key_breakers;
-        let pick = target.provider.keys.pick(
-            || op.estimate(target),
-            |index| keys.get(index).is_none_or(|b| b.allows()),
-        );
+        let pick = target.provider.keys.pick(|| op.estimate(target), |index| health.key_use(index));
         let (key, reservation) = match pick {
             Pick::Key(key, reservation) => (Some(key), reservation),
             Pick::Anonymous(reservation) => (None, reservation),
@@ -456,6 +493,10 @@ impl Router {
             Err(error) => {
                 // A failed call consumed a request but no tokens.
                 reservation.settle(0);
+                if error.kind == ErrorKind::Status(429) {
+                    let length = error.retry_after.unwrap_or(Duration::from_secs(1));
+                    target.health.pause_key(key.map_or(0, |k| k.index), length);
+                }
                 Err(error.with_key(key.map(|k| k.index)))
             }
         }
@@ -488,11 +529,11 @@ impl Router {
             result = &mut first => return Hedged::Single(result),
             () = tokio::time::sleep(delay) => {}
         }
-        let second = order.iter().enumerate().skip(index + 1).find_map(|(i, &position)| {
-            match self.admit(&targets[position], op) {
-                Admit::Ready(slot) => Some((i, slot)),
-                Admit::Busy(_) | Admit::Down(_) => None,
-            }
+        let second = order.iter().enumerate().skip(index + 1).find_map(|(i, &position)| match self
+            .admit(&targets[position], op)
+        {
+            Admit::Ready(slot) => Some((i, slot)),
+            Admit::Busy(_) | Admit::Down(_) => None,
         });
         let Some((second_index, second_slot)) = second else {
             return Hedged::Single(first.await);
@@ -562,7 +603,7 @@ impl Router {
 
 /// The key a refused call was made with (recorded on the error by `call`).
 fn slot_key_index(error: &ProviderError, target: &Target) -> Option<usize> {
-    error.key.filter(|_| !target.provider.keys.is_empty())
+    error.key_index().filter(|_| !target.provider.keys.is_empty())
 }
 
 /// The order a request tries the targets in, by the alias's strategy.
@@ -595,17 +636,13 @@ impl<'r> Chat<'r> {
     }
 }
 
-/// Rules count prompts with one tokenizer whatever the targets (OpenAI's
-/// `o200k_base`), so a threshold means the same on every alias.
-const RULE_TOKENIZER: Tokenizer = Tokenizer::O200k;
-
 fn has_images(req: &ChatRequest) -> bool {
     req.messages.iter().any(|m| m.content.iter().any(|p| matches!(p, Part::Image { .. })))
 }
 
 impl Features for Chat<'_> {
-    fn prompt_tokens(&self) -> u32 {
-        self.estimate.prompt_tokens(RULE_TOKENIZER)
+    fn prompt_tokens(&self, tokenizer: Tokenizer) -> u32 {
+        self.estimate.prompt_tokens(tokenizer)
     }
     fn has_tools(&self) -> bool {
         !self.req.tools.is_empty()

@@ -51,7 +51,9 @@ use wait::{CapacitySignal, WaitQueue};
 use crate::config::{
     BreakerConfig, Config, Hedge, ModelConfig, RetryOn, RoutingConfig, Strategy, TargetRef,
 };
-use crate::providers::{ClientHints, KeyView, Provider, ProviderError, Reservation, UpstreamStream};
+use crate::providers::{
+    ClientHints, KeyUse, KeyView, Provider, ProviderError, Reservation, UpstreamStream,
+};
 use crate::state::StateBackend;
 
 /// Looked up on every request: a fast hasher (keys come from our config).
@@ -69,7 +71,64 @@ pub struct TargetHealth {
     pub breaker: Arc<Breaker>,
     /// One breaker per key of the provider (one for a provider without keys).
     pub key_breakers: Vec<Arc<Breaker>>,
+    /// Per key: no call before this, after the upstream answered 429 (a
+    /// provider's rate limits are per model, so a key paused for one target
+    /// still serves the others).
+    key_pauses: Vec<Pause>,
     pub stats: Arc<TargetStats>,
+}
+
+/// A pause until a moment, readable without a lock.
+#[derive(Debug)]
+struct Pause {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`; 0: not paused.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Pause {
+    fn new() -> Self {
+        Pause { start: tokio::time::Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        tokio::time::Instant::now().saturating_duration_since(self.start).as_millis() as u64 + 1
+    }
+
+    fn left(&self) -> Option<Duration> {
+        let until = self.until_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    fn pause(&self, length: Duration) {
+        let until = self.now_ms() + length.as_millis() as u64;
+        self.until_ms.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.until_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl TargetHealth {
+    /// Whether key `index` may be used on this target now.
+    pub fn key_use(&self, index: usize) -> KeyUse {
+        if self.key_breakers.get(index).is_some_and(|b| !b.allows()) {
+            return KeyUse::Blocked;
+        }
+        match self.key_pauses.get(index).and_then(Pause::left) {
+            Some(left) => KeyUse::Wait(left),
+            None => KeyUse::Usable,
+        }
+    }
+
+    /// The upstream answered 429 to key `index` on this target.
+    pub fn pause_key(&self, index: usize, length: Duration) {
+        if let Some(pause) = self.key_pauses.get(index) {
+            pause.pause(length);
+        }
+    }
 }
 
 impl TargetHealth {
@@ -88,6 +147,7 @@ impl TargetHealth {
                 .indexes()
                 .map(|i| Breaker::new(config, labels("key", Some(i))))
                 .collect(),
+            key_pauses: provider.keys.indexes().map(|_| Pause::new()).collect(),
             stats: TargetStats::new(),
         })
     }
@@ -273,6 +333,8 @@ pub struct KeyBreakerView {
     pub key: usize,
     #[serde(flatten)]
     pub breaker: BreakerSnapshot,
+    /// Milliseconds this key stays paused on this target after a 429.
+    pub paused_ms: Option<u64>,
 }
 
 /// A model alias's routing state, for the admin API.
@@ -361,7 +423,9 @@ impl Router {
         let rules = model
             .rules
             .iter()
-            .map(|rule| Rule::new(rule, rule.targets.iter().filter_map(|t| self.target(t)).collect()))
+            .map(|rule| {
+                Rule::new(rule, rule.targets.iter().filter_map(|t| self.target(t)).collect())
+            })
             .collect();
         let mut budget = self.config.retry_budget;
         if let Some(ratio) = model.retry_budget {
@@ -407,7 +471,10 @@ impl Router {
             && self.providers.contains_key(provider)
             && !upstream_model.is_empty()
         {
-            return Ok(Route { name: model.to_string(), alias: self.direct(provider, upstream_model) });
+            return Ok(Route {
+                name: model.to_string(),
+                alias: self.direct(provider, upstream_model),
+            });
         }
         Err(RouteError::UnknownModel { model: model.to_string() })
     }
@@ -494,6 +561,30 @@ impl Router {
         self.run(route, &attempt::Embeddings { req }, admission).await
     }
 
+    /// Tokenizers requests will need: those of targets whose keys count
+    /// tokens (a tpm or daily token quota), and of aliases whose rules have
+    /// token conditions. Loading one costs 25–50 MB, so only these are loaded
+    /// at start; a limit learned later from headers loads its table then.
+    pub fn tokenizers_needed(&self) -> Vec<Tokenizer> {
+        let mut needed = Vec::new();
+        for alias in self.aliases.values() {
+            let all = alias.targets.iter().chain(alias.rules.iter().flat_map(|r| r.targets.iter()));
+            for target in all {
+                if target.provider.keys.counts_tokens() {
+                    needed.push(target.tokenizer);
+                }
+            }
+            if alias.rules.iter().any(Rule::counts_tokens)
+                && let Some(first) = alias.targets.first()
+            {
+                needed.push(first.tokenizer);
+            }
+        }
+        needed.sort_by_key(|t| t.as_str());
+        needed.dedup();
+        needed
+    }
+
     /// Every provider with its keys and its targets' health.
     pub fn provider_views(&self) -> Vec<ProviderView> {
         self.providers()
@@ -552,6 +643,9 @@ impl Router {
                 }
                 breaker.reset();
             }
+            for pause in &health.key_pauses {
+                pause.clear();
+            }
         }
         let keys_enabled = provider.keys.enable_all();
         if let Err(error) = self.state.enable_keys(name).await {
@@ -572,7 +666,15 @@ fn target_view(health: Arc<TargetHealth>) -> TargetView {
             .key_breakers
             .iter()
             .enumerate()
-            .map(|(key, b)| KeyBreakerView { key, breaker: b.snapshot() })
+            .map(|(key, b)| KeyBreakerView {
+                key,
+                breaker: b.snapshot(),
+                paused_ms: health
+                    .key_pauses
+                    .get(key)
+                    .and_then(Pause::left)
+                    .map(|d| d.as_millis() as u64),
+            })
             .collect(),
     }
 }

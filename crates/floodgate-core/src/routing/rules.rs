@@ -5,6 +5,7 @@
 //! alias's own targets serve.
 
 use super::Target;
+use super::estimate::Tokenizer;
 use crate::config::RuleConfig;
 
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub struct Rule {
 /// What rules look at in a request. The prompt is counted only if a rule
 /// has a token condition (counting may run a tokenizer).
 pub trait Features {
-    fn prompt_tokens(&self) -> u32;
+    fn prompt_tokens(&self, tokenizer: Tokenizer) -> u32;
     fn has_tools(&self) -> bool;
     fn has_images(&self) -> bool;
 }
@@ -35,7 +36,12 @@ impl Rule {
         }
     }
 
-    pub fn matches(&self, request: &dyn Features) -> bool {
+    pub fn counts_tokens(&self) -> bool {
+        self.max_prompt_tokens.is_some() || self.min_prompt_tokens.is_some()
+    }
+
+    /// `tokenizer` counts the prompt for token conditions.
+    pub fn matches(&self, request: &dyn Features, tokenizer: Tokenizer) -> bool {
         if self.tools.is_some_and(|want| want != request.has_tools()) {
             return false;
         }
@@ -45,18 +51,22 @@ impl Rule {
         if self.max_prompt_tokens.is_none() && self.min_prompt_tokens.is_none() {
             return true;
         }
-        let tokens = request.prompt_tokens();
+        let tokens = request.prompt_tokens(tokenizer);
         self.max_prompt_tokens.is_none_or(|max| tokens <= max)
             && self.min_prompt_tokens.is_none_or(|min| tokens >= min)
     }
 }
 
 /// The first matching rule's index and targets, or `None` for the alias's own.
-pub fn choose<'a>(rules: &'a [Rule], request: &dyn Features) -> Option<(usize, &'a [Target])> {
+pub fn choose<'a>(
+    rules: &'a [Rule],
+    request: &dyn Features,
+    tokenizer: Tokenizer,
+) -> Option<(usize, &'a [Target])> {
     rules
         .iter()
         .enumerate()
-        .find(|(_, rule)| !rule.targets.is_empty() && rule.matches(request))
+        .find(|(_, rule)| !rule.targets.is_empty() && rule.matches(request, tokenizer))
         .map(|(i, rule)| (i, rule.targets.as_slice()))
 }
 
@@ -74,7 +84,7 @@ mod tests {
     }
 
     impl Features for Req {
-        fn prompt_tokens(&self) -> u32 {
+        fn prompt_tokens(&self, _: Tokenizer) -> u32 {
             self.counted.set(self.counted.get() + 1);
             self.tokens
         }
@@ -103,26 +113,26 @@ mod tests {
     #[test]
     fn every_condition_must_hold() {
         let cheap = rule(Some(500), None, Some(false));
-        assert!(cheap.matches(&req(100, false)));
-        assert!(cheap.matches(&req(500, false)));
-        assert!(!cheap.matches(&req(501, false)));
-        assert!(!cheap.matches(&req(100, true)));
+        assert!(cheap.matches(&req(100, false), Tokenizer::Approx));
+        assert!(cheap.matches(&req(500, false), Tokenizer::Approx));
+        assert!(!cheap.matches(&req(501, false), Tokenizer::Approx));
+        assert!(!cheap.matches(&req(100, true), Tokenizer::Approx));
         let long = rule(None, Some(10_000), None);
-        assert!(long.matches(&req(10_000, true)));
-        assert!(!long.matches(&req(9_999, false)));
+        assert!(long.matches(&req(10_000, true), Tokenizer::Approx));
+        assert!(!long.matches(&req(9_999, false), Tokenizer::Approx));
         let images = Rule { images: Some(true), ..rule(None, None, None) };
-        assert!(!images.matches(&req(1, false)));
-        assert!(images.matches(&Req { images: true, ..req(1, false) }));
+        assert!(!images.matches(&req(1, false), Tokenizer::Approx));
+        assert!(images.matches(&Req { images: true, ..req(1, false) }, Tokenizer::Approx));
     }
 
     #[test]
     fn tokens_are_counted_only_when_a_condition_needs_them() {
         let r = req(100, true);
-        assert!(!rule(Some(500), None, Some(false)).matches(&r));
+        assert!(!rule(Some(500), None, Some(false)).matches(&r, Tokenizer::Approx));
         assert_eq!(r.counted.get(), 0, "the tools condition failed first");
-        assert!(rule(None, None, Some(true)).matches(&r));
+        assert!(rule(None, None, Some(true)).matches(&r, Tokenizer::Approx));
         assert_eq!(r.counted.get(), 0);
-        assert!(rule(Some(500), None, None).matches(&r));
+        assert!(rule(Some(500), None, None).matches(&r, Tokenizer::Approx));
         assert_eq!(r.counted.get(), 1);
     }
 }

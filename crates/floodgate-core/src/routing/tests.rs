@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Env, Overrides, from_text};
+use crate::providers::ErrorKind;
 use crate::secrets::Scrubber;
 use crate::state::MemoryState;
 

@@ -10,6 +10,7 @@ mod lifecycle;
 mod openai_route;
 mod ops;
 mod process;
+mod resilience;
 mod routing;
 mod sdk;
 mod streaming;

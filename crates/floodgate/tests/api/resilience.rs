@@ -12,7 +12,11 @@ use crate::helpers::*;
 const MASTER: &str = "master-key-0123456789abcdef";
 
 fn with_master(config: &str) -> Options {
-    Options { config: config.to_string(), master_key: Some(MASTER.to_string()), ..Options::default() }
+    Options {
+        config: config.to_string(),
+        master_key: Some(MASTER.to_string()),
+        ..Options::default()
+    }
 }
 
 /// A provider on the mock with its own keys and limits, and an alias on it.
@@ -28,6 +32,7 @@ async fn admin(app: &TestApp) -> Value {
     body
 }
 
+#[expect(clippy::unwrap_used, reason = "a missing provider or target fails the test")]
 fn target<'a>(admin: &'a Value, provider: &str, target: &str) -> &'a Value {
     let p = admin["providers"].as_array().unwrap().iter().find(|p| p["name"] == provider).unwrap();
     p["targets"].as_array().unwrap().iter().find(|t| t["target"] == target).unwrap()
@@ -59,7 +64,8 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_reset() {
     assert_eq!(target(&view, "p", "p/healthy")["breaker"]["state"], "closed");
     // Open: the failing target is skipped without a call.
     for _ in 0..5 {
-        let (code, headers, _) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+        let (code, headers, _) =
+            app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
         assert_eq!(code, 200);
         assert_eq!(headers["x-floodgate-attempts"], "1");
     }
@@ -75,7 +81,13 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_reset() {
     assert!(app.metrics().await.contains("floodgate_circuit_transitions_total"));
 
     // An operator reset closes it at once.
-    let response = app.http.post(app.url("/admin/providers/p/reset")).bearer_auth(MASTER).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/admin/providers/p/reset"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
     let (code, _, report) = json_of(response).await;
     assert_eq!(code, 200, "{report}");
     assert!(report["breakers_closed"].as_u64().unwrap() >= 1, "{report}");
@@ -93,7 +105,11 @@ async fn the_breaker_opens_on_error_rate_and_a_half_open_success_closes_it() {
     // Every other call to the first target fails: 6 of 11 > 30 % once 10 calls are in.
     for i in 0..11 {
         if i % 2 == 0 {
-            app.mock.enqueue(Script::Status { status: 503, headers: vec![], body: json!({"error": {"message": "busy"}}) });
+            app.mock.enqueue(Script::Status {
+                status: 503,
+                headers: vec![],
+                body: json!({"error": {"message": "busy"}}),
+            });
         }
         let (code, _, _) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
         assert_eq!(code, 200);
@@ -120,7 +136,8 @@ async fn the_retry_budget_caps_retries_during_a_full_outage() {
     let requests = 100;
     let mut spent = 0;
     for _ in 0..requests {
-        let (code, _, body) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+        let (code, _, body) =
+            app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
         assert_eq!(code, 502, "{body}");
         if body["error"]["message"].as_str().unwrap().contains("retry budget") {
             spent += 1;
@@ -144,13 +161,15 @@ async fn waiting_requests_are_released_in_priority_order() {
     );
     let app = spawn_with(Options {
         config,
-        mock: MockConfig { record: true, latency: Duration::from_millis(400), ..MockConfig::default() },
+        mock: MockConfig {
+            record: true,
+            latency: Duration::from_millis(400),
+            ..MockConfig::default()
+        },
         ..Options::default()
     })
     .await;
-    let body = |tag: &str| {
-        json!({"model": "chat", "max_tokens": 800, "messages": [{"role": "user", "content": tag}]})
-    };
+    let body = |tag: &str| json!({"model": "chat", "max_tokens": 800, "messages": [{"role": "user", "content": tag}]});
     let send = |tag: &'static str, priority: u8| {
         let request = app
             .http
@@ -256,7 +275,11 @@ async fn a_client_that_goes_away_leaves_the_queue() {
 #[tokio::test]
 async fn bad_priority_and_wait_headers_are_400_naming_the_header() {
     let app = spawn_app().await;
-    for (name, value) in [("x-floodgate-priority", "11"), ("x-floodgate-priority", "high"), ("x-floodgate-max-wait-ms", "-5")] {
+    for (name, value) in [
+        ("x-floodgate-priority", "11"),
+        ("x-floodgate-priority", "high"),
+        ("x-floodgate-max-wait-ms", "-5"),
+    ] {
         let response = app
             .http
             .post(app.url("/v1/chat/completions"))
@@ -291,7 +314,8 @@ async fn provider_headers_teach_the_limit_and_no_request_goes_over_it() {
     })
     .await;
     for _ in 0..3 {
-        let (code, _, body) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+        let (code, _, body) =
+            app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
         assert_eq!(code, 200, "{body}");
     }
     let response = app
@@ -325,7 +349,8 @@ async fn an_upstream_429_pauses_that_key_and_the_next_key_serves() {
         headers: vec![("retry-after".into(), "20".into())],
         body: json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}),
     });
-    let (code, headers, body) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+    let (code, headers, body) =
+        app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(headers["x-floodgate-attempts"], "2");
     let keys: Vec<String> = app
@@ -346,6 +371,7 @@ async fn an_upstream_429_pauses_that_key_and_the_next_key_serves() {
 }
 
 /// A tiny HTTP server that records the JSON bodies POSTed to it.
+#[expect(clippy::unwrap_used, reason = "a broken webhook receiver fails the test")]
 async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -369,12 +395,19 @@ async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
                     let Some(end) = text.find("\r\n\r\n") else { continue };
                     let length: usize = text[..end]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
                         .unwrap_or(0);
                     if data.len() >= end + 4 + length {
-                        let body: Value = serde_json::from_slice(&data[end + 4..end + 4 + length]).unwrap();
+                        let body: Value =
+                            serde_json::from_slice(&data[end + 4..end + 4 + length]).unwrap();
                         sink.lock().unwrap().push(body);
-                        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .await;
                         data.clear();
                     }
                 }
@@ -388,8 +421,8 @@ async fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
 async fn quota_alerts_fire_once_per_threshold_with_a_webhook() {
     let (url, seen) = webhook().await;
     let config = format!(
-        "[alerts]\nwebhook_url = \"{url}\"\n{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]\nrpm = 20")
+        "[alerts]\nwebhook_url = \"{url}\"\n{}\n[[models]]\nname = \"chat\"\ntargets = [\"alerted/m\"]\n",
+        provider("alerted", "keys = [\"p-key-0123456789\"]\nrpm = 20")
     );
     let app = spawn_config(&config).await;
     for _ in 0..20 {
@@ -408,7 +441,8 @@ async fn quota_alerts_fire_once_per_threshold_with_a_webhook() {
             .unwrap();
         assert_eq!(response.status(), 429);
     }
-    eventually(|| async { seen.lock().unwrap().iter().filter(|a| a["key"] == 0).count() >= 3 }).await;
+    eventually(|| async { seen.lock().unwrap().iter().filter(|a| a["key"] == 0).count() >= 3 })
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let alerts = seen.lock().unwrap().clone();
     let key_alerts: Vec<(f64, u64)> = alerts
@@ -417,20 +451,25 @@ async fn quota_alerts_fire_once_per_threshold_with_a_webhook() {
         .map(|a| (a["threshold"].as_f64().unwrap(), a["used"].as_u64().unwrap()))
         .collect();
     assert_eq!(key_alerts, [(0.7, 14), (0.85, 17), (0.95, 19)], "{alerts:#?}");
-    assert!(alerts.iter().all(|a| a["type"] == "quota_alert" && a["provider"] == "p" && a["limit"] == 20));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["type"] == "quota_alert" && a["provider"] == "alerted" && a["limit"] == 20)
+    );
     let metrics = app.metrics().await;
-    assert!(metrics.contains("floodgate_quota_alerts_total{scope=\"key\",provider=\"p\",key=\"0\",quota=\"rpm\",threshold=\"0.95\"} 1"), "{metrics}");
+    assert!(metrics.contains("floodgate_quota_alerts_total{scope=\"key\",provider=\"alerted\",key=\"0\",quota=\"rpm\",threshold=\"0.95\"} 1"), "{metrics}");
 }
 
 #[tokio::test]
 async fn a_slow_first_target_is_hedged_and_the_loser_is_cancelled() {
     let config = format!(
-        "{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/hang-first\", \"p/fast\"]\nhedge_after = \"100ms\"\n",
+        "{}\n[[models]]\nname = \"hedged\"\ntargets = [\"p/hang-first\", \"p/fast\"]\nhedge_after = \"100ms\"\n",
         provider("p", "keys = [\"p-key-0123456789\"]")
     );
     let app = spawn_config(&config).await;
     let started = Instant::now();
-    let (code, headers, body) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+    let (code, headers, body) =
+        app.post_json("/v1/chat/completions", &chat_body("hedged", false)).await;
     assert_eq!(code, 200, "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(headers["x-floodgate-model"], "fast");
@@ -438,7 +477,9 @@ async fn a_slow_first_target_is_hedged_and_the_loser_is_cancelled() {
     assert_eq!(headers["x-floodgate-attempts"], "2");
     // The hanging call was dropped, not left to hang.
     eventually(|| async { app.mock.stats().hung == 0 }).await;
-    assert!(app.metrics().await.contains("floodgate_hedges_total{model=\"chat\",outcome=\"won\"} 1"));
+    assert!(
+        app.metrics().await.contains("floodgate_hedges_total{model=\"hedged\",outcome=\"won\"} 1")
+    );
     // A fast first target answers before the hedge delay: no second call.
     let config = format!(
         "{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/fast\", \"p/other\"]\nhedge_after = \"2s\"\n",
@@ -494,10 +535,15 @@ async fn rules_send_short_prompts_without_tools_to_the_cheap_target() {
     let (_, headers, _) = app.post_json("/v1/chat/completions", &long).await;
     assert_eq!(headers["x-floodgate-model"], "strong");
     let mut tools = chat_body("auto", false);
-    tools["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    tools["tools"] =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     let (_, headers, _) = app.post_json("/v1/chat/completions", &tools).await;
     assert_eq!(headers["x-floodgate-model"], "strong");
-    assert!(app.metrics().await.contains("floodgate_routing_rule_matches_total{model=\"auto\",rule=\"0\"} 1"));
+    assert!(
+        app.metrics()
+            .await
+            .contains("floodgate_routing_rule_matches_total{model=\"auto\",rule=\"0\"} 1")
+    );
 }
 
 #[tokio::test]
@@ -508,7 +554,8 @@ async fn a_stream_reset_before_its_first_content_falls_back() {
     );
     let app = spawn_config(&config).await;
     app.mock.enqueue(Script::SseThenReset { events: vec![], delay: Duration::ZERO });
-    let (code, headers, events) = app.post_sse("/v1/chat/completions", &chat_body("chat", true)).await;
+    let (code, headers, events) =
+        app.post_sse("/v1/chat/completions", &chat_body("chat", true)).await;
     assert_eq!(code, 200);
     assert_eq!(headers["x-floodgate-model"], "second");
     assert!(events.iter().any(|e| e.data == "[DONE]"));
@@ -522,12 +569,18 @@ async fn random_upstream_errors_are_absorbed_by_retries() {
     );
     let app = spawn_with(Options {
         config,
-        mock: MockConfig { record: true, error_rate: 0.2, error_kind: ErrorKind::Status500, ..MockConfig::default() },
+        mock: MockConfig {
+            record: true,
+            error_rate: 0.2,
+            error_kind: ErrorKind::Status500,
+            ..MockConfig::default()
+        },
         ..Options::default()
     })
     .await;
     for _ in 0..50 {
-        let (code, _, body) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
+        let (code, _, body) =
+            app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
         assert_eq!(code, 200, "{body}");
     }
 }
@@ -541,42 +594,67 @@ async fn admin_routes_need_the_master_key_and_name_unknown_providers() {
     let app = spawn_with(with_master(DEFAULT_CONFIG)).await;
     let response = app.http.get(app.url("/admin/providers")).send().await.unwrap();
     assert_eq!(response.status(), 401);
-    let response = app.http.get(app.url("/admin/providers")).bearer_auth("wrong-key-0123456789").send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/admin/providers"))
+        .bearer_auth("wrong-key-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let view = admin(&app).await;
-    let names: Vec<&str> = view["providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        view["providers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["oai", "ant", "gem"]);
     let oai = &view["providers"][0];
     assert_eq!(oai["keys"][0]["enabled"], true);
     assert!(oai["targets"][0]["stats"]["in_flight"].is_number(), "{oai}");
     assert_eq!(view["models"][0]["name"], "gpt");
-    assert!(view.to_string().find("oai-key-0123456789abcdef").is_none(), "no key value in the admin view");
+    assert!(
+        view.to_string().find("oai-key-0123456789abcdef").is_none(),
+        "no key value in the admin view"
+    );
     let (code, _, body) = json_of(app.get("/admin/providers/nope").await).await;
     assert_eq!(code, 404);
     assert!(body["error"]["message"].as_str().unwrap().contains("oai, ant, gem"), "{body}");
-    let response = app.http.post(app.url("/admin/providers/nope/reset")).bearer_auth(MASTER).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/admin/providers/nope/reset"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
 }
 
 #[tokio::test]
 async fn reset_re_enables_a_refused_key_everywhere() {
-    let config = DEFAULT_CONFIG.replace(
-        "keys = [\"oai-key-0123456789abcdef\"]",
-        "keys = [\"invalid-key-0123456789abcdef\", \"good-key-0123456789abcdef\"]",
-    );
+    let config = DEFAULT_CONFIG
+        .replace(
+            "keys = [\"oai-key-0123456789abcdef\"]",
+            "keys = [\"invalid-key-0123456789abcdef\", \"good-key-0123456789abcdef\"]",
+        )
+        .replace("name = \"oai\"", "name = \"resettable\"")
+        .replace("\"oai/", "\"resettable/");
     let app = spawn_with(with_master(&config)).await;
     app.post_json("/v1/chat/completions", &chat_body("gpt", false)).await;
     let view = admin(&app).await;
     assert_eq!(view["providers"][0]["keys"][0]["enabled"], false);
     assert!(view["providers"][0]["keys"][0]["disabled_reason"].as_str().unwrap().contains("401"));
-    let response = app.http.post(app.url("/admin/providers/oai/reset")).bearer_auth(MASTER).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/admin/providers/resettable/reset"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
     let (code, _, report) = json_of(response).await;
     assert_eq!(code, 200);
     assert_eq!(report["keys_enabled"], 1);
     let view = admin(&app).await;
     assert_eq!(view["providers"][0]["keys"][0]["enabled"], true);
     let (_, _, ready) = json_of(app.get("/health/ready").await).await;
-    assert_eq!(ready["components"]["providers"]["providers"]["oai"]["keys_usable"], 2);
+    assert_eq!(ready["components"]["providers"]["providers"]["resettable"]["keys_usable"], 2);
 }
 
 /// A key with rpm = 60 never sees more than 60 requests in any minute, as
@@ -607,7 +685,8 @@ async fn a_key_at_60_rpm_never_sees_more_than_60_requests_in_any_minute() {
     times.sort();
     assert_eq!(times.len(), 75);
     for (i, t) in times.iter().enumerate() {
-        let in_minute = times[i..].iter().take_while(|u| **u < *t + Duration::from_secs(60)).count();
+        let in_minute =
+            times[i..].iter().take_while(|u| **u < *t + Duration::from_secs(60)).count();
         assert!(in_minute <= 60, "{in_minute} requests in the minute from request {i}");
     }
     let span = times[74] - times[0];

@@ -267,14 +267,23 @@ targets = ["small/x"]
     assert_eq!(small_keys.iter().filter(|k| k.contains("small-key-a")).count(), 2);
     assert_eq!(small_keys.iter().filter(|k| k.contains("small-key-b")).count(), 2);
 
-    // With nowhere to fall back: 503 with retry-after, and no upstream call.
+    // With nowhere to fall back and no time to wait: 429 with retry-after
+    // (the next free slot of the one-minute window), and no upstream call.
     let before = app.upstream_requests().len();
-    let response = app.post("/v1/chat/completions", &chat_body("only-small", false)).await;
-    assert_eq!(response.status(), 503);
+    let response = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-floodgate-max-wait-ms", "0")
+        .json(&chat_body("only-small", false))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 429);
     let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert!((55..=61).contains(&retry_after), "{retry_after}");
     let (_, _, body) = json_of(response).await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("rpm/tpm limit"), "{body}");
+    assert_eq!(body["error"]["code"], "capacity_exceeded", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("rate limit"), "{body}");
     assert_eq!(app.upstream_requests().len(), before);
 
     let (_, _, ready) = json_of(app.get("/health/ready").await).await;
@@ -309,6 +318,17 @@ targets = ["tight/x"]
         assert_eq!(code, 200, "{answer}");
     }
     body["max_tokens"] = json!(990);
-    let response = app.post("/v1/chat/completions", &body).await;
-    assert_eq!(response.status(), 503, "a call that cannot fit the remaining budget waits");
+    let response = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-floodgate-max-wait-ms", "50")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response.status(),
+        429,
+        "a call that cannot fit the remaining budget waits, then 429"
+    );
 }

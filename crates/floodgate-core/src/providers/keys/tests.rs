@@ -18,7 +18,7 @@ fn pool(n: usize) -> KeyPool {
 }
 
 fn picked(pool: &KeyPool) -> Option<usize> {
-    match pool.pick(|| 10, |_| true) {
+    match pool.pick(|| 10, |_| KeyUse::Usable) {
         Pick::Key(k, r) => {
             r.settle(10);
             Some(k.index)
@@ -46,11 +46,11 @@ async fn unlimited_keys_take_turns_and_disabled_ones_are_skipped() {
 #[tokio::test]
 async fn all_disabled_is_exhausted_blocked_is_blocked_and_no_keys_is_anonymous() {
     let pool = pool(1);
-    assert!(matches!(pool.pick(|| 1, |_| false), Pick::Blocked));
+    assert!(matches!(pool.pick(|| 1, |_| KeyUse::Blocked), Pick::Blocked));
     pool.disable(0, "403");
-    assert!(matches!(pool.pick(|| 1, |_| true), Pick::Exhausted));
+    assert!(matches!(pool.pick(|| 1, |_| KeyUse::Usable), Pick::Exhausted));
     assert!(!pool.in_use());
-    assert!(matches!(pool_of(Vec::new()).pick(|| 1, |_| true), Pick::Anonymous(_)));
+    assert!(matches!(pool_of(Vec::new()).pick(|| 1, |_| KeyUse::Usable), Pick::Anonymous(_)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -81,7 +81,7 @@ async fn keys_without_room_are_skipped_then_busy_says_how_long() {
     used.sort_unstable();
     assert_eq!(used, [Some(0), Some(1)]);
     assert!(
-        matches!(pool.pick(|| 0, |_| true), Pick::Busy(wait) if wait == Duration::from_secs(61))
+        matches!(pool.pick(|| 0, |_| KeyUse::Usable), Pick::Busy(wait) if wait == Duration::from_secs(61))
     );
     assert!(pool.in_use());
     tokio::time::advance(Duration::from_secs(61)).await;
@@ -89,19 +89,20 @@ async fn keys_without_room_are_skipped_then_busy_says_how_long() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_paused_key_is_skipped_and_the_estimate_is_only_made_when_tokens_count() {
+async fn a_waiting_key_is_skipped_and_the_estimate_is_only_made_when_tokens_count() {
     let pool = pool_of(vec![
         KeyConfig::plain("a"),
         KeyConfig { tpm: Some(1000), ..KeyConfig::plain("b") },
     ]);
-    pool.pause(Some(0), Some(Duration::from_secs(2)));
     let calls = std::cell::Cell::new(0);
+    let paused_a =
+        |i: usize| if i == 0 { KeyUse::Wait(Duration::from_secs(2)) } else { KeyUse::Usable };
     match pool.pick(
         || {
             calls.set(calls.get() + 1);
             100
         },
-        |_| true,
+        paused_a,
     ) {
         Pick::Key(k, r) => {
             assert_eq!(k.index, 1);
@@ -110,16 +111,15 @@ async fn a_paused_key_is_skipped_and_the_estimate_is_only_made_when_tokens_count
         other => panic!("{other:?}"),
     }
     assert_eq!(calls.get(), 1);
-    pool.pause(Some(1), Some(Duration::from_secs(5)));
-    assert!(matches!(pool.pick(|| 1, |_| true), Pick::Busy(w) if w == Duration::from_secs(2)));
-    tokio::time::advance(Duration::from_secs(2)).await;
+    let all_paused = |i: usize| KeyUse::Wait(Duration::from_secs(if i == 0 { 2 } else { 5 }));
+    assert!(matches!(pool.pick(|| 1, all_paused), Pick::Busy(w) if w == Duration::from_secs(2)));
     let calls = std::cell::Cell::new(0);
     match pool.pick(
         || {
             calls.set(calls.get() + 1);
             1
         },
-        |_| true,
+        |i| if i == 0 { KeyUse::Usable } else { KeyUse::Blocked },
     ) {
         Pick::Key(k, _) => assert_eq!(k.index, 0),
         other => panic!("{other:?}"),
@@ -131,7 +131,7 @@ async fn a_paused_key_is_skipped_and_the_estimate_is_only_made_when_tokens_count
 async fn breaker_filter_is_respected() {
     let pool = pool(2);
     for _ in 0..4 {
-        match pool.pick(|| 1, |i| i == 1) {
+        match pool.pick(|| 1, |i| if i == 1 { KeyUse::Usable } else { KeyUse::Blocked }) {
             Pick::Key(k, _) => assert_eq!(k.index, 1),
             other => panic!("{other:?}"),
         }

@@ -125,20 +125,6 @@ async fn limits_the_config_does_not_set_are_learned_from_headers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_429_pauses_the_key_for_its_retry_after() {
-    let l = limits(KeyConfig::plain("k"));
-    l.pause(Some(Duration::from_secs(3)));
-    assert_eq!(l.pause_left(), Some(Duration::from_secs(3)));
-    assert_eq!(l.try_take(0, None).unwrap_err(), Duration::from_secs(3));
-    advance(Duration::from_secs(3)).await;
-    assert_eq!(l.pause_left(), None);
-    assert!(l.try_take(0, None).is_ok());
-    l.pause(None);
-    l.unpause();
-    assert!(l.try_take(0, None).is_ok());
-}
-
-#[tokio::test(start_paused = true)]
 async fn headroom_is_the_tightest_share_left() {
     let l = limits(KeyConfig { rpm: Some(10), tpm: Some(100), ..KeyConfig::plain("k") });
     assert_eq!(l.headroom(), 1.0);
