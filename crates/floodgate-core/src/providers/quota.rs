@@ -3,10 +3,12 @@
 //! Each threshold fires at most once per window of its limit: once per
 //! clock minute for rpm and tpm (their windows are one minute long), once per
 //! UTC day for the daily quotas. A key is checked each time a call is
-//! reserved on it (a few comparisons); the provider as a whole (the sum of its
-//! keys' use against the sum of their limits, for limits every key has) at
-//! most once a second, by the pool.
+//! reserved on it (a few comparisons, and a lock only once its use reaches
+//! the lowest threshold); the provider as a whole (the sum of its keys' use
+//! against the sum of their limits, for limits every key has) once per clock
+//! second at most, by the pool.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::alerts::{Alert, Alerts};
@@ -54,15 +56,11 @@ impl QuotaUse {
 struct Fired {
     /// `[limit][threshold]` → window id (minute or day number, plus one so zero means never).
     windows: [Vec<u64>; 4],
-    last_provider_check: f64,
 }
 
 impl Fired {
     fn new(thresholds: usize) -> Self {
-        Fired {
-            windows: std::array::from_fn(|_| vec![0; thresholds]),
-            last_provider_check: f64::NEG_INFINITY,
-        }
+        Fired { windows: std::array::from_fn(|_| vec![0; thresholds]) }
     }
 }
 
@@ -73,16 +71,23 @@ pub struct Quota {
     alerts: Arc<Alerts>,
     keys: Vec<Mutex<Fired>>,
     whole: Mutex<Fired>,
+    /// The second of the last provider-wide check, plus one (no lock on the hot path).
+    last_provider_check: AtomicU64,
+    /// The lowest threshold: below it nothing is locked or checked.
+    lowest: f64,
     unix_offset: f64,
 }
 
 impl Quota {
     pub fn new(provider: &str, keys: usize, alerts: Arc<Alerts>, unix_offset: f64) -> Arc<Quota> {
         let n = alerts.thresholds.len();
+        let lowest = alerts.thresholds.iter().copied().fold(f64::INFINITY, f64::min);
         Arc::new(Quota {
             provider: provider.to_string(),
             keys: (0..keys.max(1)).map(|_| Mutex::new(Fired::new(n))).collect(),
             whole: Mutex::new(Fired::new(n)),
+            last_provider_check: AtomicU64::new(0),
+            lowest,
             alerts,
             unix_offset,
         })
@@ -91,7 +96,7 @@ impl Quota {
     /// A call was reserved on `key` (`None`: a provider without keys, which
     /// is then its own only key); `now` is seconds on the pool's clock.
     pub fn observe(&self, key: Option<usize>, use_: &QuotaUse, _charged: u64, now: f64) {
-        if self.alerts.thresholds.is_empty() {
+        if !self.reaches_a_threshold(use_) {
             return;
         }
         let Some(slot) = self.keys.get(key.unwrap_or(0)) else { return };
@@ -101,17 +106,29 @@ impl Quota {
 
     /// Whether the provider-wide check is due (at most once a second).
     pub fn provider_check_due(&self, now: f64) -> bool {
-        let mut whole = self.whole.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now - whole.last_provider_check < 1.0 {
+        if self.alerts.thresholds.is_empty() {
             return false;
         }
-        whole.last_provider_check = now;
-        true
+        let second = now as u64 + 1;
+        let last = self.last_provider_check.load(Ordering::Relaxed);
+        last != second
+            && self
+                .last_provider_check
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether any limit's use is at or above the lowest threshold.
+    fn reaches_a_threshold(&self, use_: &QuotaUse) -> bool {
+        use_.entries().iter().any(|(_, entry, _)| {
+            entry
+                .is_some_and(|(used, limit)| limit > 0 && used as f64 / limit as f64 >= self.lowest)
+        })
     }
 
     /// The provider's summed use, checked against the thresholds.
     pub fn observe_provider(&self, use_: &QuotaUse, now: f64) {
-        if self.alerts.thresholds.is_empty() {
+        if !self.reaches_a_threshold(use_) {
             return;
         }
         let mut whole = self.whole.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -322,6 +322,29 @@ impl Router {
         Err(RouteError::Exhausted { model: route.name.clone(), failures, budget_spent })
     }
 
+    /// The routing decision a chat request starts with — its rule, the
+    /// strategy's order, breakers, the key pick and its reservation — without
+    /// calling upstream or waiting: the target and key the first call would
+    /// use, or `None` when none can take it now. The reservation is settled
+    /// as unused. For the routing benchmark and for tests.
+    pub fn decide(&self, route: &Route, req: &ChatRequest) -> Option<(String, Option<usize>)> {
+        let hints = ClientHints::default();
+        let op = Chat::new(req, &hints);
+        let alias = &*route.alias;
+        let rule_tokenizer = alias.targets.first().map_or(Tokenizer::Approx, |t| t.tokenizer);
+        let targets = rules::choose(&alias.rules, &op, rule_tokenizer)
+            .map_or(&alias.targets[..], |(_, targets)| targets);
+        let order = order(alias, targets);
+        match self.scan(targets, &order, &op) {
+            Scan::Ready(index, slot) => {
+                let key = slot.key.map(|k| k.index);
+                slot.reservation.settle(0);
+                Some((targets[order[index]].label(), key))
+            }
+            Scan::Busy(_) | Scan::Down(_) => None,
+        }
+    }
+
     /// The first admission: at once when a target has room, else (when every
     /// target is only full) after waiting in the alias's queue.
     async fn admit_first<'t, A: Attempt>(
