@@ -171,6 +171,8 @@ impl Router {
             let mut last: Option<ProviderError> = None;
             // A rate-limit pause was already waited out once for this target.
             let mut waited_out = false;
+            // The reason of the retry about to be made, for its metric.
+            let mut retrying: Option<&'static str> = None;
             let failure = loop {
                 let slot = match ready.take() {
                     Some(slot) => slot,
@@ -216,6 +218,12 @@ impl Router {
                         failures.push(TargetFailure { target: target.label(), attempts, error });
                     }
                     break 'targets;
+                }
+                // A retry is counted when it is made (the breaker may have
+                // opened, or the budget run out, while it waited).
+                if let Some(reason) = retrying.take() {
+                    let labels = [("provider", target.provider.name.as_str()), ("reason", reason)];
+                    telemetry::counter(metric::UPSTREAM_RETRIES, &labels).increment(1);
                 }
                 attempts += 1;
                 calls += 1;
@@ -302,11 +310,7 @@ impl Router {
                             Some(after) => wait.max(after),
                             None => wait,
                         };
-                        let labels = [
-                            ("provider", target.provider.name.as_str()),
-                            ("reason", error.label()),
-                        ];
-                        telemetry::counter(metric::UPSTREAM_RETRIES, &labels).increment(1);
+                        retrying = Some(error.label());
                         tracing::debug!(target = %target.label(), error = %error, wait_ms = wait.as_millis() as u64, "retrying");
                         last = Some(error);
                         if !wait.is_zero() {
@@ -570,39 +574,30 @@ impl Router {
         let second_target = &targets[order[second_index]];
         let second = self.call(second_target, op, second_slot);
         tokio::pin!(second);
-        tokio::select! {
-            result = &mut first => match result {
-                Ok(value) => {
-                    telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
-                    Hedged::Won { value, position: order[index], hedged: false, sent: true }
-                }
-                Err(first_error) => match second.await {
-                    Ok(value) => {
-                        telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
-                        Hedged::Won { value, position: order[second_index], hedged: true, sent: true }
-                    }
-                    Err(second_error) => Hedged::BothFailed {
-                        first: first_error,
-                        second: (second_index, second_error),
-                    },
-                },
+        // The first answer wins; if it is a failure, the other call's answer.
+        let (done, from_first) = tokio::select! {
+            result = &mut first => (result, true),
+            result = &mut second => (result, false),
+        };
+        let outcome = match done {
+            Ok(value) => Ok((value, !from_first)),
+            Err(first_error) if from_first => match second.await {
+                Ok(value) => Ok((value, true)),
+                Err(second_error) => Err((first_error, second_error)),
             },
-            result = &mut second => match result {
-                Ok(value) => {
-                    telemetry::counter(metric::HEDGES, &hedge_labels("won")).increment(1);
-                    Hedged::Won { value, position: order[second_index], hedged: true, sent: true }
-                }
-                Err(second_error) => match first.await {
-                    Ok(value) => {
-                        telemetry::counter(metric::HEDGES, &hedge_labels("lost")).increment(1);
-                        Hedged::Won { value, position: order[index], hedged: false, sent: true }
-                    }
-                    Err(first_error) => Hedged::BothFailed {
-                        first: first_error,
-                        second: (second_index, second_error),
-                    },
-                },
+            Err(second_error) => match first.await {
+                Ok(value) => Ok((value, false)),
+                Err(first_error) => Err((first_error, second_error)),
             },
+        };
+        match outcome {
+            Ok((value, hedged)) => {
+                let outcome = if hedged { "won" } else { "lost" };
+                telemetry::counter(metric::HEDGES, &hedge_labels(outcome)).increment(1);
+                let position = if hedged { order[second_index] } else { order[index] };
+                Hedged::Won { value, position, hedged, sent: true }
+            }
+            Err((first, second)) => Hedged::BothFailed { first, second: (second_index, second) },
         }
     }
 
@@ -634,12 +629,16 @@ fn order(alias: &Alias, targets: &[Target]) -> Vec<usize> {
     if targets.len() <= 1 || alias.strategy == crate::config::Strategy::Fallback {
         return (0..targets.len()).collect();
     }
+    let now = (alias.strategy == crate::config::Strategy::LeastLatency).then(Instant::now);
     let candidates: Vec<balance::Candidate> = targets
         .iter()
         .map(|t| balance::Candidate {
             weight: t.weight,
             in_flight: t.health.stats.in_flight(),
-            ewma: t.health.stats.ewma(),
+            ewma: match now {
+                Some(now) => t.health.stats.decayed_ewma(now),
+                None => t.health.stats.ewma(),
+            },
             available: t.health.breaker.allows(),
         })
         .collect();

@@ -25,12 +25,17 @@ use crate::config::Strategy;
 
 /// Weight of a new sample in the latency EWMA.
 ///
-/// Sample-weighted rather than time-decayed: it follows a change in latency
-/// within about ten calls whatever the traffic, and a target that gets no
-/// calls keeps its last value. That is acceptable for least-latency because
-/// the in-flight factor of the score sends traffic to a slower target once the
-/// faster ones are busy, which refreshes its value.
+/// Sample-weighted: it follows a change in latency within about ten calls
+/// whatever the traffic. A target that gets no calls would keep its last
+/// value for ever — at low concurrency a target that was once slow would
+/// never be picked again to show it is fast now — so least-latency reads it
+/// through [`TargetStats::decayed_ewma`], which halves it every
+/// [`EWMA_HALF_LIFE`] without a success, until the target is tried and
+/// measured again (Finagle's peak-EWMA balancer decays the same way).
 pub const EWMA_ALPHA: f64 = 0.2;
+
+/// How fast an unrefreshed latency estimate loses weight for least-latency.
+pub const EWMA_HALF_LIFE: Duration = Duration::from_secs(10);
 
 /// The p95 is `None` until the window holds this many successful samples.
 pub const P95_MIN_SAMPLES: u64 = 20;
@@ -51,6 +56,8 @@ pub struct TargetStats {
     in_flight: AtomicU32,
     /// Nanoseconds; 0 until the first successful call (samples are at least 1 ns).
     ewma_ns: AtomicU64,
+    /// When `ewma_ns` last took a sample, in nanoseconds since `epoch`.
+    ewma_at_ns: AtomicU64,
     /// Cached p95 in nanoseconds; 0 for none.
     p95_ns: AtomicU64,
     /// Nanoseconds since `epoch` after which `p95_ns` must be recomputed.
@@ -107,6 +114,7 @@ impl TargetStats {
             }
         };
         self.ewma_ns.store(ewma, Ordering::Relaxed);
+        self.ewma_at_ns.store(now, Ordering::Relaxed);
         window.current.add(bucket(sample / 1_000));
         window.since_refresh += 1;
         // The first p95 is published as soon as there are enough samples
@@ -128,6 +136,19 @@ impl TargetStats {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
         }
+    }
+
+    /// The EWMA halved for every [`EWMA_HALF_LIFE`] since its last sample,
+    /// as of `now` (read once by the caller for all targets).
+    pub fn decayed_ewma(&self, now: Instant) -> Option<Duration> {
+        let ewma = self.ewma()?;
+        let at = self.ewma_at_ns.load(Ordering::Relaxed);
+        let now = nanos(now.saturating_duration_since(self.epoch.0));
+        let idle = now.saturating_sub(at) as f64 / EWMA_HALF_LIFE.as_nanos() as f64;
+        if idle < 0.1 {
+            return Some(ewma);
+        }
+        Some(Duration::from_nanos(((ewma.as_nanos() as f64) * 0.5f64.powf(idle)).max(1.0) as u64))
     }
 
     /// p95 of successful latencies over the last 30–60 s, `None` with fewer

@@ -158,6 +158,20 @@ impl TestApp {
         self.auth(self.http.get(self.url(path))).send().await.expect("request sent")
     }
 
+    /// POST with extra headers (and the test's key, if any).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.auth(self.http.post(self.url(path)).json(body));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// POST and read a JSON answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
         json_of(self.post(path, body).await).await

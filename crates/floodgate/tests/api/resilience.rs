@@ -237,14 +237,12 @@ async fn a_wait_past_its_deadline_is_429_and_the_queue_is_bounded() {
     assert!(started.elapsed() < Duration::from_secs(2));
     // Anthropic clients get their own shape.
     let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", MASTER)
-        .header("x-floodgate-max-wait-ms", "0")
-        .json(&messages_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_with(
+            "/v1/messages",
+            &messages_body("chat", false),
+            &[("x-floodgate-max-wait-ms", "0")],
+        )
+        .await;
     assert_eq!(response.status(), 429);
     let (_, _, body) = json_of(response).await;
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
@@ -280,14 +278,8 @@ async fn bad_priority_and_wait_headers_are_400_naming_the_header() {
         ("x-floodgate-priority", "high"),
         ("x-floodgate-max-wait-ms", "-5"),
     ] {
-        let response = app
-            .http
-            .post(app.url("/v1/chat/completions"))
-            .header(name, value)
-            .json(&chat_body("gpt", false))
-            .send()
-            .await
-            .unwrap();
+        let response =
+            app.post_with("/v1/chat/completions", &chat_body("gpt", false), &[(name, value)]).await;
         let (code, _, body) = json_of(response).await;
         assert_eq!(code, 400, "{name}: {value}");
         assert_eq!(body["error"]["param"], name, "{body}");
@@ -319,14 +311,12 @@ async fn provider_headers_teach_the_limit_and_no_request_goes_over_it() {
         assert_eq!(code, 200, "{body}");
     }
     let response = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(MASTER)
-        .header("x-floodgate-max-wait-ms", "0")
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_with(
+            "/v1/chat/completions",
+            &chat_body("chat", false),
+            &[("x-floodgate-max-wait-ms", "0")],
+        )
+        .await;
     assert_eq!(response.status(), 429);
     assert_eq!(app.mock.stats().rate_limited, 0, "the gateway never sent a request over the limit");
     assert_eq!(app.upstream_requests().len(), 3);
@@ -432,13 +422,12 @@ async fn quota_alerts_fire_once_per_threshold_with_a_webhook() {
     // Beyond the limit nothing new is used, so nothing new fires.
     for _ in 0..3 {
         let response = app
-            .http
-            .post(app.url("/v1/chat/completions"))
-            .header("x-floodgate-max-wait-ms", "0")
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+            .post_with(
+                "/v1/chat/completions",
+                &chat_body("chat", false),
+                &[("x-floodgate-max-wait-ms", "0")],
+            )
+            .await;
         assert_eq!(response.status(), 429);
     }
     eventually(|| async { seen.lock().unwrap().iter().filter(|a| a["key"] == 0).count() >= 3 })

@@ -271,13 +271,12 @@ targets = ["small/x"]
     // (the next free slot of the one-minute window), and no upstream call.
     let before = app.upstream_requests().len();
     let response = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-floodgate-max-wait-ms", "0")
-        .json(&chat_body("only-small", false))
-        .send()
-        .await
-        .expect("sent");
+        .post_with(
+            "/v1/chat/completions",
+            &chat_body("only-small", false),
+            &[("x-floodgate-max-wait-ms", "0")],
+        )
+        .await;
     assert_eq!(response.status(), 429);
     let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((55..=61).contains(&retry_after), "{retry_after}");
@@ -318,14 +317,8 @@ targets = ["tight/x"]
         assert_eq!(code, 200, "{answer}");
     }
     body["max_tokens"] = json!(990);
-    let response = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-floodgate-max-wait-ms", "50")
-        .json(&body)
-        .send()
-        .await
-        .expect("sent");
+    let response =
+        app.post_with("/v1/chat/completions", &body, &[("x-floodgate-max-wait-ms", "50")]).await;
     assert_eq!(
         response.status(),
         429,

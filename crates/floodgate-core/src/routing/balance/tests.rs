@@ -355,3 +355,22 @@ fn stats_are_shared_across_threads() {
     send_sync::<InFlight>();
     send_sync::<Candidate>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unrefreshed_ewma_decays_for_least_latency() {
+    let stats = TargetStats::new();
+    stats.record(Duration::from_millis(40), true);
+    let now = Instant::now();
+    assert_eq!(stats.decayed_ewma(now), Some(Duration::from_millis(40)));
+    tokio::time::advance(EWMA_HALF_LIFE).await;
+    let half = stats.decayed_ewma(Instant::now()).unwrap();
+    assert!((half.as_secs_f64() - 0.020).abs() < 1e-4, "{half:?}");
+    tokio::time::advance(EWMA_HALF_LIFE * 2).await;
+    let eighth = stats.decayed_ewma(Instant::now()).unwrap();
+    assert!((eighth.as_secs_f64() - 0.005).abs() < 1e-4, "{eighth:?}");
+    // The plain EWMA is unchanged, and a new sample resets the clock.
+    assert_eq!(stats.ewma(), Some(Duration::from_millis(40)));
+    stats.record(Duration::from_millis(40), true);
+    assert_eq!(stats.decayed_ewma(Instant::now()), Some(Duration::from_millis(40)));
+    assert_eq!(TargetStats::new().decayed_ewma(Instant::now()), None);
+}
