@@ -37,6 +37,8 @@ pub struct KeyPool {
     /// capacity the operator caps).
     anonymous: Option<Arc<KeyLimits>>,
     next: AtomicUsize,
+    /// The clock every key's limits count on.
+    clock: Clock,
     quota: Arc<Quota>,
     signal: Arc<CapacitySignal>,
 }
@@ -131,7 +133,16 @@ impl KeyPool {
                 start = i;
             }
         }
-        KeyPool { keys, by_priority, tiers, anonymous, next: AtomicUsize::new(0), quota, signal }
+        KeyPool {
+            keys,
+            by_priority,
+            tiers,
+            anonymous,
+            next: AtomicUsize::new(0),
+            clock,
+            quota,
+            signal,
+        }
     }
 
     /// The best key in use with room for a call, its tokens reserved.
@@ -223,7 +234,7 @@ impl KeyPool {
 
     /// The provider-wide quota check, at most once a second.
     fn check_provider(&self) {
-        let now = self.clock_now();
+        let now = self.clock.now();
         if !self.quota.provider_check_due(now) {
             return;
         }
@@ -239,14 +250,6 @@ impl KeyPool {
         if let Some(total) = total {
             self.quota.observe_provider(&total, now);
         }
-    }
-
-    fn clock_now(&self) -> f64 {
-        self.keys
-            .first()
-            .map(|k| &k.limits)
-            .or(self.anonymous.as_ref())
-            .map_or(0.0, |l| l.clock_now())
     }
 
     fn limits_of(&self, key: Option<usize>) -> Option<&Arc<KeyLimits>> {

@@ -187,7 +187,8 @@ impl Clock {
         Clock { start: Instant::now(), unix_offset: unix - SLOTS as f64 }
     }
 
-    fn now(&self) -> f64 {
+    /// Seconds on this clock.
+    pub fn now(&self) -> f64 {
         Instant::now().saturating_duration_since(self.start).as_secs_f64() + SLOTS as f64
     }
 
@@ -315,11 +316,6 @@ impl KeyLimits {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere poisoned the lock: the counts are still usable.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Seconds on this key's clock.
-    pub fn clock_now(&self) -> f64 {
-        self.clock.now()
     }
 
     /// `(used, limit)` of each limit now.

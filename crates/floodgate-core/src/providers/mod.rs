@@ -314,7 +314,8 @@ impl Provider {
             message: format!("{} answered {}: {}", self.name, status.as_u16(), detail),
             upstream: upstream.map(Box::new),
             retry_after,
-            key: key_index.and_then(|k| u32::try_from(k).ok()),
+            // The router records the key on every failed call.
+            key: None,
         })
     }
 

@@ -117,12 +117,11 @@ fn keys_busy(provider: &Provider, wait: Duration) -> ProviderError {
 enum Hedged<T> {
     /// No hedge was sent (or it could not be): the first call's result.
     Single(Result<T, ProviderError>),
-    /// `hedged`: the second call answered; `sent`: a second call was made.
+    /// A second call was made; `hedged`: it answered first.
     Won {
         value: T,
         position: usize,
         hedged: bool,
-        sent: bool,
     },
     BothFailed {
         first: ProviderError,
@@ -138,18 +137,12 @@ impl Router {
         admission: Admission,
     ) -> Result<Routed<A::Output>, RouteError> {
         let alias = &*route.alias;
-        // Rules count prompts with the tokenizer of the alias's first target.
-        let rule_tokenizer = alias.targets.first().map_or(Tokenizer::Approx, |t| t.tokenizer);
-        let chosen = op.features().and_then(|f| rules::choose(&alias.rules, f, rule_tokenizer));
-        let targets = match chosen {
-            Some((rule, targets)) => {
-                let rule = rule.to_string();
-                let labels = [("model", alias.name.as_str()), ("rule", rule.as_str())];
-                telemetry::counter(metric::ROUTING_RULES, &labels).increment(1);
-                targets
-            }
-            None => &alias.targets[..],
-        };
+        let (rule, targets) = choose_targets(alias, op);
+        if let Some(rule) = rule {
+            let rule = rule.to_string();
+            let labels = [("model", alias.name.as_str()), ("rule", rule.as_str())];
+            telemetry::counter(metric::ROUTING_RULES, &labels).increment(1);
+        }
         let order = order(alias, targets);
         let (start, slot, waited) = self.admit_first(alias, targets, &order, op, admission).await?;
 
@@ -215,7 +208,11 @@ impl Router {
                     let labels = [("model", alias.name.as_str())];
                     telemetry::counter(metric::RETRY_BUDGET_EXHAUSTED, &labels).increment(1);
                     if let Some(error) = last.take().or_else(|| refused.take()) {
-                        failures.push(TargetFailure { target: target.label(), attempts, error });
+                        failures.push(TargetFailure {
+                            target: target.label().to_string(),
+                            attempts,
+                            error,
+                        });
                     }
                     break 'targets;
                 }
@@ -232,28 +229,26 @@ impl Router {
                     Some(hedge) => {
                         match self.hedged(alias, targets, &order, index, op, slot, hedge).await {
                             Hedged::Single(result) => result,
-                            Hedged::Won { value, position, hedged, sent } => {
-                                calls += u32::from(sent);
-                                let target = &targets[position];
-                                return Ok(Routed {
+                            Hedged::Won { value, position, hedged } => {
+                                calls += 1;
+                                return Ok(routed(
+                                    &targets[position],
                                     value,
-                                    provider: target.provider.name.clone(),
-                                    model: target.model.clone(),
-                                    attempts: calls,
+                                    calls,
                                     waited,
                                     hedged,
-                                });
+                                ));
                             }
                             Hedged::BothFailed { first, second: (second_index, second) } => {
                                 calls += 1;
                                 failures.push(TargetFailure {
-                                    target: target.label(),
+                                    target: target.label().to_string(),
                                     attempts,
                                     error: first,
                                 });
                                 let second_target = &targets[order[second_index]];
                                 failures.push(TargetFailure {
-                                    target: second_target.label(),
+                                    target: second_target.label().to_string(),
                                     attempts: 1,
                                     error: second,
                                 });
@@ -265,22 +260,13 @@ impl Router {
                     None => self.call(target, op, slot).await,
                 };
                 let error = match result {
-                    Ok(value) => {
-                        return Ok(Routed {
-                            value,
-                            provider: target.provider.name.clone(),
-                            model: target.model.clone(),
-                            attempts: calls,
-                            waited,
-                            hedged: false,
-                        });
-                    }
+                    Ok(value) => return Ok(routed(target, value, calls, waited, false)),
                     Err(error) => error,
                 };
                 match error.disposition() {
                     Disposition::Reject => {
                         return Err(RouteError::Rejected {
-                            target: target.label(),
+                            target: target.label().to_string(),
                             error: Box::new(error),
                         });
                     }
@@ -288,7 +274,8 @@ impl Router {
                     Disposition::RejectKey => {
                         // A refused key is not a retry: the next key is tried at
                         // once, and the loop ends when none is left.
-                        match slot_key_index(&error, target) {
+                        // The key the refused call was made with (`call` records it).
+                        match error.key_index() {
                             Some(index) => {
                                 self.disable_key(&target.provider, index, &error).await;
                                 refused = Some(error);
@@ -320,7 +307,11 @@ impl Router {
                 }
             };
             tracing::debug!(target = %target.label(), error = %failure, "target failed, falling back");
-            failures.push(TargetFailure { target: target.label(), attempts, error: failure });
+            failures.push(TargetFailure {
+                target: target.label().to_string(),
+                attempts,
+                error: failure,
+            });
             index += 1;
         }
         Err(RouteError::Exhausted { model: route.name.clone(), failures, budget_spent })
@@ -335,15 +326,13 @@ impl Router {
         let hints = ClientHints::default();
         let op = Chat::new(req, &hints);
         let alias = &*route.alias;
-        let rule_tokenizer = alias.targets.first().map_or(Tokenizer::Approx, |t| t.tokenizer);
-        let targets = rules::choose(&alias.rules, &op, rule_tokenizer)
-            .map_or(&alias.targets[..], |(_, targets)| targets);
+        let (_, targets) = choose_targets(alias, &op);
         let order = order(alias, targets);
         match self.scan(targets, &order, &op) {
             Scan::Ready(index, slot) => {
                 let key = slot.key.map(|k| k.index);
                 slot.reservation.settle(0);
-                Some((targets[order[index]].label(), key))
+                Some((targets[order[index]].label().to_string(), key))
             }
             Scan::Busy(_) | Scan::Down(_) => None,
         }
@@ -405,7 +394,11 @@ impl Router {
                 Admit::Ready(slot) => return Scan::Ready(index, slot),
                 Admit::Busy(wait) => busy = Some(busy.map_or(wait, |b| b.min(wait))),
                 Admit::Down(error) => {
-                    down.push(TargetFailure { target: target.label(), attempts: 0, error });
+                    down.push(TargetFailure {
+                        target: target.label().to_string(),
+                        attempts: 0,
+                        error,
+                    });
                 }
             }
         }
@@ -595,7 +588,7 @@ impl Router {
                 let outcome = if hedged { "won" } else { "lost" };
                 telemetry::counter(metric::HEDGES, &hedge_labels(outcome)).increment(1);
                 let position = if hedged { order[second_index] } else { order[index] };
-                Hedged::Won { value, position, hedged, sent: true }
+                Hedged::Won { value, position, hedged }
             }
             Err((first, second)) => Hedged::BothFailed { first, second: (second_index, second) },
         }
@@ -619,9 +612,33 @@ impl Router {
     }
 }
 
-/// The key a refused call was made with (recorded on the error by `call`).
-fn slot_key_index(error: &ProviderError, target: &Target) -> Option<usize> {
-    error.key_index().filter(|_| !target.provider.keys.is_empty())
+/// The index of the rule that matched, if any, and the targets it (or the
+/// alias) chose. Rules count prompts with the tokenizer of the alias's first
+/// target.
+fn choose_targets<'a, A: Attempt>(alias: &'a Alias, op: &A) -> (Option<usize>, &'a [Target]) {
+    let tokenizer = alias.targets.first().map_or(Tokenizer::Approx, |t| t.tokenizer);
+    match op.features().and_then(|f| rules::choose(&alias.rules, f, tokenizer)) {
+        Some((rule, targets)) => (Some(rule), targets),
+        None => (None, &alias.targets),
+    }
+}
+
+/// A successful call's value and where it came from.
+fn routed<T>(
+    target: &Target,
+    value: T,
+    attempts: u32,
+    waited: Duration,
+    hedged: bool,
+) -> Routed<T> {
+    Routed {
+        value,
+        provider: target.provider.name.clone(),
+        model: target.model.clone(),
+        attempts,
+        waited,
+        hedged,
+    }
 }
 
 /// The order a request tries the targets in, by the alias's strategy.

@@ -170,8 +170,9 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.provider.name, self.model)
+    /// `provider/model`.
+    pub fn label(&self) -> &str {
+        &self.health.label
     }
 }
 
@@ -614,7 +615,7 @@ impl Router {
             .map(|alias| AliasView {
                 name: alias.name.clone(),
                 strategy: alias.strategy.as_str(),
-                targets: alias.targets.iter().map(Target::label).collect(),
+                targets: alias.targets.iter().map(|t| t.label().to_string()).collect(),
                 retry_budget: alias.budget.snapshot(),
                 waiting: alias.queue.len(),
             })

@@ -45,7 +45,7 @@ retries = 5
 fn aliases_resolve_to_their_targets_in_order() {
     let router = router(CONFIG);
     let route = router.resolve("chat").unwrap();
-    let labels: Vec<String> = route.targets().iter().map(Target::label).collect();
+    let labels: Vec<&str> = route.targets().iter().map(Target::label).collect();
     assert_eq!(labels, ["local/a", "local/org/b"]);
     assert_eq!(route.alias.policy.retries, 5);
     assert_eq!(router.model_names(), ["chat"]);
