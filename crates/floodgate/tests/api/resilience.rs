@@ -26,6 +26,15 @@ fn provider(name: &str, extra: &str) -> String {
     )
 }
 
+/// `routing` (TOML sections before the providers), provider `p` with one key
+/// and `limits`, and alias `chat` on `p/m`.
+fn chat_on_one_key(routing: &str, limits: &str) -> String {
+    format!(
+        "{routing}\n{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
+        provider("p", &format!("keys = [\"p-key-0123456789\"]\n{limits}"))
+    )
+}
+
 async fn admin(app: &TestApp) -> Value {
     let (code, _, body) = json_of(app.get("/admin/providers").await).await;
     assert_eq!(code, 200, "{body}");
@@ -155,10 +164,7 @@ async fn waiting_requests_are_released_in_priority_order() {
     // One token window of 1,000: a request reserving ~950 holds it until its
     // answer settles the reservation (the mock uses ~30 tokens), so waiters
     // go one at a time as each answer frees the window.
-    let config = format!(
-        "{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]\ntpm = 1000")
-    );
+    let config = chat_on_one_key("", "tpm = 1000");
     let app = spawn_with(Options {
         config,
         mock: MockConfig {
@@ -202,10 +208,7 @@ async fn waiting_requests_are_released_in_priority_order() {
 
 #[tokio::test]
 async fn a_wait_past_its_deadline_is_429_and_the_queue_is_bounded() {
-    let config = format!(
-        "[routing.wait]\nmax_waiting = 1\n{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]\nrpm = 1")
-    );
+    let config = chat_on_one_key("[routing.wait]\nmax_waiting = 1\n", "rpm = 1");
     let app = spawn_with(with_master(&config)).await;
     let (code, _, _) = app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
     assert_eq!(code, 200);
@@ -252,10 +255,7 @@ async fn a_wait_past_its_deadline_is_429_and_the_queue_is_bounded() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_leaves_the_queue() {
-    let config = format!(
-        "{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]\nrpm = 1")
-    );
+    let config = chat_on_one_key("", "rpm = 1");
     let app = spawn_with(with_master(&config)).await;
     app.post_json("/v1/chat/completions", &chat_body("chat", false)).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
@@ -291,10 +291,7 @@ async fn bad_priority_and_wait_headers_are_400_naming_the_header() {
 async fn provider_headers_teach_the_limit_and_no_request_goes_over_it() {
     // The gateway is told nothing about limits; the mock enforces 3 a minute
     // per key and says so in OpenAI's headers.
-    let config = format!(
-        "{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]")
-    );
+    let config = chat_on_one_key("", "");
     let app = spawn_with(Options {
         config,
         mock: MockConfig {
@@ -652,10 +649,7 @@ async fn reset_re_enables_a_refused_key_everywhere() {
 /// frees a minute later. This test takes just over a minute.
 #[tokio::test]
 async fn a_key_at_60_rpm_never_sees_more_than_60_requests_in_any_minute() {
-    let config = format!(
-        "[routing.wait]\nmax_wait_cap = \"90s\"\n{}\n[[models]]\nname = \"chat\"\ntargets = [\"p/m\"]\n",
-        provider("p", "keys = [\"p-key-0123456789\"]\nrpm = 60")
-    );
+    let config = chat_on_one_key("[routing.wait]\nmax_wait_cap = \"90s\"\n", "rpm = 60");
     let app = spawn_config(&config).await;
     let mut tasks = Vec::new();
     for _ in 0..75 {
