@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod ledger;
+pub mod limiter;
 pub mod pipeline;
 pub mod pricing;
 pub mod providers;

@@ -1,7 +1,9 @@
-//! Durable data: the usage ledger now; virtual keys, budgets and job history
-//! later. One trait; SQLite embedded on a single node, PostgreSQL in a cluster.
+//! Durable data: virtual keys and the usage ledger (job history later).
+//! One trait; SQLite embedded on a single node, PostgreSQL in a cluster.
 
 mod sqlite;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -13,16 +15,115 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Invalid(String),
+}
+
+/// Connection-pool settings (`[database]` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// Idle connections above `min_connections` are closed after this.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this age.
+    pub max_lifetime: Option<Duration>,
+    /// How long a caller waits for a free connection before an error.
+    pub acquire_timeout: Duration,
+    /// Ping a pooled connection before handing it out.
+    pub test_before_acquire: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 10,
+            min_connections: 0,
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            acquire_timeout: Duration::from_secs(5),
+            test_before_acquire: true,
+        }
+    }
+}
+
+/// Opens the store `url` names: `sqlite://path`, `sqlite::memory:` or
+/// `postgres://…` / `postgresql://…`, and runs its migrations.
+pub async fn open(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(std::sync::Arc::new(SqliteStore::open_with(url, pool).await?))
+}
+
+/// How long a virtual key's budget runs before it starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+    /// Never resets.
+    #[default]
+    Total,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Month => "month",
+            BudgetPeriod::Total => "total",
+        }
+    }
+}
+
+/// A virtual key as the store keeps it: never the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualKey {
+    /// `key_` and 20 random characters; what the admin API and the ledger name.
+    pub id: String,
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key (64 characters).
+    pub hash: String,
+    /// The key's first characters (`fg-` and 6 more), to recognise it in lists.
+    pub prefix: String,
+    /// Aliases the key may use; `None` means all.
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    pub max_budget_usd: Option<f64>,
+    pub budget_period: BudgetPeriod,
+    /// Free-form JSON object the app attaches (user id, plan, …).
+    pub metadata: serde_json::Value,
+    /// Extra rights, e.g. `publish` (rooms).
+    pub scopes: Vec<String>,
+    /// Unix milliseconds.
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    /// Assigned by the store on every write, increasing in commit order:
+    /// nodes sync their key cache with [`Store::keys_since`].
+    pub seq: i64,
 }
 
 /// One answered (or failed) request, as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRecord {
+    /// Made by the gateway for this record (a UUID), unique: writing the
+    /// same record twice stores it once.
+    pub record_id: String,
     /// Unix milliseconds.
     pub at_ms: i64,
+    /// The `x-request-id` the client saw (the client may choose it, so it
+    /// need not be unique).
     pub request_id: String,
     /// `chat`, `messages` or `embeddings`.
-    pub route: &'static str,
+    pub route: String,
+    /// The virtual key's id; `None` for the master key or with auth off.
+    pub key_id: Option<String>,
+    /// The end user (JWT `sub`, OpenAI `user`, or `x-floodgate-user`).
+    pub user: Option<String>,
     /// The model name the client sent.
     pub model: String,
     /// Empty when no provider answered.
@@ -36,8 +137,55 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     pub latency_ms: u32,
     pub ttft_ms: Option<u32>,
+    /// Upstream calls after the first (retries, fallbacks, hedges).
+    pub retries: u32,
+    pub cache_hit: bool,
     /// Low-cardinality error label, when the request failed.
     pub error: Option<String>,
+}
+
+/// What `GET /admin/usage` groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Key,
+    User,
+    Model,
+    Provider,
+    /// The UTC day, `YYYY-MM-DD`.
+    Day,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    /// Unix milliseconds, inclusive.
+    pub from_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub to_ms: Option<i64>,
+    /// Empty: one row with the totals.
+    pub group_by: Vec<GroupBy>,
+    /// Only this key's records.
+    pub key_id: Option<String>,
+}
+
+/// One group of `GET /admin/usage`; the group columns not asked for are `None`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    pub requests: i64,
+    /// Records with a status of 400 or more.
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
 }
 
 /// Sums of the ledger per model and provider.
@@ -53,12 +201,30 @@ pub struct UsageTotals {
 
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
     fn name(&self) -> &'static str;
 
-    /// Appends records in one transaction.
-    async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// Appends records in one transaction; a record whose `record_id` is
+    /// already stored is skipped. Returns how many rows were new.
+    async fn record_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError>;
 
     async fn usage_totals(&self) -> Result<Vec<UsageTotals>, StoreError>;
+
+    /// Sums per group, ordered by the group columns.
+    async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Total `cost_usd` of `key_id`'s records at or after `from_ms`.
+    async fn key_spend(&self, key_id: &str, from_ms: i64) -> Result<f64, StoreError>;
+
+    /// Inserts or replaces (by `id`) a key; the store assigns `seq` and
+    /// returns the key as stored. Writes are serialised, so `seq` order is
+    /// commit order.
+    async fn put_key(&self, key: &VirtualKey) -> Result<VirtualKey, StoreError>;
+
+    async fn get_key(&self, id: &str) -> Result<Option<VirtualKey>, StoreError>;
+
+    /// Keys (revoked ones included) written after `seq`, in `seq` order.
+    async fn keys_since(&self, seq: i64) -> Result<Vec<VirtualKey>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }
