@@ -41,7 +41,12 @@ use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
 use crate::state::{MemoryState, StateBackend};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::admission::{self, Limits};
+use crate::config::StateBackendKind;
+use crate::keys::KeyRegistry;
+use crate::limiter::{Fallback, Limiter, MemoryLimiter, RedisLimiter};
+use crate::pipeline::jwt::JwtVerifier;
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 /// The key the built-in mock provider is called with (it is not a secret:
@@ -65,6 +70,13 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub router: Arc<Router>,
     pub auth: Arc<Auth>,
+    /// Virtual keys, synced from the store.
+    pub keys: Arc<KeyRegistry>,
+    /// Per-IP, per-key and per-user limits and budgets.
+    pub limits: Limits,
+    /// With `state.backend = "redis"`: the limiter, to report whether it is
+    /// on local state because Redis does not answer.
+    pub limiter_fallback: Option<Arc<Fallback>>,
     pub state: Arc<dyn StateBackend>,
     pub store: Arc<dyn Store>,
     pub ledger: Ledger,
@@ -88,6 +100,10 @@ impl FromRef<AppState> for Arc<Auth> {
 pub enum StartupError {
     #[error("cannot open the database {url}: {source}")]
     Database { url: String, source: StoreError },
+    #[error("cannot reach Redis at {url} (state.redis_url): {message}")]
+    Redis { url: String, message: String },
+    #[error("[auth.jwt]: {0}")]
+    Jwt(String),
     #[error("cannot start the built-in mock provider: {0}")]
     Mock(std::io::Error),
     #[error(transparent)]
@@ -115,11 +131,45 @@ impl App {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        let database_error = |source| StartupError::Database {
+            url: redact_url(&config.database.url),
+            source,
+        };
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.database.url).await.map_err(|source| {
-                StartupError::Database { url: config.database.url.clone(), source }
-            })?);
+            crate::store::open(&config.database.url, &config.database.pool)
+                .await
+                .map_err(database_error)?;
+        let keys = KeyRegistry::load(store.clone()).await.map_err(database_error)?;
+        tasks.spawn(keys.clone().run_sync(background.clone()));
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
+        let local = MemoryLimiter::new();
+        tasks.spawn(local.clone().run_purge(background.clone()));
+        let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match config.state.backend {
+            StateBackendKind::Memory => (local, None),
+            StateBackendKind::Redis => {
+                let redis = RedisLimiter::connect(&config.state.redis_url, &config.state.redis_prefix)
+                    .await
+                    .map_err(|e| StartupError::Redis {
+                        url: redact_url(&config.state.redis_url),
+                        message: e.message,
+                    })?;
+                let fallback = Fallback::new(Arc::new(redis), local);
+                tasks.spawn(fallback.clone().run_probe(background.clone()));
+                (fallback.clone() as Arc<dyn Limiter>, Some(fallback))
+            }
+        };
+        let jwt = match &config.jwt {
+            Some(jwt_config) => {
+                let client = crate::providers::client::plain(std::time::Duration::from_secs(5))
+                    .map_err(|e| StartupError::Jwt(e.to_string()))?;
+                let verifier = JwtVerifier::new(jwt_config.clone(), client)
+                    .await
+                    .map_err(|e| StartupError::Jwt(e.to_string()))?;
+                tasks.spawn(verifier.clone().run_refresh(background.clone()));
+                Some(verifier)
+            }
+            None => None,
+        };
 
         let mut secrets: Vec<SecretString> =
             config.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone())).collect();
@@ -185,12 +235,19 @@ impl App {
         let router = Arc::new(Router::new(&config, providers, state.clone(), capacity.clone()));
         crate::routing::estimate::warm(router.tokenizers_needed());
 
-        let (ledger, writer) = Ledger::new(store.clone());
+        let (ledger, writer) = Ledger::new(
+            store.clone(),
+            config.database.ledger_buffer,
+            &config.database.ledger_spill_path,
+        );
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
         let config_max_in_flight = config.server.max_in_flight;
         let state = AppState(Arc::new(Shared {
-            auth: Arc::new(Auth::new(config.master_key.clone())),
+            auth: Arc::new(Auth::new(config.master_key.clone(), Some(keys.clone()), jwt)),
+            keys,
+            limits: Limits::new(limiter, config.limits.clone(), store.clone()),
+            limiter_fallback,
             prices: Arc::new(PriceTable::new(&config.pricing)),
             config: Arc::new(config),
             router,
@@ -390,7 +447,11 @@ impl Worker {
 /// 4. `CompressionLayer` — gzip or br when the client's `accept-encoding`
 ///    allows it and the config enables it; never on `text/event-stream` or
 ///    bodies under 32 bytes.
-/// 5. Client routes only: `require_key` — checks `Authorization: Bearer` or
+/// 5. Client and admin routes: `admission::limit_ip` — the per-IP limits
+///    (`[limits] ip`, and `ip_ai` on AI routes), before auth so that key
+///    guessing is limited too; it also writes the `x-ratelimit-*` headers
+///    that later stages (key, user) fill in.
+/// 6. Client routes only: `require_key` — checks `Authorization: Bearer` or
 ///    `x-api-key`, answers 401 in the route's format, puts the `Caller` in
 ///    request extensions. Admin routes only: `require_master` — the master
 ///    key or 401/403 (403 `admin_disabled` when no master key is set).
@@ -404,15 +465,23 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(http::embeddings::embeddings))
         .route("/v1/models", get(http::models::list))
         .route("/v1/models/{*id}", get(http::models::get))
-        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
     let admin = axum::Router::new()
+        .route("/admin/keys", post(http::keys::create_key).get(http::keys::list_keys))
+        .route(
+            "/admin/keys/{id}",
+            get(http::keys::get_key).patch(http::keys::update_key).delete(http::keys::revoke_key),
+        )
+        .route("/admin/usage", get(http::keys::usage))
         .route("/admin/providers", get(http::admin::providers))
         .route("/admin/providers/{name}", get(http::admin::provider))
         .route("/admin/providers/{name}/reset", post(http::admin::reset))
         .route_layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             http::admin::require_master,
-        ));
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
     let ops = axum::Router::new()
         .route("/health", get(http::ops::health))
         .route("/health/ready", get(http::ops::ready))
@@ -448,6 +517,20 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         .headers_mut()
         .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// A URL with its password (if any) replaced, for errors and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {

@@ -1,50 +1,78 @@
-//! The usage ledger: every request's record goes to the store in batches, off
-//! the request path.
+//! The usage ledger: every request's record reaches the store, in batches,
+//! off the request path, and none is lost or written twice.
 //!
-//! Handlers hand records to an unbounded channel (never blocking, never
-//! failing); one task, waking every [`FLUSH_EVERY`], writes them in
-//! transactions of up to [`BATCH`] rows. A
-//! failed write is retried with backoff and the rows are kept, so a database
-//! hiccup delays the ledger but does not lose it. On shutdown the task drains
-//! the channel before it returns.
+//! - Handlers hand records to a bounded channel ([`Ledger::record`] never
+//!   blocks on the database). When the channel is full (the writer is behind)
+//!   the record is appended to the spill file at once instead.
+//! - One task, waking every [`FLUSH_EVERY`], writes what is queued in
+//!   transactions of up to [`BATCH`] rows.
+//! - When a write fails (the database is down), the batch is appended to the
+//!   spill file, an append-only file of JSON lines, synced to disk, and the
+//!   writer stops trying the database: it pings it each tick, and once it
+//!   answers, replays the spill file and goes back to writing directly.
+//! - Every record carries a `record_id` made by the gateway and the store
+//!   skips ids it already holds, so a batch that was in fact written before
+//!   its answer was lost, then spilled and replayed, is stored once.
+//! - Replay moves the spill file aside first (`<spill>.replay`), so records
+//!   spilled while a replay runs go to a fresh file; the moved file is
+//!   deleted only once all of it is written. A crash in between leaves it in
+//!   place and the next start replays it (again idempotently).
+//! - On shutdown the task drains the channel to the database, or to the
+//!   spill file when the database is down, before it returns.
 
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::routing::Backoff;
 use crate::store::{Store, UsageRecord};
 use crate::telemetry::{self, metric};
 
 const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Failed tries of one batch before it goes to the spill file.
+const TRIES_BEFORE_SPILL: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    tx: mpsc::UnboundedSender<UsageRecord>,
+    tx: mpsc::Sender<UsageRecord>,
+    spill: Arc<Spill>,
 }
 
 /// The half that writes; run it with [`LedgerWriter::run`].
 #[derive(Debug)]
 pub struct LedgerWriter {
-    rx: mpsc::UnboundedReceiver<UsageRecord>,
+    rx: mpsc::Receiver<UsageRecord>,
     store: Arc<dyn Store>,
+    spill: Arc<Spill>,
+    /// The database failed and has not answered since: batches go to the spill file.
+    down: bool,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn Store>) -> (Ledger, LedgerWriter) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Ledger { tx }, LedgerWriter { rx, store })
+    /// A ledger holding at most `buffer` records in memory, spilling to
+    /// `spill_path` (created when needed).
+    pub fn new(store: Arc<dyn Store>, buffer: usize, spill_path: &Path) -> (Ledger, LedgerWriter) {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let spill = Arc::new(Spill::new(spill_path.to_path_buf()));
+        (Ledger { tx, spill: spill.clone() }, LedgerWriter { rx, store, spill, down: false })
     }
 
     pub fn record(&self, record: UsageRecord) {
-        telemetry::gauge(metric::LEDGER_PENDING, &[]).increment(1.0);
-        if self.tx.send(record).is_err() {
-            // Only after shutdown finished: nothing can be written any more.
-            metrics::gauge!(metric::LEDGER_PENDING).decrement(1.0);
-            tracing::error!("usage record arrived after the ledger stopped; it is lost");
+        match self.tx.try_send(record) {
+            Ok(()) => telemetry::gauge(metric::LEDGER_PENDING, &[]).increment(1.0),
+            Err(mpsc::error::TrySendError::Full(record)) => {
+                metrics::counter!(metric::LEDGER_OVERFLOW).increment(1);
+                self.spill.append(std::slice::from_ref(&record));
+            }
+            // Only after shutdown finished; the spill file is replayed at the next start.
+            Err(mpsc::error::TrySendError::Closed(record)) => {
+                self.spill.append(std::slice::from_ref(&record));
+            }
         }
     }
 }
@@ -56,6 +84,8 @@ impl LedgerWriter {
     /// record would cost a cross-thread wake-up per request.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
+        // Records an earlier run (or a crash) left behind.
+        self.down = !self.replay().await;
         loop {
             let stopping = tokio::select! {
                 biased;
@@ -65,49 +95,238 @@ impl LedgerWriter {
             if stopping {
                 self.rx.close();
             }
+            if self.down {
+                if self.store.ping().await.is_ok() {
+                    tracing::info!("the database answers again; replaying spilled usage records");
+                    self.down = !self.replay().await;
+                }
+            } else if self.spill.has_records() {
+                // Records that overflowed the buffer.
+                self.down = !self.replay().await;
+            }
             while let Ok(record) = self.rx.try_recv() {
                 batch.push(record);
                 if batch.len() >= BATCH {
-                    self.write(&mut batch, (!stopping).then_some(&shutdown)).await;
+                    self.write(&mut batch).await;
                 }
             }
-            self.write(&mut batch, (!stopping).then_some(&shutdown)).await;
+            self.write(&mut batch).await;
             if stopping {
+                self.spill.sync();
                 return;
             }
         }
     }
 
-    /// Writes `batch`, retrying until it succeeds. During shutdown (`None`)
-    /// retries are bounded so the process can exit.
-    async fn write(&self, batch: &mut Vec<UsageRecord>, shutdown: Option<&CancellationToken>) {
+    /// Writes `batch` to the store, or to the spill file when the store
+    /// fails; either way the batch is empty afterwards.
+    async fn write(&mut self, batch: &mut Vec<UsageRecord>) {
         if batch.is_empty() {
             return;
         }
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.store.record_usage(batch).await {
-                Ok(()) => {
-                    metrics::gauge!(metric::LEDGER_PENDING).decrement(batch.len() as f64);
-                    metrics::counter!(metric::LEDGER_WRITTEN).increment(batch.len() as u64);
-                    batch.clear();
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, rows = batch.len(), tries, "usage ledger write failed; retrying");
-                    if shutdown.is_none() && tries >= 5 {
-                        tracing::error!(
-                            rows = batch.len(),
-                            "usage ledger could not be written before exit; rows lost"
-                        );
+        let rows = batch.len();
+        metrics::gauge!(metric::LEDGER_PENDING).decrement(rows as f64);
+        if !self.down {
+            for tries in 1..=TRIES_BEFORE_SPILL {
+                match self.store.record_usage(batch).await {
+                    Ok(_) => {
+                        metrics::counter!(metric::LEDGER_WRITTEN).increment(rows as u64);
                         batch.clear();
                         return;
                     }
-                    tokio::time::sleep(backoff.next_delay().max(Duration::from_millis(50))).await;
+                    Err(error) => {
+                        tracing::warn!(%error, rows, tries, "usage ledger write failed");
+                        if tries < TRIES_BEFORE_SPILL {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
                 }
             }
+            tracing::error!(
+                path = %self.spill.path.display(),
+                "the database is not answering; usage records go to the spill file until it does"
+            );
+            self.down = true;
+        }
+        self.spill.append(batch);
+        batch.clear();
+    }
+
+    /// Writes every spilled record to the store. False when the store failed
+    /// (what is left stays spilled).
+    async fn replay(&mut self) -> bool {
+        while let Some(path) = self.spill.take() {
+            if !self.replay_file(&path).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn replay_file(&mut self, path: &Path) -> bool {
+        let path = path.to_path_buf();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot read the ledger spill file");
+                return true;
+            }
+        };
+        let mut lines = BufReader::new(file).lines();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut replayed = 0u64;
+        loop {
+            batch.clear();
+            for line in lines.by_ref().take(BATCH) {
+                match line.map_err(|e| e.to_string()).and_then(|l| {
+                    serde_json::from_str::<UsageRecord>(&l).map_err(|e| e.to_string())
+                }) {
+                    Ok(record) => batch.push(record),
+                    // A line cut short by a crash mid-write: the one record it held is gone.
+                    Err(error) => {
+                        tracing::warn!(%error, "skipping an unreadable line in the ledger spill file");
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(error) = self.store.record_usage(&batch).await {
+                tracing::warn!(%error, "replaying the ledger spill file failed; will retry");
+                // Nothing is lost: the rest of the moved file is kept for the next replay.
+                self.spill.keep_remainder(&path, &batch, lines);
+                return false;
+            }
+            replayed += batch.len() as u64;
+        }
+        metrics::counter!(metric::LEDGER_REPLAYED).increment(replayed);
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::error!(%error, path = %path.display(), "cannot remove the replayed spill file");
+        }
+        tracing::info!(records = replayed, "replayed spilled usage records");
+        true
+    }
+}
+
+/// The append-only spill file.
+#[derive(Debug)]
+struct Spill {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+    /// Set on append; cleared when the file is moved aside for replay.
+    written: std::sync::atomic::AtomicBool,
+}
+
+impl Spill {
+    fn new(path: PathBuf) -> Self {
+        let written = std::sync::atomic::AtomicBool::new(path.exists());
+        Spill { path, file: Mutex::new(None), written }
+    }
+
+    fn has_records(&self) -> bool {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn replay_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".replay");
+        PathBuf::from(name)
+    }
+
+    /// Appends records as JSON lines and syncs them to disk.
+    fn append(&self, records: &[UsageRecord]) {
+        let mut text = Vec::with_capacity(records.len() * 400);
+        for record in records {
+            if serde_json::to_writer(&mut text, record).is_ok() {
+                text.push(b'\n');
+            }
+        }
+        let Ok(mut slot) = self.file.lock() else {
+            tracing::error!(records = records.len(), "ledger spill lock poisoned; records lost");
+            return;
+        };
+        if slot.is_none() {
+            match OpenOptions::new().create(true).append(true).open(&self.path) {
+                Ok(file) => *slot = Some(file),
+                Err(error) => {
+                    tracing::error!(%error, path = %self.path.display(), records = records.len(),
+                        "cannot open the ledger spill file; usage records lost");
+                    return;
+                }
+            }
+        }
+        if let Some(file) = slot.as_mut() {
+            match file.write_all(&text).and_then(|()| file.sync_data()) {
+                Ok(()) => {
+                    self.written.store(true, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!(metric::LEDGER_SPILLED).increment(records.len() as u64);
+                }
+                Err(error) => tracing::error!(%error, path = %self.path.display(),
+                    records = records.len(), "cannot write the ledger spill file; usage records lost"),
+            }
+        }
+    }
+
+    fn sync(&self) {
+        if let Ok(slot) = self.file.lock()
+            && let Some(file) = slot.as_ref()
+        {
+            let _ = file.sync_all();
+        }
+    }
+
+    /// Moves the spill file aside for replay (a left-over replay file first)
+    /// and returns the file to replay, if any.
+    fn take(&self) -> Option<PathBuf> {
+        let replay = self.replay_path();
+        if replay.exists() {
+            return Some(replay);
+        }
+        let Ok(mut slot) = self.file.lock() else {
+            return None;
+        };
+        self.written.store(false, std::sync::atomic::Ordering::Relaxed);
+        if !self.path.exists() {
+            return None;
+        }
+        // Appends after this go to a new file.
+        *slot = None;
+        match std::fs::rename(&self.path, &replay) {
+            Ok(()) => Some(replay),
+            Err(error) => {
+                tracing::error!(%error, path = %self.path.display(), "cannot move the spill file aside to replay it");
+                None
+            }
+        }
+    }
+
+    /// After a failed replay: rewrites the replay file as `batch` (not yet
+    /// written) plus the lines not yet read.
+    fn keep_remainder(
+        &self,
+        path: &Path,
+        batch: &[UsageRecord],
+        rest: std::io::Lines<BufReader<File>>,
+    ) {
+        let mut text = Vec::new();
+        for record in batch {
+            if serde_json::to_writer(&mut text, record).is_ok() {
+                text.push(b'\n');
+            }
+        }
+        for line in rest.map_while(Result::ok) {
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(error) = written {
+            // The original replay file is still whole; replaying it again is idempotent.
+            tracing::warn!(%error, "cannot shorten the replay file; it will be replayed whole");
         }
     }
 }
@@ -117,11 +336,14 @@ mod tests {
     use super::*;
     use crate::store::SqliteStore;
 
-    fn record(i: u32) -> UsageRecord {
+    pub(crate) fn record(i: u32) -> UsageRecord {
         UsageRecord {
+            record_id: format!("rec-{i}"),
             at_ms: 0,
             request_id: format!("r{i}"),
-            route: "chat",
+            route: "chat".into(),
+            key_id: None,
+            user: None,
             model: "m".into(),
             provider: "p".into(),
             upstream_model: "u".into(),
@@ -133,14 +355,17 @@ mod tests {
             cost_usd: 0.0,
             latency_ms: 0,
             ttft_ms: None,
+            retries: 0,
+            cache_hit: false,
             error: None,
         }
     }
 
     #[tokio::test]
     async fn every_record_is_written_by_the_time_run_returns() {
+        let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
-        let (ledger, writer) = Ledger::new(store.clone());
+        let (ledger, writer) = Ledger::new(store.clone(), 100_000, &dir.path().join("spill"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(writer.run(shutdown.clone()));
         for i in 0..1500 {
@@ -151,5 +376,31 @@ mod tests {
         let totals = store.usage_totals().await.unwrap();
         assert_eq!(totals[0].requests, 1500);
         assert_eq!(totals[0].input_tokens, (0..1500i64).sum::<i64>());
+        assert!(!dir.path().join("spill").exists());
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_spills_and_the_spill_is_replayed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("spill");
+        let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        // A buffer of 10 with no writer running: 90 of 100 records spill.
+        let (ledger, writer) = Ledger::new(store.clone(), 10, &spill);
+        for i in 0..100 {
+            ledger.record(record(i));
+        }
+        assert_eq!(std::fs::read_to_string(&spill).unwrap().lines().count(), 90);
+        // The same records again, as after a crash between write and removal:
+        // stored once all the same.
+        std::fs::copy(&spill, dir.path().join("spill.replay")).unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(writer.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        let totals = store.usage_totals().await.unwrap();
+        assert_eq!(totals[0].requests, 100);
+        assert_eq!(totals[0].input_tokens, (0..100i64).sum::<i64>());
+        assert!(!spill.exists() && !dir.path().join("spill.replay").exists());
     }
 }

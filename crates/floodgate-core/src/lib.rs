@@ -7,10 +7,12 @@
 //! `telemetry` metrics and the `ledger`, which writes to the `store`; `state`
 //! holds what nodes share.
 
+pub mod admission;
 pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod keys;
 pub mod ledger;
 pub mod limiter;
 pub mod pipeline;
@@ -22,6 +24,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod usage;
 pub mod workers;
 

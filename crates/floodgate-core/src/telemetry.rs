@@ -36,6 +36,13 @@ pub mod metric {
     pub const COST: &str = "floodgate_cost_usd";
     pub const LEDGER_PENDING: &str = "floodgate_ledger_pending_records";
     pub const LEDGER_WRITTEN: &str = "floodgate_ledger_records_written_total";
+    pub const LEDGER_SPILLED: &str = "floodgate_ledger_records_spilled_total";
+    pub const LEDGER_REPLAYED: &str = "floodgate_ledger_records_replayed_total";
+    pub const LEDGER_OVERFLOW: &str = "floodgate_ledger_buffer_overflows_total";
+    pub const LIMITED: &str = "floodgate_client_limited_total";
+    pub const LIMITER_DEGRADED: &str = "floodgate_limiter_degraded";
+    pub const LIMITER_ERRORS: &str = "floodgate_limiter_errors_total";
+    pub const KEYS_ACTIVE: &str = "floodgate_virtual_keys";
 }
 
 /// Latency buckets in seconds: 1 ms to 10 min, dense where gateway overhead lives.
@@ -133,6 +140,25 @@ fn describe() {
     );
     describe_gauge!(metric::LEDGER_PENDING, "Usage records waiting to be written.");
     describe_counter!(metric::LEDGER_WRITTEN, "Usage records written to the store.");
+    describe_counter!(
+        metric::LEDGER_SPILLED,
+        "Usage records appended to the spill file (database down or buffer full)."
+    );
+    describe_counter!(metric::LEDGER_REPLAYED, "Spilled usage records written to the store.");
+    describe_counter!(
+        metric::LEDGER_OVERFLOW,
+        "Usage records that found the ledger buffer full and were spilled at once."
+    );
+    describe_counter!(
+        metric::LIMITED,
+        "Client requests refused by a limit, by scope (key, user, ip, ip_ai) and code."
+    );
+    describe_gauge!(
+        metric::LIMITER_DEGRADED,
+        "1 while the shared (Redis) limiter is unreachable and this node limits on local state."
+    );
+    describe_counter!(metric::LIMITER_ERRORS, "Failed calls to the shared limiter.");
+    describe_gauge!(metric::KEYS_ACTIVE, "Virtual keys known to this node (not revoked).");
 }
 
 /// A metric handle, cached per thread.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use floodgate_protocol::Usage;
 
+use crate::admission::Admitted;
 use crate::app::AppState;
 use crate::ledger::Ledger;
 use crate::pipeline::observe::RequestId;
@@ -25,6 +26,10 @@ pub struct Accounting {
     model: String,
     stream: bool,
     started: Instant,
+    key_id: Option<String>,
+    user: Option<String>,
+    /// Client limits held until the request ends.
+    admitted: Option<Admitted>,
 }
 
 /// How a request ended.
@@ -36,6 +41,7 @@ pub struct Outcome {
     usage: Usage,
     ttft: Option<Duration>,
     error: Option<&'static str>,
+    retries: u32,
 }
 
 impl Outcome {
@@ -52,7 +58,14 @@ impl Outcome {
             usage,
             ttft,
             error: None,
+            retries: 0,
         }
+    }
+
+    /// Upstream calls beyond the first (`attempts` counts them all).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.retries = attempts.saturating_sub(1);
+        self
     }
 
     pub fn failed(status: u16, error: &'static str) -> Self {
@@ -63,6 +76,7 @@ impl Outcome {
             usage: Usage::default(),
             ttft: None,
             error: Some(error),
+            retries: 0,
         }
     }
 
@@ -90,15 +104,31 @@ impl Accounting {
             model: model.to_string(),
             stream,
             started: Instant::now(),
+            key_id: None,
+            user: None,
+            admitted: None,
         }
+    }
+
+    /// Who made the request, and the limits it holds until it ends.
+    pub fn client(mut self, key_id: Option<&str>, user: Option<&str>, admitted: Admitted) -> Self {
+        self.key_id = key_id.map(str::to_string);
+        self.user = user.map(str::to_string);
+        self.admitted = Some(admitted);
+        self
     }
 
     pub fn started(&self) -> Instant {
         self.started
     }
 
-    pub fn finish(self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: Outcome) {
         let cost = self.prices.cost(&outcome.upstream_model, &outcome.usage);
+        if let Some(admitted) = self.admitted.take() {
+            let tokens =
+                u64::from(outcome.usage.input_tokens) + u64::from(outcome.usage.output_tokens);
+            admitted.settle(tokens, cost);
+        }
         if !outcome.provider.is_empty() {
             let (provider, model) = (outcome.provider.as_str(), outcome.upstream_model.as_str());
             let labels =
@@ -115,10 +145,15 @@ impl Accounting {
         let at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.ledger.record(UsageRecord {
+            record_id: uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+                .into_uuid()
+                .to_string(),
             at_ms,
             request_id: self.request_id.to_string(),
-            route: self.route,
-            model: self.model,
+            route: self.route.to_string(),
+            key_id: self.key_id.take(),
+            user: self.user.take(),
+            model: std::mem::take(&mut self.model),
             provider: outcome.provider,
             upstream_model: outcome.upstream_model,
             status: outcome.status,
@@ -129,6 +164,8 @@ impl Accounting {
             cost_usd: cost,
             latency_ms: millis(self.started.elapsed()),
             ttft_ms: outcome.ttft.map(millis),
+            retries: outcome.retries,
+            cache_hit: false,
             error: outcome.error.map(str::to_string),
         });
     }

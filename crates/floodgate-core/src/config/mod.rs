@@ -40,6 +40,9 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub pricing: Vec<PriceConfig>,
     pub alerts: AlertsConfig,
+    /// End-user tokens (`[auth.jwt]`); `None` when not configured.
+    pub jwt: Option<crate::pipeline::jwt::JwtConfig>,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -67,12 +70,53 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub backend: StateBackendKind,
+    /// Used with `backend = "redis"`.
+    pub redis_url: String,
+    /// Prepended to every Redis key this node writes.
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` (created when missing) or `sqlite::memory:`.
+    /// `sqlite://path` (created when missing), `sqlite::memory:` or `postgres://…`.
     pub url: String,
+    pub pool: crate::store::PoolConfig,
+    /// Usage records held in memory for the writer; beyond it they go
+    /// straight to the spill file.
+    pub ledger_buffer: usize,
+    /// Where records wait while the database is down (append-only).
+    pub ledger_spill_path: std::path::PathBuf,
+}
+
+/// Client-side limits: per IP, per end user (default and tiers). Per-key
+/// limits live on each virtual key.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    /// Proxies whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Every client and admin route, per client IP.
+    pub ip: Option<crate::limiter::Rate>,
+    /// AI routes (chat, messages, embeddings), per client IP.
+    pub ip_ai: Option<crate::limiter::Rate>,
+    /// Every end user without a tier.
+    pub user: UserLimits,
+    /// Selected by the JWT tier claim.
+    pub tiers: std::collections::BTreeMap<String, UserLimits>,
+    /// A Redis concurrency slot whose node died is freed after this.
+    pub concurrency_lease: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+}
+
+impl UserLimits {
+    pub fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none() && self.max_concurrent.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +436,7 @@ fn line_of(text: &str, span: &Range<usize>) -> usize {
 }
 
 const DEFAULT_DATABASE: &str = "sqlite://floodgate.db";
+const DEFAULT_SPILL: &str = "floodgate-ledger.spill";
 
 /// The providers `floodgate serve` picks up from the environment when the
 /// config names none, with the alias each gets.
@@ -508,6 +553,8 @@ impl Builder<'_> {
             );
         }
         let pricing = self.pricing(raw.pricing);
+        let jwt = raw.auth.and_then(|a| a.jwt).and_then(|j| self.jwt(j));
+        let limits = self.limits(raw.limits.unwrap_or_default(), jwt.as_ref());
         Config {
             listen,
             master_key,
@@ -549,6 +596,8 @@ impl Builder<'_> {
             models,
             pricing,
             alerts,
+            jwt,
+            limits,
         }
     }
 
@@ -780,47 +829,252 @@ impl Builder<'_> {
     }
 
     fn state(&mut self, raw: raw::RawState) -> StateConfig {
-        let backend = match raw.backend {
-            Some(b) if *b.get_ref() == StateBackendKind::Redis => {
-                self.problem(
-                    Some(b.span()),
-                    "state.backend = \"redis\" is not available in this version; valid: \"memory\"",
-                );
-                StateBackendKind::Memory
+        let backend = raw.backend.map_or(StateBackendKind::Memory, |b| *b.get_ref());
+        let redis_url = match raw.redis_url {
+            Some(url) => {
+                let text = url.get_ref().trim().to_string();
+                if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+                    self.problem(
+                        Some(url.span()),
+                        format!(
+                            "state.redis_url {text:?} is not a Redis URL such as \
+                             \"redis://127.0.0.1:6379\" or \"rediss://user:pass@host:6380/0\""
+                        ),
+                    );
+                }
+                text
             }
-            Some(b) => *b.get_ref(),
-            None => StateBackendKind::Memory,
+            None => "redis://127.0.0.1:6379".to_string(),
         };
-        // `redis_url` with the memory backend is accepted and unused: a config
-        // ready to switch backends, as DESIGN.md's example writes it.
-        let _ = raw.redis_url;
-        StateConfig { backend }
+        let redis_prefix = raw.redis_prefix.map_or_else(|| "floodgate:".to_string(), Spanned::into_inner);
+        StateConfig { backend, redis_url, redis_prefix }
     }
 
     fn database(&mut self, raw: raw::RawDatabase, env: &Env) -> DatabaseConfig {
-        if let Some(url) = env.get("FLOODGATE_DATABASE_URL") {
-            if !url.starts_with("sqlite:") {
+        let url = match (env.get("FLOODGATE_DATABASE_URL"), &raw.url) {
+            (Some(url), _) => {
+                if !supported_database(url) {
+                    self.problem(
+                        None,
+                        format!("FLOODGATE_DATABASE_URL: {}", unsupported_database(url)),
+                    );
+                }
+                url.clone()
+            }
+            (None, Some(url)) => {
+                if !supported_database(url.get_ref()) {
+                    self.problem(
+                        Some(url.span()),
+                        format!("database.url: {}", unsupported_database(url.get_ref())),
+                    );
+                }
+                url.get_ref().clone()
+            }
+            (None, None) => DEFAULT_DATABASE.to_string(),
+        };
+        let defaults = crate::store::PoolConfig::default();
+        let max_connections = match raw.max_connections {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(Some(v.span()), "database.max_connections must be at least 1");
+                defaults.max_connections
+            }
+            Some(v) => *v.get_ref(),
+            None => defaults.max_connections,
+        };
+        let min_connections = match raw.min_connections {
+            Some(v) if *v.get_ref() > max_connections => {
                 self.problem(
-                    None,
+                    Some(v.span()),
                     format!(
-                        "FLOODGATE_DATABASE_URL: {}",
-                        unsupported_database(url.split(':').next().unwrap_or_default())
+                        "database.min_connections ({}) must not exceed max_connections ({max_connections})",
+                        v.get_ref()
                     ),
                 );
+                0
             }
-            return DatabaseConfig { url: url.clone() };
-        }
-        let Some(url) = raw.url else {
-            return DatabaseConfig { url: DEFAULT_DATABASE.to_string() };
+            Some(v) => *v.get_ref(),
+            None => defaults.min_connections,
         };
-        if !url.get_ref().starts_with("sqlite:") {
-            let scheme = url.get_ref().split(':').next().unwrap_or_default().to_string();
+        // "0s" turns the idle timeout and the lifetime off.
+        let off_if_zero = |d: Duration| (!d.is_zero()).then_some(d);
+        let pool = crate::store::PoolConfig {
+            max_connections,
+            min_connections,
+            idle_timeout: raw.idle_timeout.map_or(defaults.idle_timeout, |d| off_if_zero(d.0)),
+            max_lifetime: raw.max_lifetime.map_or(defaults.max_lifetime, |d| off_if_zero(d.0)),
+            acquire_timeout: self.positive_duration(
+                raw.acquire_timeout,
+                "database.acquire_timeout",
+                defaults.acquire_timeout,
+            ),
+            test_before_acquire: raw.test_before_acquire.unwrap_or(defaults.test_before_acquire),
+        };
+        let ledger_buffer = match raw.ledger_buffer {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(Some(v.span()), "database.ledger_buffer must be at least 1, e.g. 65536");
+                65536
+            }
+            Some(v) => *v.get_ref(),
+            None => 65536,
+        };
+        let ledger_spill_path = raw.ledger_spill_path.map_or_else(
+            || std::path::PathBuf::from(DEFAULT_SPILL),
+            |p| std::path::PathBuf::from(p.into_inner()),
+        );
+        DatabaseConfig { url, pool, ledger_buffer, ledger_spill_path }
+    }
+
+    fn jwt(&mut self, raw: Spanned<raw::RawJwt>) -> Option<crate::pipeline::jwt::JwtConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let secret = raw.hs256_secret.filter(|s| !s.get_ref().is_empty());
+        if let Some(s) = &secret
+            && s.get_ref().len() < 32
+        {
             self.problem(
-                Some(url.span()),
-                format!("database.url: {}", unsupported_database(&scheme)),
+                Some(s.span()),
+                "auth.jwt.hs256_secret must be at least 32 characters (RFC 7518 asks for a key as \
+                 long as the hash, 256 bits)",
             );
         }
-        DatabaseConfig { url: url.into_inner() }
+        let jwks_url = match raw.jwks_url.filter(|u| !u.get_ref().is_empty()) {
+            Some(url) => {
+                let text = url.get_ref().trim().to_string();
+                if !(text.starts_with("http://") || text.starts_with("https://"))
+                    || text.parse::<http::Uri>().is_err()
+                {
+                    self.problem(
+                        Some(url.span()),
+                        format!(
+                            "auth.jwt.jwks_url {text:?} is not an http(s) URL such as \
+                             \"https://auth.example.com/.well-known/jwks.json\""
+                        ),
+                    );
+                }
+                Some(text)
+            }
+            None => None,
+        };
+        if secret.is_none() && jwks_url.is_none() {
+            self.problem(
+                Some(span),
+                "[auth.jwt] needs hs256_secret (HS256) or jwks_url (RS256/ES256 keys), or both",
+            );
+            return None;
+        }
+        let jwks_refresh = self.positive_duration(
+            raw.jwks_refresh,
+            "auth.jwt.jwks_refresh",
+            Duration::from_secs(300),
+        );
+        Some(crate::pipeline::jwt::JwtConfig {
+            hs256_secret: secret.map(|s| SecretString::from(s.into_inner())),
+            jwks_url,
+            issuer: raw.issuer.filter(|i| !i.is_empty()),
+            audience: match raw.audience {
+                None => Vec::new(),
+                Some(raw::StringOrList::One(a)) => vec![a],
+                Some(raw::StringOrList::Many(list)) => list,
+            },
+            leeway: dur(raw.leeway, Duration::from_secs(30)),
+            user_claim: raw.user_claim.unwrap_or_else(|| "sub".to_string()),
+            tier_claim: raw.tier_claim,
+            jwks_refresh,
+        })
+    }
+
+    fn limits(
+        &mut self,
+        raw: raw::RawLimits,
+        jwt: Option<&crate::pipeline::jwt::JwtConfig>,
+    ) -> LimitsConfig {
+        let mut trusted_proxies = Vec::new();
+        for entry in raw.trusted_proxies.map(Spanned::into_inner).unwrap_or_default() {
+            let text = entry.get_ref().trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.problem(
+                    Some(entry.span()),
+                    format!(
+                        "limits.trusted_proxies: {text:?} is not an IP address or CIDR range such \
+                         as \"10.0.0.0/8\", \"127.0.0.1\" or \"::1/128\""
+                    ),
+                ),
+            }
+        }
+        let ip = raw.ip.and_then(|l| self.period_limit(l, "limits.ip"));
+        let ip_ai = raw.ip_ai.and_then(|l| self.period_limit(l, "limits.ip_ai"));
+        let user = raw.user.map(|u| self.user_limits(&u, "limits.user", None)).unwrap_or_default();
+        let mut tiers = std::collections::BTreeMap::new();
+        if !raw.tiers.is_empty() && jwt.is_none_or(|j| j.tier_claim.is_none()) {
+            self.problem(
+                None,
+                "[limits.tiers.*] are chosen by a JWT claim: set auth.jwt.tier_claim (e.g. \"plan\")",
+            );
+        }
+        for (name, tier) in raw.tiers {
+            let span = tier.span();
+            let limits = self.user_limits(tier.get_ref(), &format!("limits.tiers.{name}"), Some(span));
+            tiers.insert(name, limits);
+        }
+        LimitsConfig {
+            trusted_proxies,
+            ip,
+            ip_ai,
+            user,
+            tiers,
+            concurrency_lease: dur(raw.concurrency_lease, Duration::from_secs(600)),
+        }
+    }
+
+    fn period_limit(
+        &mut self,
+        raw: Spanned<raw::RawPeriodLimit>,
+        what: &str,
+    ) -> Option<crate::limiter::Rate> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        match (raw.requests, raw.per) {
+            (Some(0), _) => {
+                self.problem(Some(span), format!("{what}.requests must be at least 1"));
+                None
+            }
+            (Some(limit), Some(per)) if !per.0.is_zero() => {
+                Some(crate::limiter::Rate { limit, period: per.0 })
+            }
+            _ => {
+                self.problem(
+                    Some(span),
+                    format!(
+                        "{what} needs requests and a per period longer than 0, e.g. \
+                         {{ requests = 1000, per = \"15m\" }}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn user_limits(
+        &mut self,
+        raw: &raw::RawUserLimits,
+        what: &str,
+        span: Option<Range<usize>>,
+    ) -> UserLimits {
+        if raw.rpm == Some(0) || raw.tpm == Some(0) || raw.max_concurrent == Some(0) {
+            self.problem(
+                span,
+                format!("{what}: rpm, tpm and max_concurrent must be at least 1 (leave one out for no limit)"),
+            );
+        }
+        UserLimits {
+            rpm: raw.rpm.filter(|v| *v > 0),
+            tpm: raw.tpm.filter(|v| *v > 0),
+            max_concurrent: raw.max_concurrent.filter(|v| *v > 0),
+        }
     }
 
     fn provider(&mut self, raw: RawProvider, upstream: &RawTimeouts) -> Option<ProviderConfig> {
@@ -1100,10 +1354,16 @@ impl Builder<'_> {
     }
 }
 
-fn unsupported_database(scheme: &str) -> String {
+fn supported_database(url: &str) -> bool {
+    url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Names the scheme only: the URL may hold a password.
+fn unsupported_database(url: &str) -> String {
+    let scheme = url.split(':').next().unwrap_or_default();
     format!(
-        "the {scheme:?} database is not available in this version; valid: \
-         \"sqlite://path/to/file.db\" or \"sqlite::memory:\""
+        "the {scheme:?} database is not supported; valid: \"sqlite://path/to/file.db\", \
+         \"sqlite::memory:\" or \"postgres://user:password@host:5432/database\""
     )
 }
 

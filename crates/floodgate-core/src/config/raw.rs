@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub pricing: Vec<RawPrice>,
     pub alerts: Option<RawAlerts>,
+    pub auth: Option<RawAuth>,
+    pub limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +64,7 @@ pub enum LogFormat {
 pub struct RawState {
     pub backend: Option<Spanned<StateBackendKind>>,
     pub redis_url: Option<Spanned<String>>,
+    pub redis_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -75,6 +78,69 @@ pub enum StateBackendKind {
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
     pub url: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u32>>,
+    pub min_connections: Option<Spanned<u32>>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_lifetime: Option<HumanDuration>,
+    pub acquire_timeout: Option<Spanned<HumanDuration>>,
+    pub test_before_acquire: Option<bool>,
+    pub ledger_buffer: Option<Spanned<usize>>,
+    pub ledger_spill_path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub jwt: Option<Spanned<RawJwt>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub hs256_secret: Option<Spanned<String>>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<StringOrList>,
+    pub leeway: Option<HumanDuration>,
+    pub user_claim: Option<String>,
+    pub tier_claim: Option<String>,
+    pub jwks_refresh: Option<Spanned<HumanDuration>>,
+}
+
+/// `"a"` or `["a", "b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ip: Option<Spanned<RawPeriodLimit>>,
+    pub ip_ai: Option<Spanned<RawPeriodLimit>>,
+    pub user: Option<RawUserLimits>,
+    #[serde(default)]
+    pub tiers: std::collections::BTreeMap<String, Spanned<RawUserLimits>>,
+    pub concurrency_lease: Option<HumanDuration>,
+}
+
+/// `requests` per `per`, e.g. 1000 per "15m".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeriodLimit {
+    pub requests: Option<u64>,
+    pub per: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -27,7 +27,7 @@ pub async fn require_master(
     let result = if auth.enabled() {
         match auth.check(request.headers()) {
             Ok(Caller::Master) => Ok(()),
-            Ok(Caller::Anonymous) => Err(ApiError::NotMaster),
+            Ok(_) => Err(ApiError::NotMaster),
             Err(error) => Err(error),
         }
     } else {

@@ -24,7 +24,10 @@ use super::{ApiError, json_response, read_body, respond};
 use crate::app::AppState;
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::providers::{ClientHints, ProviderError, Reservation, UpstreamStream, unix_now};
-use crate::routing::{Routed, StartedStream};
+use crate::admission::{self, Ask, RateHeaders};
+use crate::pipeline::auth::Caller;
+use crate::routing::estimate::{ChatEstimate, Tokenizer};
+use crate::routing::{Route, Routed, StartedStream};
 use crate::usage::{Accounting, Outcome};
 
 pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-floodgate-provider");
@@ -36,6 +39,7 @@ pub const HEDGED_HEADER: HeaderName = HeaderName::from_static("x-floodgate-hedge
 pub async fn chat_completions(
     State(app): State<AppState>,
     Extension(id): Extension<RequestId>,
+    client: Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -43,7 +47,8 @@ pub async fn chat_completions(
     let result = async {
         let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
         let req = openai::parse_chat_request(&bytes)?;
-        chat(&app, &headers, Format::OpenAi, req, ClientHints::default(), &id, &mut info).await
+        chat(&app, &client, &headers, Format::OpenAi, req, ClientHints::default(), &id, &mut info)
+            .await
     }
     .await;
     respond(result, Format::OpenAi, info)
@@ -52,6 +57,7 @@ pub async fn chat_completions(
 pub async fn messages(
     State(app): State<AppState>,
     Extension(id): Extension<RequestId>,
+    client: Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -63,14 +69,68 @@ pub async fn messages(
             anthropic_version: headers.get("anthropic-version").cloned(),
             anthropic_beta: headers.get("anthropic-beta").cloned(),
         };
-        chat(&app, &headers, Format::Anthropic, req, hints, &id, &mut info).await
+        chat(&app, &client, &headers, Format::Anthropic, req, hints, &id, &mut info).await
     }
     .await;
     respond(result, Format::Anthropic, info)
 }
 
+/// The caller and the rate-limit headers the middleware put in extensions.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub caller: Caller,
+    pub rate: RateHeaders,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client {
+            caller: parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous),
+            rate: parts.extensions.get::<RateHeaders>().cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// Admits a request against the key's and the end user's limits, and makes
+/// its accounting.
+pub(super) async fn admit(
+    app: &AppState,
+    client: &Client,
+    headers: &HeaderMap,
+    route: &Route,
+    body_user: Option<&str>,
+    prompt_tokens: impl FnOnce(Tokenizer) -> u32,
+    accounting: Accounting,
+) -> Result<Accounting, ApiError> {
+    let user = admission::end_user(&client.caller, headers, body_user);
+    let (tokenizer, upstream_model) = route
+        .targets()
+        .first()
+        .map_or((Tokenizer::Approx, ""), |t| (t.tokenizer, t.model.as_str()));
+    let tokens = prompt_tokens(tokenizer);
+    let cost_usd = app
+        .prices
+        .cost(upstream_model, &Usage { input_tokens: tokens, ..Usage::default() });
+    let ask = Ask {
+        caller: &client.caller,
+        user,
+        model: &route.name,
+        tokens: u64::from(tokens),
+        cost_usd,
+    };
+    let admitted = app.limits.admit(&ask, &client.rate).await?;
+    Ok(accounting.client(client.caller.key().map(|k| k.id.as_str()), user, admitted))
+}
+
+#[expect(clippy::too_many_arguments, reason = "the two routes' common body")]
 async fn chat(
     app: &AppState,
+    client: &Client,
     headers: &HeaderMap,
     format: Format,
     req: ChatRequest,
@@ -86,6 +146,16 @@ async fn chat(
         Format::OpenAi | Format::Gemini => "chat",
     };
     let accounting = Accounting::new(app, id, route_label, &route.name, req.stream);
+    let accounting = admit(
+        app,
+        client,
+        headers,
+        &route,
+        req.user.as_deref(),
+        |tokenizer| ChatEstimate::new(&req).prompt_tokens(tokenizer),
+        accounting,
+    )
+    .await?;
     let result = if req.stream {
         match app.router.chat_stream(&route, &req, &hints, admission).await {
             Ok(routed) => {
@@ -117,7 +187,7 @@ fn complete_response(
     if resp.created == 0 {
         resp.created = unix_now();
     }
-    accounting.finish(Outcome::answered(&provider, &model, resp.usage, None));
+    accounting.finish(Outcome::answered(&provider, &model, resp.usage, None).attempts(attempts));
     let body = match format {
         Format::Anthropic => anthropic::write_chat_response(&resp),
         Format::OpenAi | Format::Gemini => openai::write_chat_response(&resp),
@@ -198,6 +268,7 @@ struct Relay {
     provider: String,
     model: String,
     info: RouteInfo,
+    attempts: u32,
     done: bool,
 }
 
@@ -246,7 +317,8 @@ impl Relay {
         }
         if let Some(accounting) = self.accounting.take() {
             let ttft = self.rest.first_chunk_at().map(|t| t.duration_since(accounting.started()));
-            let outcome = Outcome::answered(&self.provider, &self.model, self.usage, ttft);
+            let outcome = Outcome::answered(&self.provider, &self.model, self.usage, ttft)
+                .attempts(self.attempts);
             accounting.finish(match error {
                 Some(label) => outcome.with_error(label),
                 None => outcome,
@@ -295,6 +367,7 @@ fn stream_response(
         model: model.clone(),
         info: info.clone(),
         done: false,
+        attempts,
     };
     let frames = futures_util::stream::unfold(relay, |mut relay| async move {
         relay.next_frame().await.map(|bytes| (Ok::<_, Infallible>(bytes), relay))

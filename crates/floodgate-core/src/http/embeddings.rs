@@ -17,6 +17,7 @@ use crate::usage::{Accounting, Outcome};
 pub async fn embeddings(
     State(app): State<AppState>,
     Extension(id): Extension<RequestId>,
+    client: super::chat::Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -28,6 +29,16 @@ pub async fn embeddings(
         info.model = Some(route.name.clone());
         let admission = super::admission(&headers, &app.config.routing.wait)?;
         let accounting = Accounting::new(&app, &id, "embeddings", &route.name, false);
+        let accounting = super::chat::admit(
+            &app,
+            &client,
+            &headers,
+            &route,
+            req.user.as_deref(),
+            |tokenizer| crate::routing::estimate::embeddings(&req, tokenizer),
+            accounting,
+        )
+        .await?;
         match app.router.embeddings(&route, &req, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
@@ -36,7 +47,7 @@ pub async fn embeddings(
                     &routed.model,
                     routed.value.usage,
                     None,
-                ));
+                ).attempts(routed.attempts));
                 // The client's `encoding_format` lives only in its native body.
                 let base64 = openai::wants_base64(&req);
                 let mut response =

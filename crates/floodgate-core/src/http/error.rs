@@ -36,6 +36,19 @@ pub enum ApiError {
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,
+    #[error("this API key expired at {at}")]
+    KeyExpired { at: String },
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
+    #[error("this key may not use model {model:?}; it may use: {}", .allowed.join(", "))]
+    ModelNotAllowed { model: String, allowed: Vec<String> },
+    /// A client limit refused the request; `code` says which kind.
+    #[error("{message}")]
+    Limited { code: &'static str, message: String, retry_after: Option<Duration> },
+    #[error("{message}")]
+    Invalid { message: String },
+    #[error("{what} is unavailable: {message}")]
+    Unavailable { what: &'static str, message: String },
     #[error("the request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
     #[error("no route {method} {path}")]
@@ -138,6 +151,41 @@ impl ApiError {
                 "invalid_request_error",
                 "authentication_error",
             ),
+            ApiError::KeyExpired { .. } => Shape::new(
+                S::UNAUTHORIZED,
+                "expired_api_key",
+                "invalid_request_error",
+                "authentication_error",
+            ),
+            ApiError::InvalidToken(_) => Shape::new(
+                S::UNAUTHORIZED,
+                "invalid_token",
+                "invalid_request_error",
+                "authentication_error",
+            ),
+            ApiError::ModelNotAllowed { .. } => Shape {
+                param: Some("model".to_string()),
+                ..Shape::new(
+                    S::FORBIDDEN,
+                    "model_not_allowed",
+                    "invalid_request_error",
+                    "permission_error",
+                )
+            },
+            ApiError::Limited { code, retry_after, .. } => Shape {
+                retry_after: *retry_after,
+                ..Shape::new(S::TOO_MANY_REQUESTS, code, "rate_limit_error", "rate_limit_error")
+            },
+            ApiError::Invalid { .. } => Shape::new(
+                S::BAD_REQUEST,
+                "invalid_request",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            ApiError::Unavailable { .. } => Shape {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Shape::new(S::SERVICE_UNAVAILABLE, "unavailable", "api_error", "overloaded_error")
+            },
             ApiError::PayloadTooLarge { .. } => Shape::new(
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

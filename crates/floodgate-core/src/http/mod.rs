@@ -5,6 +5,7 @@ pub mod admin;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod keys;
 pub mod listener;
 pub mod models;
 pub mod ops;

@@ -57,8 +57,20 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     ready &= any_provider;
 
     let (state_ok, state) = check(app.state.name(), app.state.ping()).await;
-    let (database_ok, database) = check(app.store.name(), app.store.ping()).await;
-    ready &= state_ok && database_ok;
+    // A database outage does not take the node out of service: keys are
+    // held in memory and the ledger spills to disk until it returns.
+    let (_, database) = check(app.store.name(), app.store.ping()).await;
+    ready &= state_ok;
+    // The same for Redis: limits then hold on this node's own state.
+    let limiter = match &app.limiter_fallback {
+        None => json!({"status": "ok", "backend": app.limits.limiter.name()}),
+        Some(fallback) if fallback.degraded() => json!({
+            "status": "degraded",
+            "backend": "redis",
+            "message": "Redis does not answer; limits hold per node until it does",
+        }),
+        Some(_) => json!({"status": "ok", "backend": "redis"}),
+    };
     let draining = app.draining.is_cancelled();
     let status = if draining {
         "draining"
@@ -73,6 +85,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "providers": {"status": if any_provider { "ok" } else { "no_usable_provider" }, "providers": providers},
             "state": state,
             "database": database,
+            "limiter": limiter,
         }
     });
     let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -141,3 +141,11 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
 
     async fn ping(&self) -> Result<(), LimiterError>;
 }
+
+mod fallback;
+mod memory;
+mod redis;
+
+pub use fallback::Fallback;
+pub use memory::MemoryLimiter;
+pub use redis::RedisLimiter;

@@ -1,9 +1,12 @@
 //! Client authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 //!
-//! In this version the one client key is the master key; with no master key
-//! configured, client auth is off (and `serve` refuses to listen beyond
-//! loopback unless told `--allow-unauthenticated`). Keys are compared in
-//! constant time and never logged.
+//! A presented key is, in order: the master key (compared in constant
+//! time); an end-user JWT when `[auth.jwt]` is configured and the token looks
+//! like one; else a virtual key, looked up by its hash in the node's
+//! [`KeyRegistry`]. With no master key configured, client auth is off (and
+//! `serve` refuses to listen beyond loopback unless told
+//! `--allow-unauthenticated`), except that a JWT, when sent and configured,
+//! is still verified. Keys are never logged.
 
 use std::sync::Arc;
 
@@ -14,24 +17,50 @@ use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::http::error::{ApiError, format_for_path};
+use crate::keys::{KeyRefusal, KeyRegistry};
+use crate::pipeline::jwt::{EndUser, JwtVerifier};
 use crate::secrets::constant_time_eq;
+use crate::store::VirtualKey;
 
 #[derive(Debug)]
 pub struct Auth {
     master_key: Option<SecretString>,
+    keys: Option<Arc<KeyRegistry>>,
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 /// Who is calling, in request extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Caller {
     /// Auth is off.
     Anonymous,
     Master,
+    /// A virtual key.
+    Key(Arc<VirtualKey>),
+    /// An end user with a valid JWT.
+    User(EndUser),
+}
+
+impl Caller {
+    pub fn is_master(&self) -> bool {
+        matches!(self, Caller::Master)
+    }
+
+    pub fn key(&self) -> Option<&Arc<VirtualKey>> {
+        match self {
+            Caller::Key(key) => Some(key),
+            _ => None,
+        }
+    }
 }
 
 impl Auth {
-    pub fn new(master_key: Option<SecretString>) -> Self {
-        Auth { master_key }
+    pub fn new(
+        master_key: Option<SecretString>,
+        keys: Option<Arc<KeyRegistry>>,
+        jwt: Option<Arc<JwtVerifier>>,
+    ) -> Self {
+        Auth { master_key, keys, jwt }
     }
 
     pub fn enabled(&self) -> bool {
@@ -39,14 +68,31 @@ impl Auth {
     }
 
     pub fn check(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let presented = presented_key(headers);
+        if let (Some(token), Some(jwt)) = (presented, &self.jwt)
+            && JwtVerifier::looks_like_jwt(token)
+        {
+            return jwt
+                .verify(token)
+                .map(Caller::User)
+                .map_err(|e| ApiError::InvalidToken(e.to_string()));
+        }
         let Some(master) = &self.master_key else {
             return Ok(Caller::Anonymous);
         };
-        let presented = presented_key(headers).ok_or(ApiError::MissingKey)?;
+        let presented = presented.ok_or(ApiError::MissingKey)?;
         if constant_time_eq(presented.as_bytes(), master.expose_secret().as_bytes()) {
-            Ok(Caller::Master)
-        } else {
-            Err(ApiError::InvalidKey)
+            return Ok(Caller::Master);
+        }
+        let Some(keys) = &self.keys else {
+            return Err(ApiError::InvalidKey);
+        };
+        match keys.lookup(presented, crate::time::now_ms()) {
+            Ok(key) => Ok(Caller::Key(key)),
+            Err(KeyRefusal::Unknown) => Err(ApiError::InvalidKey),
+            Err(KeyRefusal::Expired { at_ms }) => {
+                Err(ApiError::KeyExpired { at: crate::time::rfc3339(at_ms) })
+            }
         }
     }
 }
@@ -96,15 +142,13 @@ mod tests {
 
     #[test]
     fn bearer_or_x_api_key() {
-        let auth = Auth::new(Some(SecretString::from("master-key-0123456789")));
-        assert_eq!(
-            auth.check(&headers(&[("authorization", "Bearer master-key-0123456789")])).unwrap(),
-            Caller::Master
+        let auth = Auth::new(Some(SecretString::from("master-key-0123456789")), None, None);
+        assert!(
+            auth.check(&headers(&[("authorization", "Bearer master-key-0123456789")]))
+                .unwrap()
+                .is_master()
         );
-        assert_eq!(
-            auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap(),
-            Caller::Master
-        );
+        assert!(auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap().is_master());
         assert!(matches!(auth.check(&headers(&[])), Err(ApiError::MissingKey)));
         assert!(matches!(
             auth.check(&headers(&[("authorization", "Bearer nope")])),
@@ -114,6 +158,6 @@ mod tests {
 
     #[test]
     fn no_master_key_means_auth_off() {
-        assert_eq!(Auth::new(None).check(&headers(&[])).unwrap(), Caller::Anonymous);
+        assert!(matches!(Auth::new(None, None, None).check(&headers(&[])).unwrap(), Caller::Anonymous));
     }
 }

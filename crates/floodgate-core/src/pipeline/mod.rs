@@ -2,5 +2,6 @@
 //! them and documents their order.
 
 pub mod auth;
+pub mod jwt;
 pub mod observe;
 pub mod shed;

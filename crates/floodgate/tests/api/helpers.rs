@@ -71,6 +71,10 @@ pub struct Options {
     pub config: String,
     pub mock: MockConfig,
     pub master_key: Option<String>,
+    /// `[database] url`; default a SQLite file in the test's own directory.
+    pub database_url: Option<String>,
+    /// More `[database]` lines, e.g. `ledger_buffer = 10`.
+    pub database_extra: String,
 }
 
 impl Default for Options {
@@ -79,6 +83,8 @@ impl Default for Options {
             config: DEFAULT_CONFIG.to_string(),
             mock: MockConfig { record: true, ..MockConfig::default() },
             master_key: None,
+            database_url: None,
+            database_extra: String::new(),
         }
     }
 }
@@ -109,9 +115,13 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .config
         .replace("{openai}", &mock.openai_base_url())
         .replace("{base}", &mock.base_url());
+    let url = options.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", dir.path().join("floodgate.db").display())
+    });
     text.push_str(&format!(
-        "\n[database]\nurl = \"sqlite://{}\"\n",
-        dir.path().join("floodgate.db").display()
+        "\n[database]\nurl = \"{url}\"\nledger_spill_path = \"{}\"\n{}\n",
+        dir.path().join("ledger.spill").display(),
+        options.database_extra
     ));
     let mut env = Env::new();
     if let Some(key) = &options.master_key {
@@ -152,6 +162,29 @@ impl TestApp {
         .send()
         .await
         .expect("request sent")
+    }
+
+    /// A request with `key` as the bearer key (none when `None`) instead of the test's.
+    pub async fn send_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// The test's directory (the SQLite file and the spill file live there).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -341,4 +374,139 @@ pub async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 64];
     matches!(tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await, Ok(Ok(0)))
+}
+
+/// A TCP forwarder to `target` that a test can cut: while down, live
+/// connections are closed and new ones are accepted and dropped at once — a
+/// database or Redis that went away, as its clients see it.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut; connections of an older generation close.
+    generation: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (flag, gen_tx) = (up.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = gen_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { addr, up, generation, task }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A fresh PostgreSQL database for one test, dropped (best effort) with it;
+/// `None` (and a visible "skipped" line) without FLOODGATE_TEST_DATABASE_URL.
+pub struct TestDatabase {
+    pub url: String,
+    admin: String,
+    pub name: String,
+}
+
+impl TestDatabase {
+    #[expect(clippy::print_stderr, reason = "a skipped test says so")]
+    pub async fn create(test: &str) -> Option<TestDatabase> {
+        let Ok(admin) = std::env::var("FLOODGATE_TEST_DATABASE_URL") else {
+            eprintln!("skipped {test}: FLOODGATE_TEST_DATABASE_URL not set");
+            return None;
+        };
+        let name = format!("fg_it_{:016x}", fastrand_u64());
+        psql(&admin, &format!("CREATE DATABASE {name}")).await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        Some(TestDatabase { url: format!("{base}/{name}"), admin, name })
+    }
+
+    /// The URL with its host and port replaced by `addr` (for a proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("url has a scheme");
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((user, rest)) => (format!("{user}@"), rest),
+            None => (String::new(), rest),
+        };
+        let path = rest.split_once('/').map_or("", |(_, path)| path);
+        format!("{scheme}://{userinfo}{addr}/{path}")
+    }
+
+    /// Host and port of the server.
+    pub fn server(&self) -> std::net::SocketAddr {
+        let rest = self.url.split_once("://").expect("scheme").1;
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let host = rest.split('/').next().expect("host");
+        let host = if host.contains(':') { host.to_string() } else { format!("{host}:5432") };
+        use std::net::ToSocketAddrs;
+        host.to_socket_addrs().expect("resolves").next().expect("an address")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Best effort, in the background of whatever runtime is left.
+        let _ = std::process::Command::new("psql")
+            .arg(&admin)
+            .arg("-qc")
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+async fn psql(url: &str, sql: &str) {
+    let status = tokio::process::Command::new("psql")
+        .arg(url)
+        .arg("-qc")
+        .arg(sql)
+        .status()
+        .await
+        .expect("psql runs");
+    assert!(status.success(), "psql {sql:?} failed");
+}
+
+pub fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }

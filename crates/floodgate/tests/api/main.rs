@@ -4,6 +4,9 @@
 
 mod helpers;
 
+mod keys;
+mod limits;
+
 mod anthropic_route;
 mod errors;
 mod lifecycle;

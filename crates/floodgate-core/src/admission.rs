@@ -1,0 +1,604 @@
+//! Client limits on the request path: per client IP (a middleware, before
+//! the body is read), then per virtual key and per end user, with the key's
+//! budget (in the handler, once the model and the prompt are known).
+//!
+//! Each stage is one [`Limiter::admit`] call: every limit of that stage,
+//! its concurrency slot and its budget are taken together or not at all.
+//! The state of the tightest request limit and the tightest token limit
+//! becomes the answer's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+//! headers (reset in seconds); a refusal is 429 with `retry-after` and a
+//! `code`: `rate_limit_exceeded`, `tokens_exceeded`, `concurrency_exceeded`
+//! or `budget_exceeded`.
+//!
+//! Token limits are charged the prompt estimate at admission and corrected
+//! with the real usage when the request ends. A budget admits a request while
+//! spend + the estimated prompt cost fits; the actual cost (output included)
+//! is charged afterwards, so the last admitted request may overrun the
+//! budget by its own cost — never by more.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::app::AppState;
+use crate::config::{LimitsConfig, UserLimits};
+use crate::http::error::{ApiError, format_for_path};
+use crate::limiter::{BudgetCheck, Check, LimitState, Limiter, Rate, Refusal, Slot, Verdict};
+use crate::pipeline::auth::Caller;
+use crate::store::{BudgetPeriod, Store, VirtualKey};
+use crate::telemetry::{self, metric};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The end-user header an app's backend sets.
+pub const USER_HEADER: &str = "x-floodgate-user";
+
+#[derive(Debug)]
+pub struct Limits {
+    pub limiter: Arc<dyn Limiter>,
+    config: LimitsConfig,
+    store: Arc<dyn Store>,
+    /// Budget counters this node has restored from the ledger.
+    seeded: Mutex<HashSet<String>>,
+}
+
+/// What the answer's `x-ratelimit-*` headers will say: the tightest request
+/// and token limits seen by any stage.
+#[derive(Debug, Clone, Default)]
+pub struct RateHeaders(Arc<Mutex<Tightest>>);
+
+#[derive(Debug, Default)]
+struct Tightest {
+    requests: Option<LimitState>,
+    tokens: Option<LimitState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Requests,
+    Tokens,
+}
+
+impl RateHeaders {
+    fn note(&self, unit: Unit, state: LimitState) {
+        let Ok(mut t) = self.0.lock() else {
+            return;
+        };
+        let slot = match unit {
+            Unit::Requests => &mut t.requests,
+            Unit::Tokens => &mut t.tokens,
+        };
+        if slot.is_none_or(|s| state.remaining < s.remaining) {
+            *slot = Some(state);
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        let Ok(t) = self.0.lock() else {
+            return;
+        };
+        for (unit, state) in [("requests", t.requests), ("tokens", t.tokens)] {
+            let Some(state) = state else {
+                continue;
+            };
+            let reset = state.reset.as_secs() + u64::from(state.reset.subsec_nanos() > 0);
+            for (what, value) in
+                [("limit", state.limit), ("remaining", state.remaining), ("reset", reset)]
+            {
+                if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-{what}-{unit}")) {
+                    headers.insert(name, HeaderValue::from(value));
+                }
+            }
+        }
+    }
+}
+
+/// One limit of a stage, named for messages and metrics.
+struct Named {
+    check: Check,
+    unit: Unit,
+    /// `key "name"`, `user "id"`, `IP 1.2.3.4`.
+    who: String,
+    scope: &'static str,
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// nearest address in `x-forwarded-for` that is not a trusted proxy.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // Garbage in the chain: trust nothing further left.
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+fn is_ai_route(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/messages" | "/v1/embeddings")
+        || path.starts_with("/v1/jobs")
+}
+
+fn period_text(period: Duration) -> String {
+    humantime::format_duration(period).to_string()
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// The per-IP stage; also puts the [`RateHeaders`] in request extensions and
+/// writes them on the answer.
+pub async fn limit_ip(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let headers = RateHeaders::default();
+    request.extensions_mut().insert(headers.clone());
+    let limits = &app.limits;
+    let path = request.uri().path();
+    let mut checks = Vec::new();
+    if limits.config.ip.is_some() || limits.config.ip_ai.is_some() {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let ip = client_ip(request.headers(), peer, &limits.config.trusted_proxies);
+        if let Some(rate) = limits.config.ip {
+            checks.push(Named {
+                check: Check { key: format!("ip:{ip}"), rate, cost: 1 },
+                unit: Unit::Requests,
+                who: format!("IP address {ip}"),
+                scope: "ip",
+            });
+        }
+        if let Some(rate) = limits.config.ip_ai
+            && is_ai_route(path)
+        {
+            checks.push(Named {
+                check: Check { key: format!("ipai:{ip}"), rate, cost: 1 },
+                unit: Unit::Requests,
+                who: format!("IP address {ip} on AI routes"),
+                scope: "ip_ai",
+            });
+        }
+    }
+    if !checks.is_empty() {
+        let format = format_for_path(path);
+        if let Err(error) = limits.run(&checks, None, None, &headers).await {
+            let mut response = error.into_response_for(format);
+            headers.apply(response.headers_mut());
+            return response.into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    headers.apply(response.headers_mut());
+    response
+}
+
+/// What the handler knows when it admits a request.
+#[derive(Debug)]
+pub struct Ask<'a> {
+    pub caller: &'a Caller,
+    /// The end user: JWT `sub`, else `x-floodgate-user`, else the body's `user`.
+    pub user: Option<&'a str>,
+    /// The model name as the client sent it (an alias).
+    pub model: &'a str,
+    /// Estimated prompt tokens.
+    pub tokens: u64,
+    /// Estimated prompt cost in USD.
+    pub cost_usd: f64,
+}
+
+/// The end user of a request: the JWT's, else the header's, else the body's.
+pub fn end_user<'a>(
+    caller: &'a Caller,
+    headers: &'a HeaderMap,
+    body_user: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Caller::User(user) = caller {
+        return Some(&user.id);
+    }
+    headers
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(body_user)
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && u.len() <= 256)
+}
+
+/// Limits held for one request until it ends: settle them with the real
+/// usage, or drop them (the slot is freed either way).
+#[derive(Debug)]
+pub struct Admitted {
+    limiter: Arc<dyn Limiter>,
+    /// Token limits and what was charged to them.
+    tokens: Vec<(String, Rate, u64)>,
+    slots: Vec<Slot>,
+    budget: Option<(String, Option<Duration>)>,
+    settled: bool,
+}
+
+impl Admitted {
+    /// Corrects token limits to `tokens` (input + output), charges `cost_usd`
+    /// to the budget and frees the slots, in the background.
+    pub fn settle(mut self, tokens: u64, cost_usd: f64) {
+        self.settled = true;
+        let limiter = self.limiter.clone();
+        let adjust = std::mem::take(&mut self.tokens);
+        let slots = std::mem::take(&mut self.slots);
+        let budget = self.budget.take();
+        if adjust.is_empty() && slots.is_empty() && budget.is_none() {
+            return;
+        }
+        spawn(async move {
+            for (key, rate, charged) in adjust {
+                let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
+                    - i64::try_from(charged).unwrap_or(i64::MAX);
+                if delta != 0
+                    && let Err(error) = limiter.adjust(&key, rate, delta).await
+                {
+                    tracing::warn!(%error, "could not correct a token limit");
+                }
+            }
+            if let Some((key, ttl)) = budget
+                && cost_usd > 0.0
+                && let Err(error) = limiter.spend(&key, cost_usd, ttl).await
+            {
+                tracing::warn!(%error, "could not charge a budget");
+            }
+            for slot in slots {
+                let _ = limiter.release(&slot).await;
+            }
+        });
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.settled || self.slots.is_empty() {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        let slots = std::mem::take(&mut self.slots);
+        spawn(async move {
+            for slot in slots {
+                let _ = limiter.release(&slot).await;
+            }
+        });
+    }
+}
+
+fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(task);
+    }
+}
+
+impl Limits {
+    pub fn new(limiter: Arc<dyn Limiter>, config: LimitsConfig, store: Arc<dyn Store>) -> Self {
+        Limits { limiter, config, store, seeded: Mutex::new(HashSet::new()) }
+    }
+
+    /// The key and end-user stage, with the key's model list and budget.
+    pub async fn admit(&self, ask: &Ask<'_>, headers: &RateHeaders) -> Result<Admitted, ApiError> {
+        let key = ask.caller.key();
+        if let Some(key) = key
+            && let Some(models) = &key.models
+            && !models.iter().any(|m| m == ask.model)
+        {
+            return Err(ApiError::ModelNotAllowed {
+                model: ask.model.to_string(),
+                allowed: models.clone(),
+            });
+        }
+        let mut checks = Vec::new();
+        let mut slots = Vec::new();
+        if let Some(key) = key {
+            let who = format!("key {:?}", key.name);
+            let id = &key.id;
+            self.rates(&mut checks, &format!("k:{id}"), &who, "key", key.rpm.map(u64::from),
+                key.tpm.map(u64::from), ask.tokens);
+            if let Some(max) = key.max_concurrent {
+                slots.push((self.slot(format!("k:{id}:conc"), max), who, "key"));
+            }
+        }
+        if let Some(user) = ask.user {
+            let limits = self.user_limits(ask.caller);
+            // An app's users are its own: the same id under two keys is two users.
+            let scope = key.map_or("-", |k| k.id.as_str());
+            let counter = format!("u:{scope}:{user}");
+            let who = format!("user {user:?}");
+            self.rates(&mut checks, &counter, &who, "user", limits.rpm, limits.tpm, ask.tokens);
+            if let Some(max) = limits.max_concurrent {
+                slots.push((self.slot(format!("{counter}:conc"), max), who, "user"));
+            }
+        }
+        let budget = match key {
+            Some(key) => self.budget(key, ask.cost_usd).await,
+            None => None,
+        };
+        if checks.is_empty() && slots.is_empty() && budget.is_none() {
+            return Ok(self.admitted(Vec::new(), Vec::new(), None));
+        }
+        // The first slot goes with the limits; a second (key and user both
+        // capped) takes its own call.
+        let mut slots = slots.into_iter();
+        let first = slots.next();
+        self.run(
+            &checks,
+            first.as_ref().map(|(slot, who, scope)| (slot, who.as_str(), *scope)),
+            budget.as_ref().map(|(check, period, text)| (check, *period, text.as_str())),
+            headers,
+        )
+        .await?;
+        let tokens = checks
+            .iter()
+            .filter(|n| n.unit == Unit::Tokens)
+            .map(|n| (n.check.key.clone(), n.check.rate, n.check.cost))
+            .collect();
+        let mut admitted = self.admitted(
+            tokens,
+            first.into_iter().map(|(slot, _, _)| slot).collect(),
+            budget.map(|(check, _, _)| (check.key, check.ttl)),
+        );
+        for (slot, who, scope) in slots {
+            // A refusal drops `admitted`, which frees the first slot.
+            self.run(&[], Some((&slot, &who, scope)), None, headers).await?;
+            admitted.slots.push(slot);
+        }
+        Ok(admitted)
+    }
+
+    fn admitted(
+        &self,
+        tokens: Vec<(String, Rate, u64)>,
+        slots: Vec<Slot>,
+        budget: Option<(String, Option<Duration>)>,
+    ) -> Admitted {
+        Admitted { limiter: self.limiter.clone(), tokens, slots, budget, settled: false }
+    }
+
+    fn user_limits(&self, caller: &Caller) -> UserLimits {
+        if let Caller::User(user) = caller
+            && let Some(tier) = &user.tier
+            && let Some(limits) = self.config.tiers.get(tier)
+        {
+            return *limits;
+        }
+        self.config.user
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call per scope, all named at the call")]
+    fn rates(
+        &self,
+        out: &mut Vec<Named>,
+        counter: &str,
+        who: &str,
+        scope: &'static str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) {
+        if let Some(limit) = rpm {
+            out.push(Named {
+                check: Check {
+                    key: format!("{counter}:rpm"),
+                    rate: Rate { limit, period: MINUTE },
+                    cost: 1,
+                },
+                unit: Unit::Requests,
+                who: who.to_string(),
+                scope,
+            });
+        }
+        if let Some(limit) = tpm {
+            out.push(Named {
+                check: Check {
+                    key: format!("{counter}:tpm"),
+                    rate: Rate { limit, period: MINUTE },
+                    cost: tokens,
+                },
+                unit: Unit::Tokens,
+                who: who.to_string(),
+                scope,
+            });
+        }
+    }
+
+    fn slot(&self, key: String, max: u32) -> Slot {
+        let lease_id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+            .into_uuid()
+            .to_string();
+        Slot { key, max, lease_id, lease: self.config.concurrency_lease }
+    }
+
+    /// The key's budget for the current period, its counter restored from
+    /// the ledger the first time this node meets it.
+    async fn budget(&self, key: &VirtualKey, estimate: f64) -> Option<(BudgetCheck, BudgetPeriod, String)> {
+        let max = key.max_budget_usd?;
+        let now = crate::time::now_ms();
+        let (label, start, end) = match key.budget_period {
+            BudgetPeriod::Day => {
+                (crate::time::day(now), crate::time::day_start(now), Some(crate::time::next_day_start(now)))
+            }
+            BudgetPeriod::Month => (
+                crate::time::month(now),
+                crate::time::month_start(now),
+                Some(crate::time::next_month_start(now)),
+            ),
+            BudgetPeriod::Total => ("total".to_string(), 0, None),
+        };
+        let counter = format!("b:{}:{label}", key.id);
+        // Kept a day past the period's end, then gone.
+        let ttl = end.map(|end| Duration::from_millis((end - now).max(0) as u64 + 86_400_000));
+        let fresh = self.seeded.lock().map(|s| !s.contains(&counter)).unwrap_or(false);
+        if fresh {
+            match self.store.key_spend(&key.id, start).await {
+                Ok(spent) => {
+                    if self.limiter.seed_spend(&counter, spent, ttl).await.is_ok()
+                        && let Ok(mut seeded) = self.seeded.lock()
+                    {
+                        seeded.insert(counter.clone());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, key = %key.id, "cannot read a key's spend from the ledger; its budget counts from now");
+                }
+            }
+        }
+        let reset = end.map(|end| Duration::from_millis((end - now).max(0) as u64));
+        let period = key.budget_period;
+        let description = match reset {
+            Some(reset) => format!("{} budget; it resets in {}", period.as_str(), period_text(Duration::from_secs(reset.as_secs()))),
+            None => "total budget".to_string(),
+        };
+        Some((BudgetCheck { key: counter, max_usd: max, estimate_usd: estimate, ttl }, period, description))
+    }
+
+    /// One limiter call for a stage; a refusal becomes the 429.
+    async fn run(
+        &self,
+        checks: &[Named],
+        slot: Option<(&Slot, &str, &'static str)>,
+        budget: Option<(&BudgetCheck, BudgetPeriod, &str)>,
+        headers: &RateHeaders,
+    ) -> Result<(), ApiError> {
+        let plain: Vec<Check> = checks.iter().map(|n| n.check.clone()).collect();
+        let verdict: Verdict =
+            match self.limiter.admit(&plain, slot.map(|s| s.0), budget.map(|b| b.0)).await {
+                Ok(verdict) => verdict,
+                Err(error) => {
+                    // The fallback limiter already keeps serving on local
+                    // state; an error here means even that failed: let the
+                    // request through rather than refuse everyone.
+                    metrics::counter!(metric::LIMITER_ERRORS).increment(1);
+                    tracing::warn!(%error, "the limiter failed; admitting without limits");
+                    return Ok(());
+                }
+            };
+        for (named, state) in checks.iter().zip(&verdict.states) {
+            headers.note(named.unit, *state);
+        }
+        let Some(refusal) = verdict.refusal else {
+            return Ok(());
+        };
+        let error = match refusal {
+            Refusal::Limit { index, retry_after } => {
+                let Some(named) = checks.get(index) else {
+                    return Ok(());
+                };
+                let rate = named.check.rate;
+                let (code, unit) = match named.unit {
+                    Unit::Requests => ("rate_limit_exceeded", "requests"),
+                    Unit::Tokens => ("tokens_exceeded", "tokens"),
+                };
+                let per = period_text(rate.period);
+                let message = match retry_after {
+                    Some(after) => format!(
+                        "{} is at its limit of {} {unit} per {per}; retry in {} s",
+                        named.who, rate.limit, secs_ceil(after)
+                    ),
+                    None => format!(
+                        "this request needs about {} {unit}, more than the {} {unit} per {per} \
+                         that {} may use; send a shorter request",
+                        named.check.cost, rate.limit, named.who
+                    ),
+                };
+                telemetry::counter(metric::LIMITED, &[("scope", named.scope), ("code", code)])
+                    .increment(1);
+                ApiError::Limited { code, message, retry_after }
+            }
+            Refusal::Concurrency { running } => {
+                let (slot, who, scope) = slot.map_or((None, "", "key"), |s| (Some(s.0), s.1, s.2));
+                telemetry::counter(
+                    metric::LIMITED,
+                    &[("scope", scope), ("code", "concurrency_exceeded")],
+                )
+                .increment(1);
+                ApiError::Limited {
+                    code: "concurrency_exceeded",
+                    message: format!(
+                        "{who} already has {running} requests running, its limit of {}; retry when one finishes",
+                        slot.map_or(running, |s| s.max)
+                    ),
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            }
+            Refusal::Budget { spent_usd } => {
+                let (check, period, description) =
+                    budget.map_or((None, BudgetPeriod::Total, ""), |b| (Some(b.0), b.1, b.2));
+                telemetry::counter(metric::LIMITED, &[("scope", "key"), ("code", "budget_exceeded")])
+                    .increment(1);
+                let now = crate::time::now_ms();
+                let retry_after = match period {
+                    BudgetPeriod::Day => Some(crate::time::next_day_start(now) - now),
+                    BudgetPeriod::Month => Some(crate::time::next_month_start(now) - now),
+                    BudgetPeriod::Total => None,
+                }
+                .map(|ms| Duration::from_millis(ms.max(0) as u64));
+                ApiError::Limited {
+                    code: "budget_exceeded",
+                    message: format!(
+                        "this key has spent ${spent_usd:.6} of its ${:.2} {description}",
+                        check.map_or(0.0, |c| c.max_usd)
+                    ),
+                    retry_after,
+                }
+            }
+        };
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static(value));
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // Untrusted peer: the header is the client's own claim and ignored.
+        assert_eq!(client_ip(&xff("203.0.113.7"), peer, &[]), peer);
+        // Trusted peer: the nearest untrusted hop.
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(&xff("203.0.113.7"), peer, &trusted), client);
+        // A client forging a hop to the left does not move its address.
+        assert_eq!(client_ip(&xff("1.1.1.1, 203.0.113.7, 10.0.0.9"), peer, &trusted), client);
+        // No header: the proxy itself.
+        assert_eq!(client_ip(&HeaderMap::new(), peer, &trusted), peer);
+        // Garbage stops the walk at the last good hop.
+        assert_eq!(client_ip(&xff("nonsense, 203.0.113.7"), peer, &trusted), client);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(client_ip(&xff("2001:db8::1"), peer, &trusted), v6);
+    }
+}
