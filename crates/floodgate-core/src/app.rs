@@ -41,7 +41,7 @@ use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
 use crate::state::{MemoryState, StateBackend};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PoolConfig, Store, StoreError};
 use crate::telemetry;
 
 /// The key the built-in mock provider is called with (it is not a secret:
@@ -116,9 +116,9 @@ impl App {
         let tasks = TaskTracker::new();
 
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.database.url).await.map_err(|source| {
-                StartupError::Database { url: config.database.url.clone(), source }
-            })?);
+            crate::store::open(&config.database.url, &PoolConfig::default()).await.map_err(
+                |source| StartupError::Database { url: config.database.url.clone(), source },
+            )?;
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
 
         let mut secrets: Vec<SecretString> =

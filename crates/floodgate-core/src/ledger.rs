@@ -89,7 +89,7 @@ impl LedgerWriter {
         loop {
             tries += 1;
             match self.store.record_usage(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     metrics::gauge!(metric::LEDGER_PENDING).decrement(batch.len() as f64);
                     metrics::counter!(metric::LEDGER_WRITTEN).increment(batch.len() as u64);
                     batch.clear();
@@ -119,9 +119,12 @@ mod tests {
 
     fn record(i: u32) -> UsageRecord {
         UsageRecord {
+            record_id: format!("rec-{i}"),
             at_ms: 0,
             request_id: format!("r{i}"),
-            route: "chat",
+            route: "chat".into(),
+            key_id: None,
+            user: None,
             model: "m".into(),
             provider: "p".into(),
             upstream_model: "u".into(),
@@ -133,6 +136,8 @@ mod tests {
             cost_usd: 0.0,
             latency_ms: 0,
             ttft_ms: None,
+            retries: 0,
+            cache_hit: false,
             error: None,
         }
     }

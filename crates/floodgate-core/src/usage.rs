@@ -115,9 +115,16 @@ impl Accounting {
         let at_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.ledger.record(UsageRecord {
+            // A v4 UUID from a fast user-space generator, as request ids are
+            // made: `Uuid::new_v4` would cost a system call per record.
+            record_id: uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+                .into_uuid()
+                .to_string(),
             at_ms,
             request_id: self.request_id.to_string(),
-            route: self.route,
+            route: self.route.to_string(),
+            key_id: None,
+            user: None,
             model: self.model,
             provider: outcome.provider,
             upstream_model: outcome.upstream_model,
@@ -129,6 +136,8 @@ impl Accounting {
             cost_usd: cost,
             latency_ms: millis(self.started.elapsed()),
             ttft_ms: outcome.ttft.map(millis),
+            retries: 0,
+            cache_hit: false,
             error: outcome.error.map(str::to_string),
         });
     }
