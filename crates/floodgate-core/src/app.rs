@@ -142,10 +142,10 @@ impl App {
         let keys = KeyRegistry::load(store.clone()).await.map_err(database_error)?;
         tasks.spawn(keys.clone().run_sync(background.clone()));
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
-        let local = MemoryLimiter::new();
-        tasks.spawn(local.clone().run_purge(background.clone()));
+        let local = Arc::new(MemoryLimiter::new());
+        tasks.spawn(purge_limits(local.clone(), background.clone()));
         let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match config.state.backend {
-            StateBackendKind::Memory => (local, None),
+            StateBackendKind::Memory => (local as Arc<dyn Limiter>, None),
             StateBackendKind::Redis => {
                 let redis = RedisLimiter::connect(&config.state.redis_url, &config.state.redis_prefix)
                     .await
@@ -517,6 +517,17 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         .headers_mut()
         .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// Drops the limiter's idle counters every 10 s, so its memory follows the
+/// clients active now, not every client ever seen.
+async fn purge_limits(limiter: Arc<MemoryLimiter>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => limiter.purge(),
+        }
+    }
 }
 
 /// A URL with its password (if any) replaced, for errors and logs.

@@ -143,9 +143,5 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
 }
 
 mod fallback;
-mod memory;
-mod redis;
 
 pub use fallback::Fallback;
-pub use memory::MemoryLimiter;
-pub use redis::RedisLimiter;

@@ -1,7 +1,10 @@
 //! Durable data: virtual keys and the usage ledger (job history later).
 //! One trait; SQLite embedded on a single node, PostgreSQL in a cluster.
 
+mod sql;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -47,10 +50,36 @@ impl Default for PoolConfig {
     }
 }
 
+impl PoolConfig {
+    /// A pool of no connections would make every caller wait for the
+    /// acquire timeout; say so at start instead.
+    fn check(&self) -> Result<(), StoreError> {
+        if self.max_connections == 0 {
+            return Err(StoreError::Invalid("max_connections must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Opens the store `url` names: `sqlite://path`, `sqlite::memory:` or
 /// `postgres://…` / `postgresql://…`, and runs its migrations.
 pub async fn open(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    Ok(std::sync::Arc::new(SqliteStore::open_with(url, pool).await?))
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open_with(url, pool).await?))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "unsupported database URL {:?}: use sqlite://path, sqlite::memory:, \
+             postgres://… or postgresql://…",
+            scheme_of(url)
+        )))
+    }
+}
+
+/// The part of `url` before `://` (or the first `:`), so an error can name
+/// what was given without repeating a password the URL may hold.
+fn scheme_of(url: &str) -> &str {
+    let end = url.find("://").or_else(|| url.find(':')).unwrap_or(url.len());
+    &url[..end]
 }
 
 /// How long a virtual key's budget runs before it starts again.
@@ -72,6 +101,16 @@ impl BudgetPeriod {
             BudgetPeriod::Day => "day",
             BudgetPeriod::Month => "month",
             BudgetPeriod::Total => "total",
+        }
+    }
+
+    /// The inverse of [`BudgetPeriod::as_str`].
+    pub fn parse(text: &str) -> Option<BudgetPeriod> {
+        match text {
+            "day" => Some(BudgetPeriod::Day),
+            "month" => Some(BudgetPeriod::Month),
+            "total" => Some(BudgetPeriod::Total),
+            _ => None,
         }
     }
 }
@@ -186,6 +225,19 @@ pub struct UsageRow {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+}
+
+impl UsageRow {
+    /// The field `group` fills.
+    pub fn group_mut(&mut self, group: GroupBy) -> &mut Option<String> {
+        match group {
+            GroupBy::Key => &mut self.key_id,
+            GroupBy::User => &mut self.user,
+            GroupBy::Model => &mut self.model,
+            GroupBy::Provider => &mut self.provider,
+            GroupBy::Day => &mut self.day,
+        }
+    }
 }
 
 /// Sums of the ledger per model and provider.

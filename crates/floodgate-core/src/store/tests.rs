@@ -1,0 +1,532 @@
+//! One suite, run against every store: SQLite always (a file, and memory),
+//! PostgreSQL when `FLOODGATE_TEST_DATABASE_URL` names a server — each test
+//! in a database of its own.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+
+const DAY: i64 = 86_400_000;
+/// 2023-11-15T00:00:00Z.
+const MIDNIGHT: i64 = 1_700_006_400_000;
+
+fn record(record_id: &str) -> UsageRecord {
+    UsageRecord {
+        record_id: record_id.into(),
+        at_ms: MIDNIGHT,
+        request_id: format!("req-{record_id}"),
+        route: "chat".into(),
+        key_id: None,
+        user: None,
+        model: "m".into(),
+        provider: "p".into(),
+        upstream_model: "u".into(),
+        status: 200,
+        stream: false,
+        input_tokens: 1,
+        output_tokens: 1,
+        cached_tokens: 0,
+        cost_usd: 0.0,
+        latency_ms: 5,
+        ttft_ms: None,
+        retries: 0,
+        cache_hit: false,
+        error: None,
+    }
+}
+
+fn key(id: &str) -> VirtualKey {
+    VirtualKey {
+        id: id.into(),
+        name: format!("name of {id}"),
+        hash: format!("{:0>64}", id.len().to_string() + id),
+        prefix: "fg-abcdef".into(),
+        models: None,
+        rpm: None,
+        tpm: None,
+        max_concurrent: None,
+        max_budget_usd: None,
+        budget_period: BudgetPeriod::Total,
+        metadata: serde_json::json!({}),
+        scopes: Vec::new(),
+        expires_at_ms: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        revoked_at_ms: None,
+        seq: 0,
+    }
+}
+
+fn query(group_by: &[GroupBy]) -> UsageQuery {
+    UsageQuery { from_ms: None, to_ms: None, group_by: group_by.to_vec(), key_id: None }
+}
+
+/// A row with no group columns set and the given sums.
+fn sums(requests: i64, errors: i64, input_tokens: i64, cost_usd: f64) -> UsageRow {
+    UsageRow {
+        key_id: None,
+        user: None,
+        model: None,
+        provider: None,
+        day: None,
+        requests,
+        errors,
+        input_tokens,
+        output_tokens: input_tokens / 10,
+        cost_usd,
+    }
+}
+
+fn with(mut row: UsageRow, group: GroupBy, value: &str) -> UsageRow {
+    *row.group_mut(group) = Some(value.into());
+    row
+}
+
+/// Four records across three UTC days, two keys (and none), two users (and
+/// none), two models and two providers. Costs are binary fractions, so
+/// their sums are exact.
+async fn record_report_data(store: &dyn Store) {
+    let records = [
+        UsageRecord {
+            key_id: Some("k1".into()),
+            user: Some("u1".into()),
+            model: "m1".into(),
+            provider: "p1".into(),
+            at_ms: MIDNIGHT - 1,
+            input_tokens: 10,
+            cost_usd: 0.25,
+            ..record("r1")
+        },
+        UsageRecord {
+            key_id: Some("k1".into()),
+            user: Some("u2".into()),
+            model: "m2".into(),
+            provider: "p1".into(),
+            at_ms: MIDNIGHT,
+            status: 500,
+            input_tokens: 20,
+            cost_usd: 0.5,
+            ..record("r2")
+        },
+        UsageRecord {
+            key_id: Some("k2".into()),
+            user: Some("u1".into()),
+            model: "m1".into(),
+            provider: "p2".into(),
+            at_ms: MIDNIGHT + 1000,
+            status: 429,
+            input_tokens: 30,
+            cost_usd: 1.0,
+            ..record("r3")
+        },
+        UsageRecord {
+            model: "m1".into(),
+            provider: "p1".into(),
+            at_ms: MIDNIGHT + DAY,
+            input_tokens: 40,
+            cost_usd: 2.0,
+            ..record("r4")
+        },
+    ];
+    let records = records.map(|r| UsageRecord { output_tokens: r.input_tokens / 10, ..r });
+    assert_eq!(store.record_usage(&records).await.unwrap(), 4);
+}
+
+// The suite.
+
+async fn recording_is_idempotent(store: Arc<dyn Store>) {
+    assert_eq!(store.record_usage(&[]).await.unwrap(), 0);
+    assert_eq!(store.record_usage(&[record("a"), record("b")]).await.unwrap(), 2);
+    // The same record again, even with other values, is not stored again.
+    let changed = UsageRecord { input_tokens: 1000, ..record("a") };
+    assert_eq!(store.record_usage(std::slice::from_ref(&changed)).await.unwrap(), 0);
+    let mixed = [record("a"), record("c"), record("b"), record("d")];
+    assert_eq!(store.record_usage(&mixed).await.unwrap(), 2);
+    // A duplicate within one batch is stored once.
+    assert_eq!(store.record_usage(&[record("e"), record("e")]).await.unwrap(), 1);
+    let totals = store.usage_totals().await.unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0].requests, 5);
+    assert_eq!(totals[0].input_tokens, 5);
+}
+
+async fn a_large_batch_is_written_whole(store: Arc<dyn Store>) {
+    // 2,000 is not a multiple of any statement size, so every size is used.
+    let records: Vec<UsageRecord> = (0..2000u32)
+        .map(|i| UsageRecord {
+            input_tokens: i,
+            key_id: (i % 2 == 0).then(|| "even".to_string()),
+            user: Some(format!("user-{}", i % 7)),
+            ttft_ms: (i % 3 == 0).then_some(i),
+            retries: i % 4,
+            cache_hit: i % 5 == 0,
+            error: (i % 6 == 0).then(|| "upstream_timeout".to_string()),
+            status: if i % 6 == 0 { 504 } else { 200 },
+            stream: i % 2 == 1,
+            ..record(&format!("big-{i}"))
+        })
+        .collect();
+    assert_eq!(store.record_usage(&records).await.unwrap(), 2000);
+    assert_eq!(store.record_usage(&records).await.unwrap(), 0);
+    let totals = store.usage_totals().await.unwrap();
+    assert_eq!(totals[0].requests, 2000);
+    assert_eq!(totals[0].input_tokens, (0..2000i64).sum::<i64>());
+    let report = store.usage_report(&query(&[GroupBy::Key])).await.unwrap();
+    assert_eq!(report.len(), 2);
+    assert_eq!(report[0].key_id, None);
+    assert_eq!(report[1].key_id.as_deref(), Some("even"));
+    assert_eq!(report[1].requests, 1000);
+    assert_eq!(report[0].errors + report[1].errors, 334);
+    let users = store.usage_report(&query(&[GroupBy::User])).await.unwrap();
+    assert_eq!(users.len(), 7);
+}
+
+async fn usage_totals_sum_per_model_and_provider(store: Arc<dyn Store>) {
+    record_report_data(&*store).await;
+    let totals = store.usage_totals().await.unwrap();
+    let summary: Vec<(&str, &str, i64, i64, f64)> = totals
+        .iter()
+        .map(|t| (t.model.as_str(), t.provider.as_str(), t.requests, t.input_tokens, t.cost_usd))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("m1", "p1", 2, 50, 2.25), ("m1", "p2", 1, 30, 1.0), ("m2", "p1", 1, 20, 0.5)]
+    );
+}
+
+async fn report_groups_by_each_column(store: Arc<dyn Store>) {
+    record_report_data(&*store).await;
+    let report = |group| {
+        let store = store.clone();
+        async move { store.usage_report(&query(&[group])).await.unwrap() }
+    };
+    use GroupBy::*;
+    assert_eq!(
+        report(Key).await,
+        vec![
+            sums(1, 0, 40, 2.0),
+            with(sums(2, 1, 30, 0.75), Key, "k1"),
+            with(sums(1, 1, 30, 1.0), Key, "k2"),
+        ]
+    );
+    assert_eq!(
+        report(User).await,
+        vec![
+            sums(1, 0, 40, 2.0),
+            with(sums(2, 1, 40, 1.25), User, "u1"),
+            with(sums(1, 1, 20, 0.5), User, "u2"),
+        ]
+    );
+    assert_eq!(
+        report(Model).await,
+        vec![with(sums(3, 1, 80, 3.25), Model, "m1"), with(sums(1, 1, 20, 0.5), Model, "m2")]
+    );
+    assert_eq!(
+        report(Provider).await,
+        vec![with(sums(3, 1, 70, 2.75), Provider, "p1"), with(sums(1, 1, 30, 1.0), Provider, "p2")]
+    );
+    assert_eq!(
+        report(Day).await,
+        vec![
+            with(sums(1, 0, 10, 0.25), Day, "2023-11-14"),
+            with(sums(2, 2, 50, 1.5), Day, "2023-11-15"),
+            with(sums(1, 0, 40, 2.0), Day, "2023-11-16"),
+        ]
+    );
+}
+
+async fn report_groups_by_key_model_and_day(store: Arc<dyn Store>) {
+    record_report_data(&*store).await;
+    use GroupBy::*;
+    let row = |key: Option<&str>, model, day, sums| {
+        let row = with(with(sums, Model, model), Day, day);
+        match key {
+            Some(key) => with(row, Key, key),
+            None => row,
+        }
+    };
+    assert_eq!(
+        store.usage_report(&query(&[Key, Model, Day])).await.unwrap(),
+        vec![
+            row(None, "m1", "2023-11-16", sums(1, 0, 40, 2.0)),
+            row(Some("k1"), "m1", "2023-11-14", sums(1, 0, 10, 0.25)),
+            row(Some("k1"), "m2", "2023-11-15", sums(1, 1, 20, 0.5)),
+            row(Some("k2"), "m1", "2023-11-15", sums(1, 1, 30, 1.0)),
+        ]
+    );
+    // The order of the groups is the order of the sort.
+    let by_day_first = store.usage_report(&query(&[Day, Key])).await.unwrap();
+    let order: Vec<(Option<&str>, Option<&str>)> =
+        by_day_first.iter().map(|r| (r.day.as_deref(), r.key_id.as_deref())).collect();
+    assert_eq!(
+        order,
+        vec![
+            (Some("2023-11-14"), Some("k1")),
+            (Some("2023-11-15"), Some("k1")),
+            (Some("2023-11-15"), Some("k2")),
+            (Some("2023-11-16"), None),
+        ]
+    );
+}
+
+async fn report_without_groups_is_one_row_of_totals(store: Arc<dyn Store>) {
+    assert_eq!(store.usage_report(&query(&[])).await.unwrap(), vec![sums(0, 0, 0, 0.0)]);
+    assert_eq!(store.usage_report(&query(&[GroupBy::Model])).await.unwrap(), vec![]);
+    record_report_data(&*store).await;
+    assert_eq!(store.usage_report(&query(&[])).await.unwrap(), vec![sums(4, 2, 100, 3.75)]);
+}
+
+async fn report_window_is_from_inclusive_to_exclusive(store: Arc<dyn Store>) {
+    record_report_data(&*store).await;
+    let window = UsageQuery { from_ms: Some(MIDNIGHT), to_ms: Some(MIDNIGHT + DAY), ..query(&[]) };
+    assert_eq!(store.usage_report(&window).await.unwrap(), vec![sums(2, 2, 50, 1.5)]);
+    let from = UsageQuery { from_ms: Some(MIDNIGHT + 1000), ..query(&[]) };
+    assert_eq!(store.usage_report(&from).await.unwrap(), vec![sums(2, 1, 70, 3.0)]);
+    let to = UsageQuery { to_ms: Some(MIDNIGHT), ..query(&[]) };
+    assert_eq!(store.usage_report(&to).await.unwrap(), vec![sums(1, 0, 10, 0.25)]);
+    let empty = UsageQuery { from_ms: Some(MIDNIGHT), to_ms: Some(MIDNIGHT), ..query(&[]) };
+    assert_eq!(store.usage_report(&empty).await.unwrap(), vec![sums(0, 0, 0, 0.0)]);
+}
+
+async fn report_filters_by_key(store: Arc<dyn Store>) {
+    record_report_data(&*store).await;
+    let k1 = UsageQuery { key_id: Some("k1".into()), ..query(&[GroupBy::Model]) };
+    assert_eq!(
+        store.usage_report(&k1).await.unwrap(),
+        vec![
+            with(sums(1, 0, 10, 0.25), GroupBy::Model, "m1"),
+            with(sums(1, 1, 20, 0.5), GroupBy::Model, "m2"),
+        ]
+    );
+    let windowed = UsageQuery { from_ms: Some(MIDNIGHT), ..k1 };
+    assert_eq!(
+        store.usage_report(&windowed).await.unwrap(),
+        vec![with(sums(1, 1, 20, 0.5), GroupBy::Model, "m2")]
+    );
+    let nobody = UsageQuery { key_id: Some("nobody".into()), ..query(&[]) };
+    assert_eq!(store.usage_report(&nobody).await.unwrap(), vec![sums(0, 0, 0, 0.0)]);
+}
+
+async fn report_days_are_utc_dates(store: Arc<dyn Store>) {
+    let at = [
+        ("before-epoch", -1),
+        ("epoch", 0),
+        ("last-ms-of-day-1", DAY - 1),
+        ("day-2", DAY),
+        ("before-midnight", MIDNIGHT - 1),
+        ("midnight", MIDNIGHT),
+        ("after-midnight", MIDNIGHT + 1),
+    ];
+    let records: Vec<UsageRecord> =
+        at.iter().map(|(id, at_ms)| UsageRecord { at_ms: *at_ms, ..record(id) }).collect();
+    store.record_usage(&records).await.unwrap();
+    let days: Vec<(String, i64)> = store
+        .usage_report(&query(&[GroupBy::Day]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.day.unwrap_or_default(), r.requests))
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            ("1969-12-31".to_string(), 1),
+            ("1970-01-01".to_string(), 2),
+            ("1970-01-02".to_string(), 1),
+            ("2023-11-14".to_string(), 1),
+            ("2023-11-15".to_string(), 2),
+        ]
+    );
+}
+
+async fn errors_are_statuses_of_400_and_more(store: Arc<dyn Store>) {
+    let records: Vec<UsageRecord> = [200u16, 204, 399, 400, 404, 429, 500, 503]
+        .iter()
+        .map(|status| UsageRecord { status: *status, ..record(&format!("s{status}")) })
+        .collect();
+    store.record_usage(&records).await.unwrap();
+    let report = store.usage_report(&query(&[])).await.unwrap();
+    assert_eq!((report[0].requests, report[0].errors), (8, 5));
+}
+
+async fn key_spend_sums_a_keys_cost_from_a_time(store: Arc<dyn Store>) {
+    let spend = |id, key: &str, at_ms, cost_usd| UsageRecord {
+        key_id: Some(key.into()),
+        at_ms,
+        cost_usd,
+        ..record(id)
+    };
+    store
+        .record_usage(&[
+            spend("a", "k1", 100, 0.25),
+            spend("b", "k1", 200, 0.5),
+            spend("c", "k2", 150, 1.0),
+            UsageRecord { at_ms: 300, cost_usd: 8.0, ..record("d") },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.key_spend("k1", 0).await.unwrap(), 0.75);
+    assert_eq!(store.key_spend("k1", 200).await.unwrap(), 0.5);
+    assert_eq!(store.key_spend("k1", 201).await.unwrap(), 0.0);
+    assert_eq!(store.key_spend("k2", i64::MIN).await.unwrap(), 1.0);
+    assert_eq!(store.key_spend("nobody", 0).await.unwrap(), 0.0);
+}
+
+async fn keys_round_trip_every_field(store: Arc<dyn Store>) {
+    let everything = VirtualKey {
+        models: None,
+        rpm: Some(u32::MAX),
+        tpm: Some(100_000),
+        max_concurrent: Some(0),
+        max_budget_usd: Some(12.5),
+        budget_period: BudgetPeriod::Month,
+        metadata: serde_json::json!({
+            "user": {"id": 7, "tags": ["a", "b"], "nested": {"deeper": [1.5, null, true]}},
+            "plan": "pro — ünïcode",
+            "empty": {},
+        }),
+        scopes: vec!["publish".into(), "admin:read".into()],
+        expires_at_ms: Some(MIDNIGHT + 30 * DAY),
+        created_at_ms: MIDNIGHT - 5,
+        updated_at_ms: MIDNIGHT,
+        revoked_at_ms: None,
+        ..key("key_everything")
+    };
+    let no_models = VirtualKey {
+        models: Some(vec![]),
+        budget_period: BudgetPeriod::Day,
+        revoked_at_ms: Some(MIDNIGHT + 1),
+        expires_at_ms: Some(-1),
+        ..key("key_no_models")
+    };
+    let some_models = VirtualKey {
+        models: Some(vec!["gpt-4o".into(), "claude-sonnet".into()]),
+        max_budget_usd: Some(0.0),
+        ..key("key_some_models")
+    };
+    for key in [everything, no_models, some_models] {
+        let stored = store.put_key(&key).await.unwrap();
+        assert!(stored.seq > 0);
+        assert_eq!(stored, VirtualKey { seq: stored.seq, ..key.clone() });
+        assert_eq!(store.get_key(&key.id).await.unwrap(), Some(stored));
+    }
+    assert_eq!(store.get_key("key_missing").await.unwrap(), None);
+}
+
+async fn a_hash_belongs_to_one_key(store: Arc<dyn Store>) {
+    store.put_key(&key("key_a")).await.unwrap();
+    let thief = VirtualKey { hash: key("key_a").hash, ..key("key_b") };
+    assert!(store.put_key(&thief).await.is_err());
+    assert_eq!(store.get_key("key_b").await.unwrap(), None);
+}
+
+async fn keys_since_follows_writes_in_seq_order(store: Arc<dyn Store>) {
+    assert_eq!(store.keys_since(0).await.unwrap(), vec![]);
+    let a = store.put_key(&key("key_a")).await.unwrap();
+    let b = store.put_key(&key("key_b")).await.unwrap();
+    let c = store.put_key(&key("key_c")).await.unwrap();
+    assert!(a.seq < b.seq && b.seq < c.seq);
+    // An update (here, a revocation) moves the key to the end.
+    let revoked = VirtualKey { revoked_at_ms: Some(MIDNIGHT), name: "gone".into(), ..a };
+    let a2 = store.put_key(&revoked).await.unwrap();
+    assert!(a2.seq > c.seq);
+    assert_eq!(a2.name, "gone");
+    let ids = |keys: Vec<VirtualKey>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.keys_since(0).await.unwrap()), vec!["key_b", "key_c", "key_a"]);
+    assert_eq!(ids(store.keys_since(b.seq).await.unwrap()), vec!["key_c", "key_a"]);
+    assert_eq!(store.keys_since(a2.seq).await.unwrap(), vec![]);
+    let all = store.keys_since(0).await.unwrap();
+    assert_eq!(all[2], a2);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Rewriting the newest key still takes a new seq.
+    let a3 = store.put_key(&a2).await.unwrap();
+    assert!(a3.seq > a2.seq);
+}
+
+async fn concurrent_key_writes_get_distinct_seqs(store: Arc<dyn Store>) {
+    let writes: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_key(&key(&format!("key_{i}"))).await.unwrap() })
+        })
+        .collect();
+    let mut seqs = HashSet::new();
+    for write in writes {
+        seqs.insert(write.await.unwrap().seq);
+    }
+    assert_eq!(seqs.len(), 8);
+    let keys = store.keys_since(0).await.unwrap();
+    assert_eq!(keys.len(), 8);
+    assert!(keys.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(keys.iter().map(|k| k.seq).collect::<HashSet<_>>(), seqs);
+}
+
+/// Runs each suite function against every store.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                    let store = crate::store::open(&url, &super::PoolConfig::default())
+                        .await
+                        .unwrap();
+                    assert_eq!(store.name(), "sqlite");
+                    super::$test(store).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let store =
+                        crate::store::open("sqlite::memory:", &super::PoolConfig::default())
+                            .await
+                            .unwrap();
+                    super::$test(store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    recording_is_idempotent,
+    a_large_batch_is_written_whole,
+    usage_totals_sum_per_model_and_provider,
+    report_groups_by_each_column,
+    report_groups_by_key_model_and_day,
+    report_without_groups_is_one_row_of_totals,
+    report_window_is_from_inclusive_to_exclusive,
+    report_filters_by_key,
+    report_days_are_utc_dates,
+    errors_are_statuses_of_400_and_more,
+    key_spend_sums_a_keys_cost_from_a_time,
+    keys_round_trip_every_field,
+    a_hash_belongs_to_one_key,
+    keys_since_follows_writes_in_seq_order,
+    concurrent_key_writes_get_distinct_seqs,
+);
+
+#[tokio::test]
+async fn an_unknown_scheme_names_the_valid_ones_and_not_the_password() {
+    let error =
+        open("mysql://admin:hunter2@db/floodgate", &PoolConfig::default()).await.unwrap_err();
+    let StoreError::Invalid(message) = &error else { panic!("{error:?}") };
+    for scheme in ["sqlite://", "sqlite::memory:", "postgres://", "postgresql://", "\"mysql\""] {
+        assert!(message.contains(scheme), "{message}");
+    }
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(open("floodgate.db", &PoolConfig::default()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_pool_of_no_connections_is_refused() {
+    let pool = PoolConfig { max_connections: 0, ..PoolConfig::default() };
+    let error = open("sqlite::memory:", &pool).await.unwrap_err();
+    assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+}
