@@ -1,6 +1,7 @@
 //! Durable data: virtual keys and the usage ledger (job history later).
 //! One trait; SQLite embedded on a single node, PostgreSQL in a cluster.
 
+mod postgres;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ impl PoolConfig {
 pub async fn open(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open_with(url, pool).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open_with(url, pool).await?))
     } else {
         Err(StoreError::Invalid(format!(
             "unsupported database URL {:?}: use sqlite://path, sqlite::memory:, \

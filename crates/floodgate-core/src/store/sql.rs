@@ -8,7 +8,6 @@ use super::{BudgetPeriod, GroupBy, StoreError, UsageQuery};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {
     Sqlite,
-    #[cfg_attr(not(test), expect(dead_code, reason = "the PostgreSQL store, next, uses it"))]
     Postgres,
 }
 

@@ -3,7 +3,10 @@
 //! in a database of its own.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::*;
 
@@ -491,6 +494,14 @@ macro_rules! suite {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::on_postgres(super::$test).await;
+                }
+            )*
+        }
     };
 }
 
@@ -529,4 +540,130 @@ async fn a_pool_of_no_connections_is_refused() {
     let pool = PoolConfig { max_connections: 0, ..PoolConfig::default() };
     let error = open("sqlite::memory:", &pool).await.unwrap_err();
     assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+}
+
+// PostgreSQL: a database of its own per test.
+
+/// A database made for one test on the server `FLOODGATE_TEST_DATABASE_URL`
+/// names, dropped by [`TestDatabase::drop_database`].
+#[derive(Debug)]
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database.
+    url: String,
+}
+
+impl TestDatabase {
+    /// `None` (after saying so) when no server is configured.
+    async fn create() -> Option<TestDatabase> {
+        let admin_url = match std::env::var("FLOODGATE_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                eprintln!("skipped: FLOODGATE_TEST_DATABASE_URL not set");
+                return None;
+            }
+        };
+        let name = format!("fg_test_{:016x}", fastrand::u64(..));
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        // The name is ours (hex digits), not input.
+        admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
+        admin.close().await.unwrap();
+        let url = with_database(&admin_url, &name);
+        Some(TestDatabase { admin_url, name, url })
+    }
+
+    /// Best effort: a database left behind only costs disk.
+    async fn drop_database(&self) {
+        let dropped = async {
+            let mut admin = PgConnection::connect(&self.admin_url).await?;
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            admin.execute(AssertSqlSafe(sql)).await?;
+            admin.close().await
+        };
+        if let Err(error) = dropped.await {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// `url` with its database (path) replaced by `name`, query kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = base[authority..].find('/').map_or(base, |i| &base[..authority + i]);
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Runs `test` against a PostgreSQL store in a fresh database, dropping the
+/// database afterwards even when the test fails.
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db.url, &PoolConfig::default()).await.unwrap();
+    assert_eq!(store.name(), "postgres");
+    let outcome = tokio::spawn(test(store)).await;
+    db.drop_database().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+#[test]
+fn a_test_database_url_keeps_everything_but_the_database() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
+    assert_eq!(with_database("postgres://h/", "x"), "postgres://h/x");
+}
+
+#[tokio::test]
+async fn postgres_reopened_keeps_everything_and_migrating_again_changes_nothing() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let outcome = tokio::spawn({
+        let url = db.url.replacen("postgres://", "postgresql://", 1);
+        async move {
+            let first = PostgresStore::open(&url).await.unwrap();
+            assert_eq!(first.record_usage(&[record("a"), record("b")]).await.unwrap(), 2);
+            let stored = first.put_key(&key("key_a")).await.unwrap();
+            first.close().await;
+            // Both schemes, and a second migration run, reach the same data.
+            let again = open(&url, &PoolConfig::default()).await.unwrap();
+            assert_eq!(again.usage_totals().await.unwrap()[0].requests, 2);
+            assert_eq!(again.get_key("key_a").await.unwrap(), Some(stored.clone()));
+            assert_eq!(again.record_usage(&[record("a")]).await.unwrap(), 0);
+            assert!(again.put_key(&key("key_b")).await.unwrap().seq > stored.seq);
+        }
+    })
+    .await;
+    db.drop_database().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn postgres_writes_fail_cleanly_on_a_closed_pool_or_a_dropped_database() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let pool =
+        PoolConfig { acquire_timeout: std::time::Duration::from_secs(2), ..Default::default() };
+    let closed = PostgresStore::open_with(&db.url, &pool).await.unwrap();
+    closed.close().await;
+    let error = closed.record_usage(&[record("a")]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Database(sqlx::Error::PoolClosed)), "{error:?}");
+
+    let live = PostgresStore::open_with(&db.url, &pool).await.unwrap();
+    assert_eq!(live.record_usage(&[record("a")]).await.unwrap(), 1);
+    db.drop_database().await;
+    assert!(live.record_usage(&[record("b")]).await.is_err());
+    assert!(live.put_key(&key("key_a")).await.is_err());
+    assert!(live.ping().await.is_err());
 }
