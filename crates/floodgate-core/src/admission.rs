@@ -398,10 +398,12 @@ impl Limits {
         tpm: Option<u64>,
         tokens: u64,
     ) {
+        // The limit is part of the counter's name: a changed limit starts a
+        // fresh counter rather than inheriting a debt measured at the old rate.
         if let Some(limit) = rpm {
             out.push(Named {
                 check: Check {
-                    key: format!("{counter}:rpm"),
+                    key: format!("{counter}:rpm:{limit}"),
                     rate: Rate { limit, period: MINUTE },
                     cost: 1,
                 },
@@ -413,7 +415,7 @@ impl Limits {
         if let Some(limit) = tpm {
             out.push(Named {
                 check: Check {
-                    key: format!("{counter}:tpm"),
+                    key: format!("{counter}:tpm:{limit}"),
                     rate: Rate { limit, period: MINUTE },
                     cost: tokens,
                 },

@@ -110,12 +110,15 @@ impl Accounting {
         }
     }
 
-    /// Who made the request, and the limits it holds until it ends.
-    pub fn client(mut self, key_id: Option<&str>, user: Option<&str>, admitted: Admitted) -> Self {
+    /// Who made the request.
+    pub fn set_client(&mut self, key_id: Option<&str>, user: Option<&str>) {
         self.key_id = key_id.map(str::to_string);
         self.user = user.map(str::to_string);
+    }
+
+    /// The client limits the request holds until it ends.
+    pub fn hold(&mut self, admitted: Admitted) {
         self.admitted = Some(admitted);
-        self
     }
 
     pub fn started(&self) -> Instant {

@@ -256,13 +256,93 @@ fn missing_env_var_names_the_line() {
 
 #[test]
 fn features_of_later_versions_are_refused_clearly() {
-    let p = problems("[state]\nbackend = \"redis\"\n", &Env::new());
-    assert_eq!(p[0].line, Some(2));
-    assert!(p[0].message.contains("valid: \"memory\""));
-    let p = problems("[database]\nurl = \"postgres://localhost/db\"\n", &Env::new());
-    assert_eq!(p[0].line, Some(2));
     let p = problems("[cache]\nenabled = true\n", &Env::new());
     assert!(p[0].message.contains("not available in this version"));
+    let p = problems("[database]\nurl = \"mysql://u:secret@h/db\"\n", &Env::new());
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("postgres://"), "{}", p[0].message);
+    assert!(!p[0].message.contains("secret"), "the password is not repeated");
+}
+
+#[test]
+fn redis_state_postgres_database_and_pool_settings_are_read() {
+    let text = r#"
+[state]
+backend = "redis"
+redis_url = "redis://10.0.0.2:6379/1"
+redis_prefix = "fg:"
+
+[database]
+url = "postgres://app:pw@db:5432/floodgate"
+max_connections = 20
+min_connections = 2
+idle_timeout = "0s"
+acquire_timeout = "2s"
+test_before_acquire = false
+ledger_buffer = 1000
+ledger_spill_path = "/var/lib/floodgate/spill"
+"#;
+    let config = load_text(text, &Env::new()).unwrap();
+    assert_eq!(config.state.backend, StateBackendKind::Redis);
+    assert_eq!(config.state.redis_prefix, "fg:");
+    let pool = &config.database.pool;
+    assert_eq!((pool.max_connections, pool.min_connections), (20, 2));
+    assert_eq!(pool.idle_timeout, None, "0s turns it off");
+    assert_eq!(pool.acquire_timeout, Duration::from_secs(2));
+    assert!(!pool.test_before_acquire);
+    assert_eq!(config.database.ledger_buffer, 1000);
+
+    let p = problems("[database]\nmax_connections = 2\nmin_connections = 3\n", &Env::new());
+    assert!(p[0].message.contains("must not exceed"), "{}", p[0].message);
+    let p = problems("[state]\nredis_url = \"localhost:6379\"\n", &Env::new());
+    assert!(p[0].message.contains("redis://"), "{}", p[0].message);
+}
+
+#[test]
+fn limits_and_jwt_are_read_and_checked() {
+    let text = r#"
+[auth.jwt]
+hs256_secret = "0123456789abcdef0123456789abcdef"
+audience = "floodgate"
+tier_claim = "plan"
+
+[limits]
+trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]
+ip = { requests = 1000, per = "15m" }
+ip_ai = { requests = 10, per = "5m" }
+
+[limits.user]
+rpm = 60
+
+[limits.tiers.pro]
+rpm = 600
+max_concurrent = 8
+"#;
+    let config = load_text(text, &Env::new()).unwrap();
+    let limits = &config.limits;
+    assert_eq!(limits.trusted_proxies.len(), 2);
+    assert_eq!(
+        limits.ip,
+        Some(crate::limiter::Rate { limit: 1000, period: Duration::from_secs(900) })
+    );
+    assert_eq!(limits.ip_ai.unwrap().limit, 10);
+    assert_eq!(limits.user.rpm, Some(60));
+    assert_eq!(limits.tiers["pro"].max_concurrent, Some(8));
+    let jwt = config.jwt.unwrap();
+    assert_eq!(jwt.audience, vec!["floodgate".to_string()]);
+    assert_eq!(jwt.tier_claim.as_deref(), Some("plan"));
+
+    let p = problems("[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", &Env::new());
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("CIDR"), "{}", p[0].message);
+    let p = problems("[limits]\nip = { requests = 10 }\n", &Env::new());
+    assert!(p[0].message.contains("per"), "{}", p[0].message);
+    let p = problems("[auth.jwt]\naudience = \"x\"\n", &Env::new());
+    assert!(p[0].message.contains("hs256_secret"), "{}", p[0].message);
+    let p = problems("[auth.jwt]\nhs256_secret = \"short\"\n", &Env::new());
+    assert!(p[0].message.contains("32"), "{}", p[0].message);
+    let p = problems("[limits.tiers.pro]\nrpm = 5\n", &Env::new());
+    assert!(p[0].message.contains("tier_claim"), "{}", p[0].message);
 }
 
 #[test]

@@ -96,8 +96,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
     }
 }
 
-/// Admits a request against the key's and the end user's limits, and makes
-/// its accounting.
+/// Admits a request against the key's and the end user's limits; a refusal
+/// is accounted (the ledger records every request that named a model).
 pub(super) async fn admit(
     app: &AppState,
     client: &Client,
@@ -105,9 +105,10 @@ pub(super) async fn admit(
     route: &Route,
     body_user: Option<&str>,
     prompt_tokens: impl FnOnce(Tokenizer) -> u32,
-    accounting: Accounting,
+    mut accounting: Accounting,
 ) -> Result<Accounting, ApiError> {
     let user = admission::end_user(&client.caller, headers, body_user);
+    accounting.set_client(client.caller.key().map(|k| k.id.as_str()), user);
     let (tokenizer, upstream_model) = route
         .targets()
         .first()
@@ -123,8 +124,16 @@ pub(super) async fn admit(
         tokens: u64::from(tokens),
         cost_usd,
     };
-    let admitted = app.limits.admit(&ask, &client.rate).await?;
-    Ok(accounting.client(client.caller.key().map(|k| k.id.as_str()), user, admitted))
+    match app.limits.admit(&ask, &client.rate).await {
+        Ok(admitted) => {
+            accounting.hold(admitted);
+            Ok(accounting)
+        }
+        Err(error) => {
+            accounting.finish(Outcome::failed(error.status().as_u16(), error.kind()));
+            Err(error)
+        }
+    }
 }
 
 #[expect(clippy::too_many_arguments, reason = "the two routes' common body")]

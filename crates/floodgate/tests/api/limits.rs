@@ -114,13 +114,15 @@ async fn end_users_from_the_header_or_the_body_have_their_own_limits() {
     for _ in 0..3 {
         assert_eq!(chat(&app, MASTER, &[]).await.0, StatusCode::OK);
     }
-    app.ledger_after(6).await;
+    app.ledger_after(8).await;
     let (_, _, report) = json_of(
         app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=user", None).await,
     )
     .await;
+    // Refused requests are recorded too, as errors.
     let alice = report["rows"].as_array().unwrap().iter().find(|r| r["user"] == "alice").cloned();
-    assert_eq!(alice.expect("alice has a row")["requests"], 4, "{report}");
+    let alice = alice.expect("alice has a row");
+    assert_eq!((alice["requests"].as_i64(), alice["errors"].as_i64()), (Some(4), Some(2)), "{report}");
 }
 
 fn token(claims: serde_json::Value, secret: &str) -> String {

@@ -300,6 +300,7 @@ async fn provider_headers_teach_the_limit_and_no_request_goes_over_it() {
             ..MockConfig::default()
         },
         master_key: Some(MASTER.to_string()),
+        ..Options::default()
     })
     .await;
     for _ in 0..3 {
