@@ -268,6 +268,53 @@ async fn no_secret_reaches_logs_or_responses() {
             .unwrap();
         bodies.push(response.text().await.unwrap());
     }
+    // A virtual key: made, used, listed, revoked, refused.
+    let created: Value = http
+        .post(format!("http://{address}/admin/keys"))
+        .bearer_auth(master)
+        .json(&serde_json::json!({"name": "app", "rpm": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let virtual_key = created["key"].as_str().expect("a key").to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    for (method, path, key) in [
+        (reqwest::Method::POST, "/v1/chat/completions".to_string(), virtual_key.as_str()),
+        (reqwest::Method::GET, "/admin/keys".to_string(), master),
+        (reqwest::Method::DELETE, format!("/admin/keys/{id}"), master),
+        (reqwest::Method::POST, "/v1/chat/completions".to_string(), virtual_key.as_str()),
+        (reqwest::Method::GET, "/admin/keys".to_string(), virtual_key.as_str()),
+    ] {
+        let response = http
+            .request(method, format!("http://{address}{path}"))
+            .bearer_auth(key)
+            .json(&chat_body("gpt", false))
+            .send()
+            .await
+            .unwrap();
+        bodies.push(response.text().await.unwrap());
+    }
+    // The ledger is written in batches: wait for the key's row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let usage = loop {
+        let usage = http
+            .get(format!("http://{address}/admin/usage?group_by=key"))
+            .bearer_auth(master)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if usage.contains(&id) {
+            break usage;
+        }
+        assert!(Instant::now() < deadline, "{usage}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let metrics =
         http.get(format!("http://{address}/metrics")).send().await.unwrap().text().await.unwrap();
     let ready = http
@@ -287,8 +334,8 @@ async fn no_secret_reaches_logs_or_responses() {
         lines.iter().chain(&bodies).any(|l| l.contains("[REDACTED]")),
         "{lines:#?}\n{bodies:#?}"
     );
-    let everything = [lines.join("\n"), bodies.join("\n"), metrics, ready].join("\n");
-    for secret in [master, bad_key, good_key, "SECRET"] {
+    let everything = [lines.join("\n"), bodies.join("\n"), metrics, ready, usage].join("\n");
+    for secret in [master, bad_key, good_key, "SECRET", &virtual_key[3..]] {
         assert!(!everything.contains(secret), "{secret} leaked:\n{everything}");
     }
 }
