@@ -2,7 +2,7 @@
 //! requests, and budget spend, for virtual keys, end users and client IPs.
 //!
 //! One trait, two backends: [`MemoryLimiter`] in this process (one node) and
-//! `RedisLimiter` (a cluster), where a whole admission — every limit of a
+//! [`RedisLimiter`] (a cluster), where a whole admission — every limit of a
 //! request, its concurrency slot and its budget — is one script call, so one
 //! round trip, with the time taken from Redis.
 //!
@@ -15,9 +15,17 @@
 //! `retry_after = (new_tat - now) - period`. A cost above `limit` can never
 //! pass and is refused with `retry_after = None`.
 
+mod memory;
+mod redis;
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use memory::MemoryLimiter;
+pub use redis::RedisLimiter;
 
 /// `limit` units (requests or tokens) per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +77,22 @@ pub struct LimitState {
     pub remaining: u64,
     /// Until the limit is whole again.
     pub reset: Duration,
+}
+
+impl LimitState {
+    /// The state of a limit of `rate` whose bucket is whole again in `reset`:
+    /// `remaining = floor((period - reset) / T)`, none once `reset` reaches
+    /// the period (a limit in debt after an upward [`Limiter::adjust`]).
+    pub fn at(rate: Rate, reset: Duration) -> LimitState {
+        let period = rate.period.as_nanos();
+        let remaining = if period == 0 {
+            rate.limit
+        } else {
+            let room = period.saturating_sub(reset.as_nanos());
+            u64::try_from(room.saturating_mul(u128::from(rate.limit)) / period).unwrap_or(u64::MAX)
+        };
+        LimitState { limit: rate.limit, remaining, reset }
+    }
 }
 
 /// Which part of an admission refused it.
@@ -127,8 +151,12 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
     async fn release(&self, slot: &Slot) -> Result<(), LimiterError>;
 
     /// Adds the real cost of a request to a budget counter.
-    async fn spend(&self, budget_key: &str, usd: f64, ttl: Option<Duration>)
-    -> Result<(), LimiterError>;
+    async fn spend(
+        &self,
+        budget_key: &str,
+        usd: f64,
+        ttl: Option<Duration>,
+    ) -> Result<(), LimiterError>;
 
     /// Sets a budget counter if it does not exist yet (a node restoring the
     /// period's spend from the ledger at start); returns the counter's value.
