@@ -315,8 +315,15 @@ impl Limits {
         if let Some(key) = key {
             let who = format!("key {:?}", key.name);
             let id = &key.id;
-            self.rates(&mut checks, &format!("k:{id}"), &who, "key", key.rpm.map(u64::from),
-                key.tpm.map(u64::from), ask.tokens);
+            self.rates(
+                &mut checks,
+                &format!("k:{id}"),
+                &who,
+                "key",
+                key.rpm.map(u64::from),
+                key.tpm.map(u64::from),
+                ask.tokens,
+            );
             if let Some(max) = key.max_concurrent {
                 slots.push((self.slot(format!("k:{id}:conc"), max), who, "key"));
             }
@@ -435,13 +442,19 @@ impl Limits {
 
     /// The key's budget for the current period, its counter restored from
     /// the ledger the first time this node meets it.
-    async fn budget(&self, key: &VirtualKey, estimate: f64) -> Option<(BudgetCheck, BudgetPeriod, String)> {
+    async fn budget(
+        &self,
+        key: &VirtualKey,
+        estimate: f64,
+    ) -> Option<(BudgetCheck, BudgetPeriod, String)> {
         let max = key.max_budget_usd?;
         let now = crate::time::now_ms();
         let (label, start, end) = match key.budget_period {
-            BudgetPeriod::Day => {
-                (crate::time::day(now), crate::time::day_start(now), Some(crate::time::next_day_start(now)))
-            }
+            BudgetPeriod::Day => (
+                crate::time::day(now),
+                crate::time::day_start(now),
+                Some(crate::time::next_day_start(now)),
+            ),
             BudgetPeriod::Month => (
                 crate::time::month(now),
                 crate::time::month_start(now),
@@ -470,10 +483,18 @@ impl Limits {
         let reset = end.map(|end| Duration::from_millis((end - now).max(0) as u64));
         let period = key.budget_period;
         let description = match reset {
-            Some(reset) => format!("{} budget; it resets in {}", period.as_str(), period_text(Duration::from_secs(reset.as_secs()))),
+            Some(reset) => format!(
+                "{} budget; it resets in {}",
+                period.as_str(),
+                period_text(Duration::from_secs(reset.as_secs()))
+            ),
             None => "total budget".to_string(),
         };
-        Some((BudgetCheck { key: counter, max_usd: max, estimate_usd: estimate, ttl }, period, description))
+        Some((
+            BudgetCheck { key: counter, max_usd: max, estimate_usd: estimate, ttl },
+            period,
+            description,
+        ))
     }
 
     /// One limiter call for a stage; a refusal becomes the 429.
@@ -517,7 +538,9 @@ impl Limits {
                 let message = match retry_after {
                     Some(after) => format!(
                         "{} is at its limit of {} {unit} per {per}; retry in {} s",
-                        named.who, rate.limit, secs_ceil(after)
+                        named.who,
+                        rate.limit,
+                        secs_ceil(after)
                     ),
                     None => format!(
                         "this request needs about {} {unit}, more than the {} {unit} per {per} \
@@ -548,8 +571,11 @@ impl Limits {
             Refusal::Budget { spent_usd } => {
                 let (check, period, description) =
                     budget.map_or((None, BudgetPeriod::Total, ""), |b| (Some(b.0), b.1, b.2));
-                telemetry::counter(metric::LIMITED, &[("scope", "key"), ("code", "budget_exceeded")])
-                    .increment(1);
+                telemetry::counter(
+                    metric::LIMITED,
+                    &[("scope", "key"), ("code", "budget_exceeded")],
+                )
+                .increment(1);
                 let now = crate::time::now_ms();
                 let retry_after = match period {
                     BudgetPeriod::Day => Some(crate::time::next_day_start(now) - now),

@@ -27,12 +27,17 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 
+use crate::admission::{self, Limits};
 use crate::alerts::Alerts;
+use crate::config::StateBackendKind;
 use crate::config::{Config, ProviderKind};
 use crate::http;
 use crate::http::listener::{Acceptor, Connections};
+use crate::keys::KeyRegistry;
 use crate::ledger::Ledger;
+use crate::limiter::{Fallback, Limiter, MemoryLimiter, RedisLimiter};
 use crate::pipeline::auth::{self, Auth};
+use crate::pipeline::jwt::JwtVerifier;
 use crate::pipeline::observe;
 use crate::pipeline::shed::{self, InFlight};
 use crate::pricing::PriceTable;
@@ -41,11 +46,6 @@ use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
 use crate::state::{MemoryState, StateBackend};
-use crate::admission::{self, Limits};
-use crate::config::StateBackendKind;
-use crate::keys::KeyRegistry;
-use crate::limiter::{Fallback, Limiter, MemoryLimiter, RedisLimiter};
-use crate::pipeline::jwt::JwtVerifier;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
@@ -131,14 +131,11 @@ impl App {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let database_error = |source| StartupError::Database {
-            url: redact_url(&config.database.url),
-            source,
-        };
-        let store: Arc<dyn Store> =
-            crate::store::open(&config.database.url, &config.database.pool)
-                .await
-                .map_err(database_error)?;
+        let database_error =
+            |source| StartupError::Database { url: redact_url(&config.database.url), source };
+        let store: Arc<dyn Store> = crate::store::open(&config.database.url, &config.database.pool)
+            .await
+            .map_err(database_error)?;
         let keys = KeyRegistry::load(store.clone()).await.map_err(database_error)?;
         tasks.spawn(keys.clone().run_sync(background.clone()));
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
@@ -147,12 +144,13 @@ impl App {
         let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match config.state.backend {
             StateBackendKind::Memory => (local as Arc<dyn Limiter>, None),
             StateBackendKind::Redis => {
-                let redis = RedisLimiter::connect(&config.state.redis_url, &config.state.redis_prefix)
-                    .await
-                    .map_err(|e| StartupError::Redis {
-                        url: redact_url(&config.state.redis_url),
-                        message: e.message,
-                    })?;
+                let redis =
+                    RedisLimiter::connect(&config.state.redis_url, &config.state.redis_prefix)
+                        .await
+                        .map_err(|e| StartupError::Redis {
+                            url: redact_url(&config.state.redis_url),
+                            message: e.message,
+                        })?;
                 let fallback = Fallback::new(Arc::new(redis), local);
                 tasks.spawn(fallback.clone().run_probe(background.clone()));
                 (fallback.clone() as Arc<dyn Limiter>, Some(fallback))

@@ -846,7 +846,8 @@ impl Builder<'_> {
             }
             None => "redis://127.0.0.1:6379".to_string(),
         };
-        let redis_prefix = raw.redis_prefix.map_or_else(|| "floodgate:".to_string(), Spanned::into_inner);
+        let redis_prefix =
+            raw.redis_prefix.map_or_else(|| "floodgate:".to_string(), Spanned::into_inner);
         StateConfig { backend, redis_url, redis_prefix }
     }
 
@@ -911,7 +912,10 @@ impl Builder<'_> {
         };
         let ledger_buffer = match raw.ledger_buffer {
             Some(v) if *v.get_ref() == 0 => {
-                self.problem(Some(v.span()), "database.ledger_buffer must be at least 1, e.g. 65536");
+                self.problem(
+                    Some(v.span()),
+                    "database.ledger_buffer must be at least 1, e.g. 65536",
+                );
                 65536
             }
             Some(v) => *v.get_ref(),
@@ -1017,7 +1021,8 @@ impl Builder<'_> {
         }
         for (name, tier) in raw.tiers {
             let span = tier.span();
-            let limits = self.user_limits(tier.get_ref(), &format!("limits.tiers.{name}"), Some(span));
+            let limits =
+                self.user_limits(tier.get_ref(), &format!("limits.tiers.{name}"), Some(span));
             tiers.insert(name, limits);
         }
         LimitsConfig {

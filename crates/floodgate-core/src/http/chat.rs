@@ -21,11 +21,11 @@ use floodgate_protocol::{
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::{ApiError, json_response, read_body, respond};
+use crate::admission::{self, Ask, RateHeaders};
 use crate::app::AppState;
+use crate::pipeline::auth::Caller;
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::providers::{ClientHints, ProviderError, Reservation, UpstreamStream, unix_now};
-use crate::admission::{self, Ask, RateHeaders};
-use crate::pipeline::auth::Caller;
 use crate::routing::estimate::{ChatEstimate, Tokenizer};
 use crate::routing::{Route, Routed, StartedStream};
 use crate::usage::{Accounting, Outcome};
@@ -114,9 +114,8 @@ pub(super) async fn admit(
         .first()
         .map_or((Tokenizer::Approx, ""), |t| (t.tokenizer, t.model.as_str()));
     let tokens = prompt_tokens(tokenizer);
-    let cost_usd = app
-        .prices
-        .cost(upstream_model, &Usage { input_tokens: tokens, ..Usage::default() });
+    let cost_usd =
+        app.prices.cost(upstream_model, &Usage { input_tokens: tokens, ..Usage::default() });
     let ask = Ask {
         caller: &client.caller,
         user,

@@ -42,12 +42,10 @@ pub async fn embeddings(
         match app.router.embeddings(&route, &req, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
-                accounting.finish(Outcome::answered(
-                    &routed.provider,
-                    &routed.model,
-                    routed.value.usage,
-                    None,
-                ).attempts(routed.attempts));
+                accounting.finish(
+                    Outcome::answered(&routed.provider, &routed.model, routed.value.usage, None)
+                        .attempts(routed.attempts),
+                );
                 // The client's `encoding_format` lives only in its native body.
                 let base64 = openai::wants_base64(&req);
                 let mut response =

@@ -121,13 +121,18 @@ fn apply(app: &AppState, key: &mut VirtualKey, fields: KeyFields) -> Result<(), 
     }
     if let Some(metadata) = fields.metadata {
         if !metadata.is_object() {
-            return Err(invalid("metadata must be a JSON object, e.g. {\"user\": \"u_123\"}".into()));
+            return Err(invalid(
+                "metadata must be a JSON object, e.g. {\"user\": \"u_123\"}".into(),
+            ));
         }
         key.metadata = metadata;
     }
     if let Some(scopes) = fields.scopes {
         if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-            return Err(invalid(format!("scopes: {bad:?} is not a scope; valid: {}", SCOPES.join(", "))));
+            return Err(invalid(format!(
+                "scopes: {bad:?} is not a scope; valid: {}",
+                SCOPES.join(", ")
+            )));
         }
         key.scopes = scopes;
     }

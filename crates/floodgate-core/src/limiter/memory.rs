@@ -123,17 +123,45 @@ impl Locked for One<'_> {
     }
 }
 
-/// Guards of the shards set in `mask`, in ascending shard order.
+/// Guards of the shards set in `mask`, in ascending shard order: on the
+/// stack for up to [`INLINE_GUARDS`] shards (an allocation per admission
+/// costs a tenth of it), on the heap beyond.
 struct Many<'a> {
     mask: u64,
-    guards: Vec<MutexGuard<'a, Shard>>,
+    inline: [Option<MutexGuard<'a, Shard>>; INLINE_GUARDS],
+    spilled: Vec<MutexGuard<'a, Shard>>,
+}
+
+const INLINE_GUARDS: usize = 6;
+
+impl<'a> Many<'a> {
+    fn lock(shards: &'a [Mutex<Shard>], mask: u64) -> Many<'a> {
+        let mut many = Many { mask, inline: Default::default(), spilled: Vec::new() };
+        let mut rest = mask;
+        let mut position = 0;
+        while rest != 0 {
+            let guard = lock(&shards[rest.trailing_zeros() as usize]);
+            match many.inline.get_mut(position) {
+                Some(slot) => *slot = Some(guard),
+                None => many.spilled.push(guard),
+            }
+            position += 1;
+            rest &= rest - 1;
+        }
+        many
+    }
 }
 
 impl Locked for Many<'_> {
     fn shard(&mut self, index: usize) -> &mut Shard {
         // The guard's position is the number of locked shards below `index`.
-        let below = self.mask & ((1u64 << index) - 1);
-        &mut self.guards[below.count_ones() as usize]
+        let position = (self.mask & ((1u64 << index) - 1)).count_ones() as usize;
+        match self.inline.get_mut(position) {
+            Some(Some(guard)) => guard,
+            // Positions past the inline ones are in `spilled`, in order; an
+            // index always names a locked shard, so the inline slot is full.
+            _ => &mut self.spilled[position - INLINE_GUARDS],
+        }
     }
 }
 
@@ -235,13 +263,8 @@ impl MemoryLimiter {
             let mut locked = One(lock(&self.shards[index]));
             decide(&mut locked, self.now(), checks, steps, slot, budget)
         } else {
-            let mut guards = Vec::with_capacity(mask.count_ones() as usize);
-            let mut rest = mask;
-            while rest != 0 {
-                guards.push(lock(&self.shards[rest.trailing_zeros() as usize]));
-                rest &= rest - 1;
-            }
-            decide(&mut Many { mask, guards }, self.now(), checks, steps, slot, budget)
+            let mut locked = Many::lock(&self.shards, mask);
+            decide(&mut locked, self.now(), checks, steps, slot, budget)
         }
     }
 }

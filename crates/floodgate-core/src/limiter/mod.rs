@@ -15,6 +15,7 @@
 //! `retry_after = (new_tat - now) - period`. A cost above `limit` can never
 //! pass and is refused with `retry_after = None`.
 
+mod fallback;
 mod memory;
 mod redis;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use fallback::Fallback;
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 
@@ -169,7 +171,3 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
 
     async fn ping(&self) -> Result<(), LimiterError>;
 }
-
-mod fallback;
-
-pub use fallback::Fallback;

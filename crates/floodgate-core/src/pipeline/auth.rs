@@ -148,7 +148,9 @@ mod tests {
                 .unwrap()
                 .is_master()
         );
-        assert!(auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap().is_master());
+        assert!(
+            auth.check(&headers(&[("x-api-key", "master-key-0123456789")])).unwrap().is_master()
+        );
         assert!(matches!(auth.check(&headers(&[])), Err(ApiError::MissingKey)));
         assert!(matches!(
             auth.check(&headers(&[("authorization", "Bearer nope")])),
@@ -158,6 +160,9 @@ mod tests {
 
     #[test]
     fn no_master_key_means_auth_off() {
-        assert!(matches!(Auth::new(None, None, None).check(&headers(&[])).unwrap(), Caller::Anonymous));
+        assert!(matches!(
+            Auth::new(None, None, None).check(&headers(&[])).unwrap(),
+            Caller::Anonymous
+        ));
     }
 }

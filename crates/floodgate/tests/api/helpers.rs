@@ -115,9 +115,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .config
         .replace("{openai}", &mock.openai_base_url())
         .replace("{base}", &mock.base_url());
-    let url = options.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", dir.path().join("floodgate.db").display())
-    });
+    let url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("floodgate.db").display()));
     text.push_str(&format!(
         "\n[database]\nurl = \"{url}\"\nledger_spill_path = \"{}\"\n{}\n",
         dir.path().join("ledger.spill").display(),

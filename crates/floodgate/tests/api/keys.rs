@@ -4,7 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{DEFAULT_CONFIG, Options, TestApp, chat_body, eventually, json_of, spawn_with};
+use crate::helpers::{
+    DEFAULT_CONFIG, Options, TestApp, chat_body, eventually, json_of, spawn_with,
+};
 
 const MASTER: &str = "master-key-for-virtual-key-tests";
 
@@ -21,6 +23,7 @@ async fn spawn() -> TestApp {
 }
 
 /// Creates a key; returns (id, key).
+#[expect(clippy::unwrap_used, reason = "a test helper: a missing field fails the test")]
 async fn create(app: &TestApp, body: Value) -> (String, String) {
     let (status, _, created) =
         json_of(app.send_as(Some(MASTER), Method::POST, "/admin/keys", Some(&body)).await).await;
@@ -28,9 +31,21 @@ async fn create(app: &TestApp, body: Value) -> (String, String) {
     (created["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string())
 }
 
-async fn chat_as(app: &TestApp, key: &str, model: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    json_of(app.send_as(Some(key), Method::POST, "/v1/chat/completions", Some(&chat_body(model, false))).await)
-        .await
+async fn chat_as(
+    app: &TestApp,
+    key: &str,
+    model: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    json_of(
+        app.send_as(
+            Some(key),
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&chat_body(model, false)),
+        )
+        .await,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -53,7 +68,8 @@ async fn a_created_key_is_shown_once_listed_without_it_and_works_on_client_route
     assert_eq!(created["metadata"]["team"], "growth");
     assert_eq!(created["budget_period"], "total");
 
-    let (status, _, list) = json_of(app.send_as(Some(MASTER), Method::GET, "/admin/keys", None).await).await;
+    let (status, _, list) =
+        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/keys", None).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["keys"].as_array().unwrap().len(), 1);
     assert!(!list.to_string().contains(key), "the list must never show the key");
@@ -68,7 +84,8 @@ async fn a_created_key_is_shown_once_listed_without_it_and_works_on_client_route
     assert_eq!(body["error"]["code"], "invalid_api_key");
 
     // A virtual key is not the master key.
-    let (status, _, body) = json_of(app.send_as(Some(key), Method::GET, "/admin/keys", None).await).await;
+    let (status, _, body) =
+        json_of(app.send_as(Some(key), Method::GET, "/admin/keys", None).await).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
@@ -88,13 +105,15 @@ async fn bad_key_bodies_say_what_was_wrong_and_what_is_valid() {
     ];
     for (body, expected) in cases {
         let (status, _, answer) =
-            json_of(app.send_as(Some(MASTER), Method::POST, "/admin/keys", Some(&body)).await).await;
+            json_of(app.send_as(Some(MASTER), Method::POST, "/admin/keys", Some(&body)).await)
+                .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{body}: {message:?} should mention {expected:?}");
     }
     let (status, _, answer) = json_of(
-        app.send_as(Some(MASTER), Method::PATCH, "/admin/keys/key_nope", Some(&json!({"rpm": 5}))).await,
+        app.send_as(Some(MASTER), Method::PATCH, "/admin/keys/key_nope", Some(&json!({"rpm": 5})))
+            .await,
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
@@ -133,8 +152,13 @@ async fn rpm_is_exact_and_answers_carry_rate_limit_headers() {
 
     // Raising the limit takes effect at once.
     let (status, _, patched) = json_of(
-        app.send_as(Some(MASTER), Method::PATCH, &format!("/admin/keys/{id}"), Some(&json!({"rpm": 100})))
-            .await,
+        app.send_as(
+            Some(MASTER),
+            Method::PATCH,
+            &format!("/admin/keys/{id}"),
+            Some(&json!({"rpm": 100})),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
@@ -169,7 +193,8 @@ async fn a_request_larger_than_the_token_limit_is_refused_outright() {
     let mut body = chat_body("gpt", false);
     body["messages"][1]["content"] = json!("word ".repeat(400));
     let (status, headers, answer) =
-        json_of(app.send_as(Some(&key), Method::POST, "/v1/chat/completions", Some(&body)).await).await;
+        json_of(app.send_as(Some(&key), Method::POST, "/v1/chat/completions", Some(&body)).await)
+            .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
     assert_eq!(answer["error"]["code"], "tokens_exceeded");
     assert!(answer["error"]["message"].as_str().unwrap().contains("shorter"));
@@ -201,7 +226,8 @@ async fn max_concurrent_refuses_the_request_beyond_the_limit() {
 async fn a_revoked_key_is_refused_at_once_and_on_another_node_within_a_sync() {
     let shared = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", shared.path().join("shared.db").display());
-    let node = |url: &str| Options { database_url: Some(url.to_string()), ..options(DEFAULT_CONFIG) };
+    let node =
+        |url: &str| Options { database_url: Some(url.to_string()), ..options(DEFAULT_CONFIG) };
     let a = spawn_with(node(&url)).await;
     let b = spawn_with(node(&url)).await;
     let (id, key) = create(&a, json!({"name": "shared"})).await;
@@ -209,7 +235,8 @@ async fn a_revoked_key_is_refused_at_once_and_on_another_node_within_a_sync() {
     eventually(|| async { chat_as(&b, &key, "gpt").await.0 == StatusCode::OK }).await;
 
     let (status, _, body) =
-        json_of(a.send_as(Some(MASTER), Method::DELETE, &format!("/admin/keys/{id}"), None).await).await;
+        json_of(a.send_as(Some(MASTER), Method::DELETE, &format!("/admin/keys/{id}"), None).await)
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["revoked"], true);
     let (status, _, _) = chat_as(&a, &key, "gpt").await;
@@ -217,7 +244,8 @@ async fn a_revoked_key_is_refused_at_once_and_on_another_node_within_a_sync() {
     eventually(|| async { chat_as(&b, &key, "gpt").await.0 == StatusCode::UNAUTHORIZED }).await;
 
     // Revoked keys are listed only when asked for.
-    let (_, _, list) = json_of(a.send_as(Some(MASTER), Method::GET, "/admin/keys", None).await).await;
+    let (_, _, list) =
+        json_of(a.send_as(Some(MASTER), Method::GET, "/admin/keys", None).await).await;
     assert!(list["keys"].as_array().unwrap().is_empty(), "{list}");
     let (_, _, list) = json_of(
         a.send_as(Some(MASTER), Method::GET, "/admin/keys?include_revoked=true", None).await,
@@ -249,7 +277,8 @@ output_usd_per_mtok = 10000.0
 async fn a_budget_admits_until_spent_and_overruns_by_at_most_one_request() {
     let app = spawn_with(options(&format!("{DEFAULT_CONFIG}{PRICED}"))).await;
     let (id, key) =
-        create(&app, json!({"name": "budgeted", "max_budget_usd": 1.0, "budget_period": "month"})).await;
+        create(&app, json!({"name": "budgeted", "max_budget_usd": 1.0, "budget_period": "month"}))
+            .await;
     let mut admitted = 0;
     let mut refusal = None;
     for _ in 0..100 {
@@ -271,16 +300,18 @@ async fn a_budget_admits_until_spent_and_overruns_by_at_most_one_request() {
     assert!(admitted >= 1);
 
     let (_, _, view) =
-        json_of(app.send_as(Some(MASTER), Method::GET, &format!("/admin/keys/{id}"), None).await).await;
+        json_of(app.send_as(Some(MASTER), Method::GET, &format!("/admin/keys/{id}"), None).await)
+            .await;
     let ledger = app.ledger_after(admitted + 1).await;
     let cost: f64 = ledger.iter().map(|t| t.cost_usd).sum();
     let per_request = cost / admitted as f64;
     assert!(cost >= 1.0 - per_request, "spent {cost} over {admitted} requests");
     assert!(cost < 1.0 + per_request + 1e-9, "overran by more than one request: {cost}");
     eventually(|| async {
-        let (_, _, view) =
-            json_of(app.send_as(Some(MASTER), Method::GET, &format!("/admin/keys/{id}"), None).await)
-                .await;
+        let (_, _, view) = json_of(
+            app.send_as(Some(MASTER), Method::GET, &format!("/admin/keys/{id}"), None).await,
+        )
+        .await;
         (view["spent_usd"].as_f64().unwrap() - cost).abs() < 1e-6
     })
     .await;
@@ -316,8 +347,13 @@ async fn usage_is_reported_per_key_model_and_day() {
 
     let today = &floodgate_core::time::day(floodgate_core::time::now_ms());
     let (_, _, by_day) = json_of(
-        app.send_as(Some(MASTER), Method::GET, &format!("/admin/usage?group_by=day&key_id={id_a}"), None)
-            .await,
+        app.send_as(
+            Some(MASTER),
+            Method::GET,
+            &format!("/admin/usage?group_by=day&key_id={id_a}"),
+            None,
+        )
+        .await,
     )
     .await;
     assert_eq!(by_day["rows"][0]["day"], today.as_str());
@@ -325,11 +361,13 @@ async fn usage_is_reported_per_key_model_and_day() {
 
     // `to` is exclusive: nothing before the first of January 2000.
     let (_, _, none) =
-        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?to=2000-01-01", None).await).await;
+        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?to=2000-01-01", None).await)
+            .await;
     assert_eq!(none["totals"]["requests"], 0, "{none}");
 
     let (status, _, bad) =
-        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=colour", None).await).await;
+        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=colour", None).await)
+            .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad["error"]["message"].as_str().unwrap().contains("key, user, model, provider, day"));
 }

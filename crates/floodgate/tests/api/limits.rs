@@ -22,12 +22,21 @@ fn options(extra: &str) -> Options {
     }
 }
 
-async fn chat(app: &TestApp, key: &str, headers: &[(&str, &str)]) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
-    let mut request = app.http.post(app.url("/v1/chat/completions")).bearer_auth(key).json(&chat_body("gpt", false));
+#[expect(clippy::expect_used, reason = "a test helper: a failed send fails the test")]
+async fn chat(
+    app: &TestApp,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut request = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat_body("gpt", false));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    json_of(request.send().await.unwrap()).await
+    json_of(request.send().await.expect("request sent")).await
 }
 
 #[tokio::test]
@@ -60,7 +69,10 @@ per = "15m"
     ))
     .await;
     for _ in 0..3 {
-        assert_eq!(chat(&app, MASTER, &[("x-forwarded-for", "203.0.113.1")]).await.0, StatusCode::OK);
+        assert_eq!(
+            chat(&app, MASTER, &[("x-forwarded-for", "203.0.113.1")]).await.0,
+            StatusCode::OK
+        );
     }
     assert_eq!(
         chat(&app, MASTER, &[("x-forwarded-for", "203.0.113.1")]).await.0,
@@ -115,16 +127,20 @@ async fn end_users_from_the_header_or_the_body_have_their_own_limits() {
         assert_eq!(chat(&app, MASTER, &[]).await.0, StatusCode::OK);
     }
     app.ledger_after(8).await;
-    let (_, _, report) = json_of(
-        app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=user", None).await,
-    )
-    .await;
+    let (_, _, report) =
+        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=user", None).await)
+            .await;
     // Refused requests are recorded too, as errors.
     let alice = report["rows"].as_array().unwrap().iter().find(|r| r["user"] == "alice").cloned();
     let alice = alice.expect("alice has a row");
-    assert_eq!((alice["requests"].as_i64(), alice["errors"].as_i64()), (Some(4), Some(2)), "{report}");
+    assert_eq!(
+        (alice["requests"].as_i64(), alice["errors"].as_i64()),
+        (Some(4), Some(2)),
+        "{report}"
+    );
 }
 
+#[expect(clippy::unwrap_used, reason = "a test helper")]
 fn token(claims: serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -134,6 +150,7 @@ fn token(claims: serde_json::Value, secret: &str) -> String {
     .unwrap()
 }
 
+#[expect(clippy::unwrap_used, reason = "a test helper")]
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
@@ -182,7 +199,10 @@ rpm = 3
     let cases = [
         (token(claims("x", None, now() - 3600, "floodgate"), JWT_SECRET), "expired"),
         (token(claims("x", None, later, "other-app"), JWT_SECRET), "audience"),
-        (token(claims("x", None, later, "floodgate"), "a-different-secret-also-32-chars-long"), "signature"),
+        (
+            token(claims("x", None, later, "floodgate"), "a-different-secret-also-32-chars-long"),
+            "signature",
+        ),
     ];
     for (bad, expected) in cases {
         let (status, _, body) = chat(&app, &bad, &[]).await;
@@ -193,12 +213,14 @@ rpm = 3
         assert!(!message.contains(JWT_SECRET));
     }
     // A JWT end user is not an admin.
-    assert_eq!(app.send_as(Some(&pro), Method::GET, "/admin/keys", None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.send_as(Some(&pro), Method::GET, "/admin/keys", None).await.status(),
+        StatusCode::FORBIDDEN
+    );
 }
 
 /// Two nodes on one Redis share a key's limit.
 #[tokio::test]
-#[expect(clippy::print_stderr, reason = "a skipped test says so")]
 async fn two_nodes_on_redis_share_a_keys_rpm() {
     let Ok(redis) = std::env::var("FLOODGATE_TEST_REDIS_URL") else {
         eprintln!("skipped two_nodes_on_redis_share_a_keys_rpm: FLOODGATE_TEST_REDIS_URL not set");
@@ -209,12 +231,20 @@ async fn two_nodes_on_redis_share_a_keys_rpm() {
     let prefix = format!("fgtest{:x}:", crate::helpers::fastrand_u64());
     let node = || Options {
         database_url: Some(url.clone()),
-        ..options(&format!("[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"\n"))
+        ..options(&format!(
+            "[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"\n"
+        ))
     };
     let a = spawn_with(node()).await;
     let b = spawn_with(node()).await;
     let (status, _, created) = json_of(
-        a.send_as(Some(MASTER), Method::POST, "/admin/keys", Some(&json!({"name": "shared", "rpm": 4}))).await,
+        a.send_as(
+            Some(MASTER),
+            Method::POST,
+            "/admin/keys",
+            Some(&json!({"name": "shared", "rpm": 4})),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -233,10 +263,11 @@ async fn two_nodes_on_redis_share_a_keys_rpm() {
 
 /// Redis going away leaves the node serving, on local limits, and saying so.
 #[tokio::test]
-#[expect(clippy::print_stderr, reason = "a skipped test says so")]
 async fn a_node_whose_redis_goes_away_keeps_serving_and_says_so() {
     let Ok(redis) = std::env::var("FLOODGATE_TEST_REDIS_URL") else {
-        eprintln!("skipped a_node_whose_redis_goes_away_keeps_serving_and_says_so: FLOODGATE_TEST_REDIS_URL not set");
+        eprintln!(
+            "skipped a_node_whose_redis_goes_away_keeps_serving_and_says_so: FLOODGATE_TEST_REDIS_URL not set"
+        );
         return;
     };
     let target = redis.trim_start_matches("redis://").split('/').next().unwrap().to_string();
@@ -306,6 +337,10 @@ async fn the_ledger_survives_a_database_outage_with_nothing_lost_or_doubled() {
     app.begin_shutdown();
     app.wait_stopped().await.unwrap();
     let totals = direct.usage_totals().await.unwrap();
-    assert_eq!(totals.iter().map(|t| t.requests).sum::<i64>(), 200, "no record lost or written twice");
+    assert_eq!(
+        totals.iter().map(|t| t.requests).sum::<i64>(),
+        200,
+        "no record lost or written twice"
+    );
     assert_eq!(sent, 200);
 }
