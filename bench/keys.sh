@@ -67,6 +67,8 @@ cleanup() {
 trap cleanup EXIT
 
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; log "not answering: $1"; return 1; }
+# CPU ticks of every process named $1 (postgres, redis-server).
+proc_ticks() { local t=0 p; for p in $(pgrep -x "$1" || true); do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 sys_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 settle() { # the machine idle (< 10 % of a core) for two seconds, at most 60 s
   local before after quiet=0 tck; tck=$(getconf CLK_TCK)
@@ -166,12 +168,15 @@ for i in $(seq $REPEATS); do
       --concurrency $CONCURRENCY --duration 2s >/dev/null 2>&1 || true
     settle
     [ "$cfg" = c ] && redis_stats >"$OUT/$name-redis-before.txt"
+    curl -s -H "Authorization: Bearer $FG_KEY" "$FG_URL/admin/usage?group_by=" >"$OUT/$name-usage-before.json" || true
     sample_ledger "$OUT/$name-ledger.txt" & SAMPLER=$!
     log "bench $name"
+    PG0=$(proc_ticks postgres); RD0=$(proc_ticks redis-server); FG0=$(awk '{print $14 + $15}' /proc/$FG_PID/stat); SYS0=$(sys_busy)
     args=(bench --quiet --url "$FG_URL/v1/chat/completions" --key KEY --model gpt-4o-mini --concurrency $CONCURRENCY --duration $D --label "$name" --json "$OUT/$name.json")
     echo "$name	floodgate ${args[*]}" | sed "s#$OUT#\$OUT#g" >>"$OUT/commands.tsv"
     args[5]=$key
     "$BIN" "${args[@]}" >"$OUT/$name.txt" 2>&1 || log "  (bench exited with $?)"
+    echo "{\"name\":\"$name\",\"floodgate\":$(( $(awk '{print $14 + $15}' /proc/$FG_PID/stat) - FG0 )),\"postgres\":$(( $(proc_ticks postgres) - PG0 )),\"redis\":$(( $(proc_ticks redis-server) - RD0 )),\"machine\":$(( $(sys_busy) - SYS0 ))}" >>"$OUT/cpu.jsonl"
     sleep 1.5   # the last batches reach the database
     kill $SAMPLER 2>/dev/null; wait $SAMPLER 2>/dev/null || true
     [ "$cfg" = c ] && redis_stats >"$OUT/$name-redis-after.txt"
@@ -242,8 +247,19 @@ if runs:
         ratio = f"{med / base:.3f}" if base else "-"
         print(f"| {names[cfg]} | {len(vals)} | {med:,.0f} | {', '.join(f'{v:,.0f}' for v in vals)} | {errs} | {ratio} |")
     print()
+    cpu = {}
+    if os.path.exists(f"{out}/cpu.jsonl"):
+        for line in open(f"{out}/cpu.jsonl"):
+            row = json.loads(line); cpu[row["name"]] = row
+    if cpu:
+        print("CPU during each run (ticks of 10 ms; the machine has 2 cores):\n")
+        print("| run | floodgate | postgres | redis-server | whole machine |")
+        print("|---|---|---|---|---|")
+        for name, row in sorted(cpu.items()):
+            print(f"| {name} | {row['floodgate']} | {row['postgres']} | {row['redis']} | {row['machine']} |")
+        print()
     print("## 2. The ledger under that load\n")
-    print("| run | requests answered | rows written | spilled | buffer max (records) | buffer at end |")
+    print("| run | requests answered | rows written meanwhile | spilled | buffer max (records) | buffer at end |")
     print("|---|---|---|---|---|---|")
     for cfg in ["a", "b", "p"]:
         for path, r in runs.get(cfg, []):
@@ -251,10 +267,12 @@ if runs:
             samples = [l.split() for l in open(f"{out}/{name}-ledger.txt")] if os.path.exists(f"{out}/{name}-ledger.txt") else []
             pend = [float(s[0]) for s in samples if len(s) == 3]
             spilled = max([float(s[1]) for s in samples if len(s) == 3] or [0])
-            try: written = json.load(open(f"{out}/{name}-usage.json"))["totals"]["requests"]
+            try:
+                written = (json.load(open(f"{out}/{name}-usage.json"))["totals"]["requests"]
+                           - json.load(open(f"{out}/{name}-usage-before.json"))["totals"]["requests"])
             except Exception: written = "?"
             answered = r["totals"]["ok"] + r["totals"]["errors"]
-            print(f"| {name} | {answered} (+ warm-up) | {written} | {spilled:.0f} | {max(pend or [0]):.0f} | {pend[-1] if pend else 0:.0f} |")
+            print(f"| {name} | {answered} | {written} | {spilled:.0f} | {max(pend or [0]):.0f} | {pend[-1] if pend else 0:.0f} |")
     print()
     print("## 3. Redis commands per request (config C, from INFO commandstats)\n")
     def stats(path):

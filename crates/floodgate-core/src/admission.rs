@@ -29,7 +29,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::app::AppState;
 use crate::config::{LimitsConfig, UserLimits};
 use crate::http::error::{ApiError, format_for_path};
-use crate::limiter::{BudgetCheck, Check, LimitState, Limiter, Rate, Refusal, Slot, Verdict};
+use crate::limiter::{
+    BudgetCheck, Check, LimitState, Limiter, Rate, Refusal, Settlement, Slot, Verdict,
+};
 use crate::pipeline::auth::Caller;
 use crate::store::{BudgetPeriod, Store, VirtualKey};
 use crate::telemetry::{self, metric};
@@ -249,24 +251,24 @@ impl Admitted {
         if adjust.is_empty() && slots.is_empty() && budget.is_none() {
             return;
         }
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        let settlement = Settlement {
+            adjust: adjust
+                .into_iter()
+                .map(|(key, rate, charged)| {
+                    (key, rate, tokens - i64::try_from(charged).unwrap_or(i64::MAX))
+                })
+                .filter(|(_, _, delta)| *delta != 0)
+                .collect(),
+            spend: budget.filter(|_| cost_usd > 0.0).map(|(key, ttl)| (key, cost_usd, ttl)),
+            release: slots,
+        };
+        if settlement.is_empty() {
+            return;
+        }
         spawn(async move {
-            for (key, rate, charged) in adjust {
-                let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
-                    - i64::try_from(charged).unwrap_or(i64::MAX);
-                if delta != 0
-                    && let Err(error) = limiter.adjust(&key, rate, delta).await
-                {
-                    tracing::warn!(%error, "could not correct a token limit");
-                }
-            }
-            if let Some((key, ttl)) = budget
-                && cost_usd > 0.0
-                && let Err(error) = limiter.spend(&key, cost_usd, ttl).await
-            {
-                tracing::warn!(%error, "could not charge a budget");
-            }
-            for slot in slots {
-                let _ = limiter.release(&slot).await;
+            if let Err(error) = limiter.settle(&settlement).await {
+                tracing::warn!(%error, "could not settle a request's limits");
             }
         });
     }

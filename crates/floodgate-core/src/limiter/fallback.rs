@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::{BudgetCheck, Check, Limiter, LimiterError, Rate, Slot, Verdict};
+use super::{BudgetCheck, Check, Limiter, LimiterError, Rate, Settlement, Slot, Verdict};
 use crate::telemetry::metric;
 
 #[derive(Debug)]
@@ -145,6 +145,38 @@ impl Limiter for Fallback {
                 Ok(local)
             }
         }
+    }
+
+    async fn settle(&self, settlement: &Settlement) -> Result<(), LimiterError> {
+        // Slots go back where they were taken.
+        let (local_slots, shared_slots): (Vec<Slot>, Vec<Slot>) = {
+            let mut local = self.local_slots.lock().ok();
+            settlement
+                .release
+                .iter()
+                .cloned()
+                .partition(|slot| local.as_mut().is_some_and(|set| set.remove(&slot.lease_id)))
+        };
+        let local_part = Settlement {
+            adjust: if self.degraded() { settlement.adjust.clone() } else { Vec::new() },
+            spend: settlement.spend.clone(),
+            release: local_slots,
+        };
+        // Spend goes to both: the local copy stays close enough to stand in.
+        let _ = self.local.settle(&local_part).await;
+        if self.degraded() {
+            return Ok(());
+        }
+        let shared_part = Settlement {
+            adjust: settlement.adjust.clone(),
+            spend: settlement.spend.clone(),
+            release: shared_slots,
+        };
+        let result = self.shared.settle(&shared_part).await;
+        if let Err(error) = &result {
+            self.fail(error);
+        }
+        result
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {

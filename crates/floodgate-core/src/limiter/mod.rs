@@ -169,5 +169,39 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
         ttl: Option<Duration>,
     ) -> Result<f64, LimiterError>;
 
+    /// Everything a request gives back when it ends, in one call (one round
+    /// trip on Redis): each token limit corrected by its delta (see
+    /// [`Limiter::adjust`]), the cost spent on a budget (see
+    /// [`Limiter::spend`]), and its slots freed.
+    async fn settle(&self, settlement: &Settlement) -> Result<(), LimiterError> {
+        for (key, rate, delta) in &settlement.adjust {
+            self.adjust(key, *rate, *delta).await?;
+        }
+        if let Some((key, usd, ttl)) = &settlement.spend {
+            self.spend(key, *usd, *ttl).await?;
+        }
+        for slot in &settlement.release {
+            self.release(slot).await?;
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), LimiterError>;
+}
+
+/// What a request gives back when it ends ([`Limiter::settle`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settlement {
+    /// `(counter, its rate, units more (+) or fewer (-) than were checked)`;
+    /// deltas of 0 are left out.
+    pub adjust: Vec<(String, Rate, i64)>,
+    /// `(budget counter, USD, ttl)`.
+    pub spend: Option<(String, f64, Option<Duration>)>,
+    pub release: Vec<Slot>,
+}
+
+impl Settlement {
+    pub fn is_empty(&self) -> bool {
+        self.adjust.is_empty() && self.spend.is_none() && self.release.is_empty()
+    }
 }

@@ -27,7 +27,9 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
-use super::{BudgetCheck, Check, LimitState, Limiter, LimiterError, Rate, Refusal, Slot, Verdict};
+use super::{
+    BudgetCheck, Check, LimitState, Limiter, LimiterError, Rate, Refusal, Settlement, Slot, Verdict,
+};
 
 /// A command unanswered after this is an error, not a hang.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -402,6 +404,47 @@ impl Limiter for RedisLimiter {
         Ok(spent)
     }
 
+    /// One pipeline: the adjust script per token counter, INCRBYFLOAT (and
+    /// PEXPIRE) for the spend, ZREM per slot. If Redis lost the script, the
+    /// pipeline fails as a whole and the parts are sent one by one.
+    async fn settle(&self, settlement: &Settlement) -> Result<(), LimiterError> {
+        if settlement.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = ::redis::pipe();
+        for (key, rate, delta) in &settlement.adjust {
+            pipeline
+                .cmd("EVALSHA")
+                .arg(self.adjust.script.get_hash())
+                .arg(1)
+                .arg(self.key(key))
+                .arg(rate.limit)
+                .arg(micros(rate.period))
+                .arg(*delta)
+                .ignore();
+        }
+        if let Some((key, usd, ttl)) = &settlement.spend {
+            let key = self.key(key);
+            pipeline.cmd("INCRBYFLOAT").arg(&key).arg(self::usd(*usd)).ignore();
+            if let Some(ttl) = ttl {
+                pipeline.cmd("PEXPIRE").arg(&key).arg(millis(*ttl).max(1)).ignore();
+            }
+        }
+        for slot in &settlement.release {
+            pipeline.cmd("ZREM").arg(self.key(&slot.key)).arg(&slot.lease_id).ignore();
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match pipeline.query_async::<()>(&mut self.connection.clone()).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                for (key, rate, delta) in &settlement.adjust {
+                    self.adjust(key, *rate, *delta).await?;
+                }
+                Ok(())
+            }
+            answer => answer.map_err(failed),
+        }
+    }
+
     async fn ping(&self) -> Result<(), LimiterError> {
         self.command::<()>(&::redis::cmd("PING")).await.map_err(failed)
     }
@@ -540,6 +583,20 @@ mod tests {
         assert_eq!(limiter.round_trips() - before, 5);
         let held: u64 = ::redis::cmd("ZCARD").arg("rt:c:a").query_async(&mut raw).await.unwrap();
         assert_eq!(held, N / 2 - 1);
+
+        // A request's whole settlement is one round trip too.
+        let before = limiter.round_trips();
+        let settlement = Settlement {
+            adjust: vec![("k:a:tpm".into(), rate, 200), ("k:a:rpm".into(), rpm, -1)],
+            spend: Some(("b:a".into(), 0.25, Some(Duration::from_secs(60)))),
+            release: vec![Slot { lease_id: "lease-2".into(), ..slot.clone() }],
+        };
+        limiter.settle(&settlement).await.unwrap();
+        assert_eq!(limiter.round_trips() - before, 1);
+        let spent: f64 = ::redis::cmd("GET").arg("rt:b:a").query_async(&mut raw).await.unwrap();
+        assert!((spent - 0.75).abs() < 1e-9, "{spent}");
+        let held: u64 = ::redis::cmd("ZCARD").arg("rt:c:a").query_async(&mut raw).await.unwrap();
+        assert_eq!(held, N / 2 - 2);
 
         // Redis forgot the scripts: the next call sends the body once.
         let _: () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut raw).await.unwrap();
