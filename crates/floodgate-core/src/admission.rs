@@ -266,11 +266,16 @@ impl Admitted {
         if settlement.is_empty() {
             return;
         }
-        spawn(async move {
+        let settle = async move {
             if let Err(error) = limiter.settle(&settlement).await {
                 tracing::warn!(%error, "could not settle a request's limits");
             }
-        });
+        };
+        // The memory limiter answers at once: no task for it.
+        let mut settle = Box::pin(settle);
+        if futures_util::FutureExt::now_or_never(settle.as_mut()).is_none() {
+            spawn(settle);
+        }
     }
 }
 

@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{Store, UsageRecord};
 use crate::telemetry::{self, metric};
 
-const BATCH: usize = 512;
+/// Rows per transaction: at 20,000 requests a second a tick brings 5,000.
+const BATCH: usize = 4096;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Failed tries of one batch before it goes to the spill file.
 const TRIES_BEFORE_SPILL: u32 = 2;
