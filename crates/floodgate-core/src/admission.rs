@@ -59,6 +59,9 @@ pub struct RateHeaders(Arc<Mutex<Tightest>>);
 struct Tightest {
     requests: Option<LimitState>,
     tokens: Option<LimitState>,
+    /// On AI routes, the per-IP checks, left for the handler's admission so
+    /// that a request costs one limiter call (one Redis round trip).
+    deferred_ip: Vec<Named>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,16 @@ enum Unit {
 }
 
 impl RateHeaders {
+    fn defer(&self, checks: Vec<Named>) {
+        if let Ok(mut t) = self.0.lock() {
+            t.deferred_ip = checks;
+        }
+    }
+
+    fn take_deferred(&self) -> Vec<Named> {
+        self.0.lock().map(|mut t| std::mem::take(&mut t.deferred_ip)).unwrap_or_default()
+    }
+
     fn note(&self, unit: Unit, state: LimitState) {
         let Ok(mut t) = self.0.lock() else {
             return;
@@ -102,6 +115,7 @@ impl RateHeaders {
 }
 
 /// One limit of a stage, named for messages and metrics.
+#[derive(Debug)]
 struct Named {
     check: Check,
     unit: Unit,
@@ -151,7 +165,11 @@ fn secs_ceil(d: Duration) -> u64 {
 }
 
 /// The per-IP stage; also puts the [`RateHeaders`] in request extensions and
-/// writes them on the answer.
+/// writes them on the answer. On AI routes the checks are handed to the
+/// handler's admission instead, which takes them with the key's and the end
+/// user's in one limiter call; so there an IP is charged for the requests
+/// that reach admission (a request refused earlier, for a bad key or a
+/// malformed body, costs the gateway little and is not counted).
 pub async fn limit_ip(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let headers = RateHeaders::default();
     request.extensions_mut().insert(headers.clone());
@@ -183,7 +201,9 @@ pub async fn limit_ip(State(app): State<AppState>, mut request: Request, next: N
             });
         }
     }
-    if !checks.is_empty() {
+    if !checks.is_empty() && is_ai_route(path) {
+        headers.defer(checks);
+    } else if !checks.is_empty() {
         let format = format_for_path(path);
         if let Err(error) = limits.run(&checks, None, None, &headers).await {
             let mut response = error.into_response_for(format);
@@ -317,7 +337,7 @@ impl Limits {
                 allowed: models.clone(),
             });
         }
-        let mut checks = Vec::new();
+        let mut checks = headers.take_deferred();
         let mut slots = Vec::new();
         if let Some(key) = key {
             let who = format!("key {:?}", key.name);
