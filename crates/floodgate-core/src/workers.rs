@@ -11,16 +11,21 @@
 use std::cell::Cell;
 
 thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// The serving worker this thread is (0 outside serving threads).
 pub fn index() -> usize {
+    current().unwrap_or(0)
+}
+
+/// The serving worker this thread is, if it is one.
+pub fn current() -> Option<usize> {
     WORKER.with(Cell::get)
 }
 
 pub(crate) fn set_index(index: usize) {
-    WORKER.with(|w| w.set(index));
+    WORKER.with(|w| w.set(Some(index)));
 }
 
 /// Workers when the config does not say: one per available CPU.

@@ -143,7 +143,14 @@ impl Lua {
 }
 
 pub struct RedisLimiter {
+    /// Made at connect, on the caller's runtime; used off the serving workers.
     connection: ConnectionManager,
+    /// One connection per serving worker, made on first use on that
+    /// worker's runtime: a command then never wakes another thread (the
+    /// connection's driver task runs where the request runs), as the
+    /// upstream HTTP pools do (see `workers`).
+    per_worker: Box<[tokio::sync::OnceCell<ConnectionManager>]>,
+    client: ::redis::Client,
     prefix: String,
     admit: Lua,
     adjust: Lua,
@@ -181,25 +188,40 @@ fn usd(value: f64) -> String {
     if value.is_finite() { value.to_string() } else { value.clamp(f64::MIN, f64::MAX).to_string() }
 }
 
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
+}
+
 impl RedisLimiter {
     /// Connects to `url` and loads the scripts; every key is put under
     /// `prefix`. Fails within about two seconds when Redis does not answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisLimiter, LimiterError> {
+        RedisLimiter::connect_for_workers(url, prefix, 0).await
+    }
+
+    /// As [`RedisLimiter::connect`], with a connection of its own for each
+    /// of `workers` serving workers.
+    pub async fn connect_for_workers(
+        url: &str,
+        prefix: &str,
+        workers: usize,
+    ) -> Result<RedisLimiter, LimiterError> {
         let client = ::redis::Client::open(url).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
         let connection = tokio::time::timeout(
             CONNECT_DEADLINE,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
         )
         .await
         .map_err(|_| invalid(format!("no answer from {url} in {CONNECT_DEADLINE:?}")))?
         .map_err(failed)?;
         let limiter = RedisLimiter {
             connection,
+            per_worker: (0..workers).map(|_| tokio::sync::OnceCell::new()).collect(),
+            client,
             prefix: prefix.to_owned(),
             admit: Lua::new(ADMIT),
             adjust: Lua::new(ADJUST),
@@ -225,16 +247,29 @@ impl RedisLimiter {
         prefixed
     }
 
+    /// This thread's connection: its worker's, else the shared one.
+    async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        let Some(slot) = crate::workers::current().and_then(|i| self.per_worker.get(i)) else {
+            return Ok(self.connection.clone());
+        };
+        let connection = slot
+            .get_or_try_init(|| {
+                ConnectionManager::new_with_config(self.client.clone(), manager_config())
+            })
+            .await?;
+        Ok(connection.clone())
+    }
+
     /// One command, one round trip.
     async fn command<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        command.query_async(&mut self.connection.clone()).await
+        command.query_async(&mut self.connection().await?).await
     }
 
     /// One pipeline, one round trip.
     async fn pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, LimiterError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        pipeline.query_async(&mut self.connection.clone()).await.map_err(failed)
+        pipeline.query_async(&mut self.connection().await.map_err(failed)?).await.map_err(failed)
     }
 
     /// Runs a script by its hash; only if Redis lost it (a restart, `SCRIPT
@@ -434,7 +469,8 @@ impl Limiter for RedisLimiter {
             pipeline.cmd("ZREM").arg(self.key(&slot.key)).arg(&slot.lease_id).ignore();
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match pipeline.query_async::<()>(&mut self.connection.clone()).await {
+        let mut connection = self.connection().await.map_err(failed)?;
+        match pipeline.query_async::<()>(&mut connection).await {
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 for (key, rate, delta) in &settlement.adjust {
                     self.adjust(key, *rate, *delta).await?;
