@@ -144,13 +144,16 @@ impl App {
         let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match config.state.backend {
             StateBackendKind::Memory => (local as Arc<dyn Limiter>, None),
             StateBackendKind::Redis => {
-                let redis =
-                    RedisLimiter::connect(&config.state.redis_url, &config.state.redis_prefix)
-                        .await
-                        .map_err(|e| StartupError::Redis {
-                            url: redact_url(&config.state.redis_url),
-                            message: e.message,
-                        })?;
+                let redis = RedisLimiter::connect_for_workers(
+                    &config.state.redis_url,
+                    &config.state.redis_prefix,
+                    config.server.workers,
+                )
+                .await
+                .map_err(|e| StartupError::Redis {
+                    url: redact_url(&config.state.redis_url),
+                    message: e.message,
+                })?;
                 let fallback = Fallback::new(Arc::new(redis), local);
                 tasks.spawn(fallback.clone().run_probe(background.clone()));
                 (fallback.clone() as Arc<dyn Limiter>, Some(fallback))
