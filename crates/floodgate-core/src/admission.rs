@@ -98,21 +98,32 @@ impl RateHeaders {
         let Ok(t) = self.0.lock() else {
             return;
         };
-        for (unit, state) in [("requests", t.requests), ("tokens", t.tokens)] {
+        for (unit, state) in [(Unit::Requests, t.requests), (Unit::Tokens, t.tokens)] {
             let Some(state) = state else {
                 continue;
             };
             let reset = state.reset.as_secs() + u64::from(state.reset.subsec_nanos() > 0);
-            for (what, value) in
-                [("limit", state.limit), ("remaining", state.remaining), ("reset", reset)]
-            {
-                if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-{what}-{unit}")) {
-                    headers.insert(name, HeaderValue::from(value));
-                }
+            let names = match unit {
+                Unit::Requests => &REQUEST_HEADERS,
+                Unit::Tokens => &TOKEN_HEADERS,
+            };
+            for (name, value) in names.iter().zip([state.limit, state.remaining, reset]) {
+                headers.insert(name.clone(), HeaderValue::from(value));
             }
         }
     }
 }
+
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// One limit of a stage, named for messages and metrics.
 #[derive(Debug)]
@@ -380,7 +391,7 @@ impl Limits {
         self.run(
             &checks,
             first.as_ref().map(|(slot, who, scope)| (slot, who.as_str(), *scope)),
-            budget.as_ref().map(|(check, period, text)| (check, *period, text.as_str())),
+            budget.as_ref().map(|(check, period)| (check, *period)),
             headers,
         )
         .await?;
@@ -392,7 +403,7 @@ impl Limits {
         let mut admitted = self.admitted(
             tokens,
             first.into_iter().map(|(slot, _, _)| slot).collect(),
-            budget.map(|(check, _, _)| (check.key, check.ttl)),
+            budget.map(|(check, _)| (check.key, check.ttl)),
         );
         for (slot, who, scope) in slots {
             // A refusal drops `admitted`, which frees the first slot.
@@ -469,11 +480,7 @@ impl Limits {
 
     /// The key's budget for the current period, its counter restored from
     /// the ledger the first time this node meets it.
-    async fn budget(
-        &self,
-        key: &VirtualKey,
-        estimate: f64,
-    ) -> Option<(BudgetCheck, BudgetPeriod, String)> {
+    async fn budget(&self, key: &VirtualKey, estimate: f64) -> Option<(BudgetCheck, BudgetPeriod)> {
         let max = key.max_budget_usd?;
         let now = crate::time::now_ms();
         let (label, start, end) = match key.budget_period {
@@ -507,20 +514,9 @@ impl Limits {
                 }
             }
         }
-        let reset = end.map(|end| Duration::from_millis((end - now).max(0) as u64));
-        let period = key.budget_period;
-        let description = match reset {
-            Some(reset) => format!(
-                "{} budget; it resets in {}",
-                period.as_str(),
-                period_text(Duration::from_secs(reset.as_secs()))
-            ),
-            None => "total budget".to_string(),
-        };
         Some((
             BudgetCheck { key: counter, max_usd: max, estimate_usd: estimate, ttl },
-            period,
-            description,
+            key.budget_period,
         ))
     }
 
@@ -529,7 +525,7 @@ impl Limits {
         &self,
         checks: &[Named],
         slot: Option<(&Slot, &str, &'static str)>,
-        budget: Option<(&BudgetCheck, BudgetPeriod, &str)>,
+        budget: Option<(&BudgetCheck, BudgetPeriod)>,
         headers: &RateHeaders,
     ) -> Result<(), ApiError> {
         let plain: Vec<Check> = checks.iter().map(|n| n.check.clone()).collect();
@@ -596,8 +592,8 @@ impl Limits {
                 }
             }
             Refusal::Budget { spent_usd } => {
-                let (check, period, description) =
-                    budget.map_or((None, BudgetPeriod::Total, ""), |b| (Some(b.0), b.1, b.2));
+                let (check, period) =
+                    budget.map_or((None, BudgetPeriod::Total), |b| (Some(b.0), b.1));
                 telemetry::counter(
                     metric::LIMITED,
                     &[("scope", "key"), ("code", "budget_exceeded")],
@@ -610,6 +606,14 @@ impl Limits {
                     BudgetPeriod::Total => None,
                 }
                 .map(|ms| Duration::from_millis(ms.max(0) as u64));
+                let description = match retry_after {
+                    Some(reset) => format!(
+                        "{} budget; it resets in {}",
+                        period.as_str(),
+                        period_text(Duration::from_secs(reset.as_secs()))
+                    ),
+                    None => "total budget".to_string(),
+                };
                 ApiError::Limited {
                     code: "budget_exceeded",
                     message: format!(

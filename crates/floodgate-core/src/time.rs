@@ -25,14 +25,43 @@ pub fn parse(text: &str) -> Option<i64> {
     i64::try_from(ms).ok()
 }
 
+/// `(year, month 1-12, day 1-31)` of a count of days since 1970-01-01, in
+/// the proleptic Gregorian calendar (H. Hinnant's `civil_from_days`): the
+/// budget path asks for the month on every request, and this is arithmetic
+/// where formatting a timestamp and reading it back is not.
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days since 1970-01-01 of a date (the inverse of [`civil`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The UTC day of `ms`, `2026-12-01`.
 pub fn day(ms: i64) -> String {
-    rfc3339(ms)[..10].to_string()
+    let (y, m, d) = civil(ms.div_euclid(DAY_MS));
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The UTC month of `ms`, `2026-12`.
 pub fn month(ms: i64) -> String {
-    rfc3339(ms)[..7].to_string()
+    let (y, m, _) = civil(ms.div_euclid(DAY_MS));
+    format!("{y:04}-{m:02}")
 }
 
 pub fn day_start(ms: i64) -> i64 {
@@ -41,13 +70,15 @@ pub fn day_start(ms: i64) -> i64 {
 
 /// Midnight UTC on the first of `ms`'s month.
 pub fn month_start(ms: i64) -> i64 {
-    parse(&format!("{}-01", month(ms))).unwrap_or_else(|| day_start(ms))
+    let (y, m, _) = civil(ms.div_euclid(DAY_MS));
+    days_from_civil(y, m, 1) * DAY_MS
 }
 
 /// Midnight UTC on the first of the month after `ms`'s.
 pub fn next_month_start(ms: i64) -> i64 {
-    // 32 days after the 1st is always in the next month.
-    month_start(month_start(ms) + 32 * DAY_MS)
+    let (y, m, _) = civil(ms.div_euclid(DAY_MS));
+    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    days_from_civil(y, m, 1) * DAY_MS
 }
 
 pub fn next_day_start(ms: i64) -> i64 {
@@ -69,6 +100,12 @@ mod tests {
         let feb = parse("2028-02-29").unwrap();
         assert_eq!(rfc3339(next_month_start(feb)), "2028-03-01T00:00:00.000Z");
         assert_eq!(parse("2026-13-01"), None);
+        // The arithmetic agrees with humantime's calendar for every day of 1970-2199.
+        for days in 0..84_000 {
+            let ms = days * DAY_MS + 12 * 3_600_000;
+            assert_eq!(day(ms), rfc3339(ms)[..10], "day {days}");
+            assert_eq!(rfc3339(month_start(ms))[..10], format!("{}-01", &rfc3339(ms)[..7]));
+        }
         assert_eq!(parse("soon"), None);
     }
 }
