@@ -38,6 +38,9 @@ use crate::telemetry::{self, metric};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// How long restoring a key's spend from the ledger may hold its first request.
+const SEED_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The end-user header an app's backend sets.
 pub const USER_HEADER: &str = "x-floodgate-user";
 
@@ -501,16 +504,23 @@ impl Limits {
         let ttl = end.map(|end| Duration::from_millis((end - now).max(0) as u64 + 86_400_000));
         let fresh = self.seeded.lock().map(|s| !s.contains(&counter)).unwrap_or(false);
         if fresh {
-            match self.store.key_spend(&key.id, start).await {
+            // Once per key and period on this node, whatever the outcome: a
+            // database that is down must not cost every request a timeout.
+            if let Ok(mut seeded) = self.seeded.lock() {
+                seeded.insert(counter.clone());
+            }
+            let spent = tokio::time::timeout(SEED_TIMEOUT, self.store.key_spend(&key.id, start))
+                .await
+                .map_err(|_| "no answer in time".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match spent {
                 Ok(spent) => {
-                    if self.limiter.seed_spend(&counter, spent, ttl).await.is_ok()
-                        && let Ok(mut seeded) = self.seeded.lock()
-                    {
-                        seeded.insert(counter.clone());
+                    if let Err(error) = self.limiter.seed_spend(&counter, spent, ttl).await {
+                        tracing::warn!(%error, key = %key.id, "cannot restore a key's spend into the limiter");
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, key = %key.id, "cannot read a key's spend from the ledger; its budget counts from now");
+                    tracing::warn!(%error, key = %key.id, "cannot read a key's spend from the ledger; on this node its budget counts from now");
                 }
             }
         }

@@ -37,6 +37,13 @@ const BATCH: usize = 4096;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Failed tries of one batch before it goes to the spill file.
 const TRIES_BEFORE_SPILL: u32 = 2;
+/// One try's limit: a database that hangs counts as down. (A write that in
+/// fact lands after its try gave up is spilled too, and skipped at replay.)
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// While the database is down: how often to ask whether it is back, and
+/// how long to wait for its answer.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -66,13 +73,15 @@ impl Ledger {
     pub fn record(&self, record: UsageRecord) {
         match self.tx.try_send(record) {
             Ok(()) => telemetry::gauge(metric::LEDGER_PENDING, &[]).increment(1.0),
+            // Not synced to disk here, on the request's path: the writer
+            // syncs the file with its next batch, and at shutdown.
             Err(mpsc::error::TrySendError::Full(record)) => {
                 metrics::counter!(metric::LEDGER_OVERFLOW).increment(1);
-                self.spill.append(std::slice::from_ref(&record));
+                self.spill.append(std::slice::from_ref(&record), false);
             }
             // Only after shutdown finished; the spill file is replayed at the next start.
             Err(mpsc::error::TrySendError::Closed(record)) => {
-                self.spill.append(std::slice::from_ref(&record));
+                self.spill.append(std::slice::from_ref(&record), true);
             }
         }
     }
@@ -85,6 +94,7 @@ impl LedgerWriter {
     /// record would cost a cross-thread wake-up per request.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut last_probe = tokio::time::Instant::now();
         // Records an earlier run (or a crash) left behind.
         self.down = !self.replay().await;
         loop {
@@ -96,15 +106,8 @@ impl LedgerWriter {
             if stopping {
                 self.rx.close();
             }
-            if self.down {
-                if self.store.ping().await.is_ok() {
-                    tracing::info!("the database answers again; replaying spilled usage records");
-                    self.down = !self.replay().await;
-                }
-            } else if self.spill.has_records() {
-                // Records that overflowed the buffer.
-                self.down = !self.replay().await;
-            }
+            // What is queued first: to the store, or while it is down to the
+            // spill file, so the buffer keeps draining whatever the database does.
             while let Ok(record) = self.rx.try_recv() {
                 batch.push(record);
                 if batch.len() >= BATCH {
@@ -112,6 +115,24 @@ impl LedgerWriter {
                 }
             }
             self.write(&mut batch).await;
+            if self.down {
+                // At most once a second, and never waiting long.
+                if last_probe.elapsed() >= PROBE_EVERY {
+                    last_probe = tokio::time::Instant::now();
+                    if matches!(
+                        tokio::time::timeout(PROBE_TIMEOUT, self.store.ping()).await,
+                        Ok(Ok(()))
+                    ) {
+                        tracing::info!(
+                            "the database answers again; replaying spilled usage records"
+                        );
+                        self.down = !self.replay().await;
+                    }
+                }
+            } else if self.spill.has_records() {
+                // Records that overflowed the buffer.
+                self.down = !self.replay().await;
+            }
             if stopping {
                 self.spill.sync();
                 return;
@@ -129,7 +150,15 @@ impl LedgerWriter {
         metrics::gauge!(metric::LEDGER_PENDING).decrement(rows as f64);
         if !self.down {
             for tries in 1..=TRIES_BEFORE_SPILL {
-                match self.store.record_usage(batch).await {
+                let written = tokio::time::timeout(WRITE_TIMEOUT, self.store.record_usage(batch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::store::StoreError::Invalid(format!(
+                            "no answer in {}",
+                            humantime::format_duration(WRITE_TIMEOUT)
+                        )))
+                    });
+                match written {
                     Ok(_) => {
                         metrics::counter!(metric::LEDGER_WRITTEN).increment(rows as u64);
                         batch.clear();
@@ -149,7 +178,7 @@ impl LedgerWriter {
             );
             self.down = true;
         }
-        self.spill.append(batch);
+        self.spill.append(batch, true);
         batch.clear();
     }
 
@@ -234,8 +263,8 @@ impl Spill {
         PathBuf::from(name)
     }
 
-    /// Appends records as JSON lines and syncs them to disk.
-    fn append(&self, records: &[UsageRecord]) {
+    /// Appends records as JSON lines, synced to disk when `sync`.
+    fn append(&self, records: &[UsageRecord], sync: bool) {
         let mut text = Vec::with_capacity(records.len() * 400);
         for record in records {
             if serde_json::to_writer(&mut text, record).is_ok() {
@@ -257,7 +286,8 @@ impl Spill {
             }
         }
         if let Some(file) = slot.as_mut() {
-            match file.write_all(&text).and_then(|()| file.sync_data()) {
+            let synced = |file: &mut File| if sync { file.sync_data() } else { Ok(()) };
+            match file.write_all(&text).and_then(|()| synced(file)) {
                 Ok(()) => {
                     self.written.store(true, std::sync::atomic::Ordering::Relaxed);
                     metrics::counter!(metric::LEDGER_SPILLED).increment(records.len() as u64);

@@ -383,6 +383,9 @@ pub async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
 pub struct TcpProxy {
     pub addr: std::net::SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// While down: hold new connections open without a word (a server that
+    /// hangs) instead of closing them.
+    hang: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped on every cut; connections of an older generation close.
     generation: tokio::sync::watch::Sender<u64>,
     task: JoinHandle<()>,
@@ -393,15 +396,22 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (generation, _) = tokio::sync::watch::channel(0u64);
-        let (flag, gen_tx) = (up.clone(), generation.clone());
+        let (flag, hanging, gen_tx) = (up.clone(), hang.clone(), generation.clone());
         let task = tokio::spawn(async move {
+            let mut held = Vec::new();
             loop {
                 let Ok((mut client, _)) = listener.accept().await else { return };
                 if !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    drop(client);
+                    if hanging.load(std::sync::atomic::Ordering::SeqCst) {
+                        held.push(client);
+                    } else {
+                        drop(client);
+                    }
                     continue;
                 }
+                held.clear();
                 let mut cut = gen_tx.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
@@ -414,10 +424,19 @@ impl TcpProxy {
                 });
             }
         });
-        TcpProxy { addr, up, generation, task }
+        TcpProxy { addr, up, hang, generation, task }
     }
 
+    /// Closes live connections and refuses new ones.
     pub fn cut(&self) {
+        self.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Closes live connections and leaves new ones hanging, unanswered.
+    pub fn hang(&self) {
+        self.hang.store(true, std::sync::atomic::Ordering::SeqCst);
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
