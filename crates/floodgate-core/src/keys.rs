@@ -163,27 +163,13 @@ pub fn display_prefix(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BudgetPeriod, SqliteStore};
+    use crate::store::SqliteStore;
 
     fn stored(id: &str, key: &str) -> VirtualKey {
         VirtualKey {
-            id: id.into(),
-            name: "n".into(),
             hash: hash_key(key),
             prefix: display_prefix(key),
-            models: None,
-            rpm: None,
-            tpm: None,
-            max_concurrent: None,
-            max_budget_usd: None,
-            budget_period: BudgetPeriod::Total,
-            metadata: serde_json::json!({}),
-            scopes: vec![],
-            expires_at_ms: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            revoked_at_ms: None,
-            seq: 0,
+            ..crate::store::tests::key(id)
         }
     }
 

@@ -367,29 +367,8 @@ mod tests {
     use super::*;
     use crate::store::SqliteStore;
 
-    pub(crate) fn record(i: u32) -> UsageRecord {
-        UsageRecord {
-            record_id: format!("rec-{i}"),
-            at_ms: 0,
-            request_id: format!("r{i}"),
-            route: "chat".into(),
-            key_id: None,
-            user: None,
-            model: "m".into(),
-            provider: "p".into(),
-            upstream_model: "u".into(),
-            status: 200,
-            stream: false,
-            input_tokens: i,
-            output_tokens: 0,
-            cached_tokens: 0,
-            cost_usd: 0.0,
-            latency_ms: 0,
-            ttft_ms: None,
-            retries: 0,
-            cache_hit: false,
-            error: None,
-        }
+    fn record(i: u32) -> UsageRecord {
+        UsageRecord { input_tokens: i, ..crate::store::tests::record(&format!("rec-{i}")) }
     }
 
     #[tokio::test]

@@ -170,26 +170,6 @@ fn key_from_row(row: &PgRow) -> Result<VirtualKey, StoreError> {
     })
 }
 
-fn report_row(row: &PgRow, query: &UsageQuery) -> Result<UsageRow, StoreError> {
-    let mut usage = UsageRow {
-        key_id: None,
-        user: None,
-        model: None,
-        provider: None,
-        day: None,
-        requests: row.try_get("requests")?,
-        errors: row.try_get("errors")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-    };
-    for group in sql::distinct_groups(&query.group_by) {
-        let value: Option<String> = row.try_get(group.column())?;
-        *usage.group_mut(group) = value;
-    }
-    Ok(usage)
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     fn name(&self) -> &'static str {
@@ -224,18 +204,7 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageTotals {
-                    model: row.try_get("model")?,
-                    provider: row.try_get("provider")?,
-                    requests: row.try_get("requests")?,
-                    input_tokens: row.try_get("input_tokens")?,
-                    output_tokens: row.try_get("output_tokens")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                })
-            })
-            .collect()
+        rows.iter().map(sql::totals_row).collect()
     }
 
     async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
@@ -248,7 +217,7 @@ impl Store for PostgresStore {
             };
         }
         let rows = statement.fetch_all(&self.pool).await?;
-        rows.iter().map(|row| report_row(row, query)).collect()
+        rows.iter().map(|row| sql::report_row(row, query)).collect()
     }
 
     async fn key_spend(&self, key_id: &str, from_ms: i64) -> Result<f64, StoreError> {

@@ -2,7 +2,56 @@
 //! [`GroupBy`] list alone (no caller text reaches the SQL; filter values are
 //! bound), and the conversions between Rust and column types.
 
-use super::{BudgetPeriod, GroupBy, StoreError, UsageQuery};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{BudgetPeriod, GroupBy, StoreError, UsageQuery, UsageRow, UsageTotals};
+
+/// One row of the usage report, read the same way from either store's rows.
+pub(super) fn report_row<R>(row: &R, query: &UsageQuery) -> Result<UsageRow, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut usage = UsageRow {
+        key_id: None,
+        user: None,
+        model: None,
+        provider: None,
+        day: None,
+        requests: row.try_get("requests")?,
+        errors: row.try_get("errors")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+    };
+    for group in distinct_groups(&query.group_by) {
+        let value: Option<String> = row.try_get(group.column())?;
+        *usage.group_mut(group) = value;
+    }
+    Ok(usage)
+}
+
+/// One row of the per-model totals, read the same way from either store's rows.
+pub(super) fn totals_row<R>(row: &R) -> Result<UsageTotals, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(UsageTotals {
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        requests: row.try_get("requests")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+    })
+}
 
 /// The differences between the two SQL dialects that the report needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,26 +195,6 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKey, StoreError> {
     })
 }
 
-fn report_row(row: &SqliteRow, query: &UsageQuery) -> Result<UsageRow, StoreError> {
-    let mut usage = UsageRow {
-        key_id: None,
-        user: None,
-        model: None,
-        provider: None,
-        day: None,
-        requests: row.try_get("requests")?,
-        errors: row.try_get("errors")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-    };
-    for group in sql::distinct_groups(&query.group_by) {
-        let value: Option<String> = row.try_get(group.column())?;
-        *usage.group_mut(group) = value;
-    }
-    Ok(usage)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn name(&self) -> &'static str {
@@ -278,18 +258,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageTotals {
-                    model: row.try_get("model")?,
-                    provider: row.try_get("provider")?,
-                    requests: row.try_get("requests")?,
-                    input_tokens: row.try_get("input_tokens")?,
-                    output_tokens: row.try_get("output_tokens")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                })
-            })
-            .collect()
+        rows.iter().map(sql::totals_row).collect()
     }
 
     async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
@@ -302,7 +271,7 @@ impl Store for SqliteStore {
             };
         }
         let rows = statement.fetch_all(&self.pool).await?;
-        rows.iter().map(|row| report_row(row, query)).collect()
+        rows.iter().map(|row| sql::report_row(row, query)).collect()
     }
 
     async fn key_spend(&self, key_id: &str, from_ms: i64) -> Result<f64, StoreError> {
@@ -377,50 +346,24 @@ mod tests {
         format!("sqlite://{}", dir.path().join("t.db").display())
     }
 
+    /// The suite's record, charged $0.50 to key_1.
     fn record(record_id: &str) -> UsageRecord {
         UsageRecord {
-            record_id: record_id.into(),
-            at_ms: 1,
-            request_id: "r".into(),
-            route: "chat".into(),
             key_id: Some("key_1".into()),
-            user: Some("alice".into()),
-            model: "a".into(),
-            provider: "p".into(),
-            upstream_model: "m".into(),
-            status: 200,
-            stream: false,
-            input_tokens: 10,
-            output_tokens: 2,
-            cached_tokens: 0,
             cost_usd: 0.5,
-            latency_ms: 3,
-            ttft_ms: None,
-            retries: 1,
-            cache_hit: true,
-            error: None,
+            ..crate::store::tests::record(record_id)
         }
     }
 
+    /// The suite's key with a model list, an rpm and a daily budget.
     fn key() -> VirtualKey {
         VirtualKey {
-            id: "key_1".into(),
-            name: "one".into(),
-            hash: "ab".repeat(32),
-            prefix: "fg-abcdef".into(),
             models: Some(vec!["gpt".into()]),
             rpm: Some(60),
-            tpm: None,
-            max_concurrent: None,
             max_budget_usd: Some(1.0),
             budget_period: BudgetPeriod::Day,
             metadata: serde_json::json!({"team": "x"}),
-            scopes: vec![],
-            expires_at_ms: None,
-            created_at_ms: 1,
-            updated_at_ms: 2,
-            revoked_at_ms: None,
-            seq: 0,
+            ..crate::store::tests::key("key_1")
         }
     }
 

@@ -14,7 +14,8 @@ const DAY: i64 = 86_400_000;
 /// 2023-11-15T00:00:00Z.
 const MIDNIGHT: i64 = 1_700_006_400_000;
 
-fn record(record_id: &str) -> UsageRecord {
+/// A usage record with every field set; tests elsewhere in the crate start from it too.
+pub(crate) fn record(record_id: &str) -> UsageRecord {
     UsageRecord {
         record_id: record_id.into(),
         at_ms: MIDNIGHT,
@@ -39,7 +40,8 @@ fn record(record_id: &str) -> UsageRecord {
     }
 }
 
-fn key(id: &str) -> VirtualKey {
+/// A live key with no limits; tests elsewhere in the crate start from it too.
+pub(crate) fn key(id: &str) -> VirtualKey {
     VirtualKey {
         id: id.into(),
         name: format!("name of {id}"),
