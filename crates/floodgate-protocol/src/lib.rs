@@ -11,13 +11,18 @@
 //! - `StreamReader` turns upstream SSE events into [`canonical::StreamChunk`]s,
 //!   `StreamWriter` turns chunks into the client's SSE bytes;
 //! - `read_error` / `error_body` for the format's error shape.
+//!
+//! [`replay`] converts between a complete answer and its canonical stream,
+//! so a cached answer can be streamed and a streamed one cached.
 
 pub mod anthropic;
 pub mod canonical;
 pub mod error;
 pub mod gemini;
 pub mod openai;
+pub mod replay;
 pub mod sse;
 
 pub use canonical::*;
 pub use error::{DecodeError, RequestError, StreamError, TranslateError, UpstreamErrorBody};
+pub use replay::{StreamCollector, replay_chunks};
