@@ -3,9 +3,10 @@
 //! When client and upstream both speak Anthropic, the upstream's events are
 //! replayed verbatim. Otherwise a valid Anthropic stream is synthesised from
 //! the canonical events of choice 0: content blocks open and close as the kind
-//! of delta changes, and the closing `message_delta` (with the stop reason and
-//! usage) and `message_stop` wait for [`StreamWriter::finish`], because OpenAI
-//! upstreams send their usage after the finish reason.
+//! of delta changes (and thinking after a signature opens a new block), and
+//! the closing `message_delta` (with the stop reason and usage) and
+//! `message_stop` wait for [`StreamWriter::finish`], because OpenAI upstreams
+//! send their usage after the finish reason.
 
 use serde_json::{Map, Value};
 
@@ -30,6 +31,8 @@ enum BlockKind {
 struct OpenBlock {
     kind: BlockKind,
     index: u32,
+    /// A thinking block has its signature: thinking after it is a new block.
+    signed: bool,
 }
 
 /// Encodes a stream for an Anthropic client.
@@ -154,12 +157,20 @@ impl StreamWriter {
                 emit_delta(out, index, DeltaOut::Text { text });
             }
             Delta::Thinking(thinking) if !thinking.is_empty() => {
+                // One signature signs one block, so signed thinking never
+                // takes more text (a client would send it back as invalid).
+                if self.open.is_some_and(|open| open.signed) {
+                    self.close_block(out);
+                }
                 let index = self.open_block(BlockKind::Thinking, out);
                 emit_delta(out, index, DeltaOut::Thinking { thinking });
             }
             Delta::ThinkingSignature(signature) if !signature.is_empty() => {
                 let index = self.open_block(BlockKind::Thinking, out);
                 emit_delta(out, index, DeltaOut::Signature { signature });
+                if let Some(open) = &mut self.open {
+                    open.signed = true;
+                }
             }
             Delta::ToolCallStart { index, id, name } => {
                 self.ensure_started(out);
@@ -206,7 +217,7 @@ impl StreamWriter {
         self.next_index += 1;
         let start = EventOut::ContentBlockStart { index, content_block: block };
         emit(out, &start);
-        self.open = Some(OpenBlock { kind, index });
+        self.open = Some(OpenBlock { kind, index, signed: false });
         index
     }
 

@@ -624,6 +624,27 @@ fn an_anthropic_client_reads_signed_thinking_and_the_stop_sequence() {
     );
 }
 
+#[test]
+fn consecutive_signed_thinking_parts_are_separate_anthropic_blocks() {
+    let resp = answer(
+        vec![choice(
+            0,
+            vec![thinking("First.", Some("sig_1")), thinking("Second.", Some("sig_2"))],
+            FinishReason::Stop,
+        )],
+        usage(1, 1),
+    );
+    let bytes = written_for_anthropic(&resp);
+    assert_eq!(read_anthropic(&bytes), Some(ChatResponse { created: 0, ..resp }));
+    let starts: Vec<Value> = sse_events(&bytes)
+        .iter()
+        .map(|e| json_of(&e.data))
+        .filter(|d| d["type"] == "content_block_start")
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert!(starts.iter().all(|s| s["content_block"]["type"] == "thinking"));
+}
+
 // ------------------------------------------------------------- properties
 
 fn short_text() -> impl Strategy<Value = String> {
