@@ -29,6 +29,7 @@ use tower_http::compression::CompressionLayer;
 
 use crate::admission::{self, Limits};
 use crate::alerts::Alerts;
+use crate::cache::Cache;
 use crate::config::StateBackendKind;
 use crate::config::{Config, ProviderKind};
 use crate::http;
@@ -45,6 +46,7 @@ use crate::providers::Provider;
 use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
+use crate::state::redis::RedisConnections;
 use crate::state::{MemoryState, StateBackend};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -77,6 +79,8 @@ pub struct Shared {
     /// With `state.backend = "redis"`: the limiter, to report whether it is
     /// on local state because Redis does not answer.
     pub limiter_fallback: Option<Arc<Fallback>>,
+    /// The response cache.
+    pub cache: Arc<Cache>,
     pub state: Arc<dyn StateBackend>,
     pub store: Arc<dyn Store>,
     pub ledger: Ledger,
@@ -243,12 +247,40 @@ impl App {
         );
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
+        let cache_redis = match config.state.backend {
+            StateBackendKind::Redis
+                if config.cache.enabled
+                    || config.models.iter().any(|m| m.cache.enabled == Some(true)) =>
+            {
+                let connections =
+                    RedisConnections::connect(&config.state.redis_url, config.server.workers)
+                        .await
+                        .map_err(|e| StartupError::Redis {
+                            url: redact_url(&config.state.redis_url),
+                            message: e.0,
+                        })?;
+                Some(connections)
+            }
+            _ => None,
+        };
+        let cache = Arc::new(Cache::new(
+            &config.cache,
+            &config.models,
+            cache_redis.map(|c| (c, config.state.redis_prefix.as_str())),
+        ));
+        let loaded = cache.load_semantic().await;
+        if loaded > 0 {
+            tracing::info!(loaded, "semantic cache warmed up from Redis");
+        }
+        tasks.spawn(cache.clone().run(background.clone()));
+        tasks.spawn(cache_gauges(cache.clone(), background.clone()));
         let config_max_in_flight = config.server.max_in_flight;
         let state = AppState(Arc::new(Shared {
             auth: Arc::new(Auth::new(config.master_key.clone(), Some(keys.clone()), jwt)),
             keys,
             limits: Limits::new(limiter, config.limits.clone(), store.clone()),
             limiter_fallback,
+            cache,
             prices: Arc::new(PriceTable::new(&config.pricing)),
             config: Arc::new(config),
             router,
@@ -475,6 +507,9 @@ pub fn router(state: AppState) -> axum::Router {
             get(http::keys::get_key).patch(http::keys::update_key).delete(http::keys::revoke_key),
         )
         .route("/admin/usage", get(http::keys::usage))
+        .route("/admin/cache", get(http::cache::view))
+        .route("/admin/cache/clear", post(http::cache::clear))
+        .route("/admin/cache/warm", post(http::cache::warm))
         .route("/admin/providers", get(http::admin::providers))
         .route("/admin/providers/{name}", get(http::admin::provider))
         .route("/admin/providers/{name}/reset", post(http::admin::reset))
@@ -518,6 +553,20 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         .headers_mut()
         .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// Sets the cache's size gauges every 5 s.
+async fn cache_gauges(cache: Arc<Cache>, shutdown: CancellationToken) {
+    loop {
+        let (entries, bytes) = cache.l1_size();
+        metrics::gauge!(telemetry::metric::CACHE_ENTRIES).set(entries as f64);
+        metrics::gauge!(telemetry::metric::CACHE_BYTES).set(bytes as f64);
+        metrics::gauge!(telemetry::metric::CACHE_FLIGHTS).set(cache.flights.len() as f64);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
 }
 
 /// Drops the limiter's idle counters every 10 s, so its memory follows the

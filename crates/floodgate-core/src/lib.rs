@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod alerts;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod keys;

@@ -43,6 +43,16 @@ pub mod metric {
     pub const LIMITER_DEGRADED: &str = "floodgate_limiter_degraded";
     pub const LIMITER_ERRORS: &str = "floodgate_limiter_errors_total";
     pub const KEYS_ACTIVE: &str = "floodgate_virtual_keys";
+    pub const CACHE_LOOKUPS: &str = "floodgate_cache_lookups_total";
+    pub const CACHE_STORES: &str = "floodgate_cache_stores_total";
+    pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
+    pub const CACHE_BYTES: &str = "floodgate_cache_bytes";
+    pub const CACHE_L2_DEGRADED: &str = "floodgate_cache_l2_degraded";
+    pub const CACHE_L2_ERRORS: &str = "floodgate_cache_l2_errors_total";
+    pub const CACHE_FLIGHTS: &str = "floodgate_cache_flights_in_progress";
+    pub const CACHE_FLIGHTS_CANCELLED: &str = "floodgate_cache_flights_cancelled_total";
+    pub const CACHE_SEMANTIC_ENTRIES: &str = "floodgate_cache_semantic_entries";
+    pub const CACHE_EMBED_ERRORS: &str = "floodgate_cache_semantic_embed_errors_total";
 }
 
 /// Latency buckets in seconds: 1 ms to 10 min, dense where gateway overhead lives.
@@ -159,6 +169,34 @@ fn describe() {
     );
     describe_counter!(metric::LIMITER_ERRORS, "Failed calls to the shared limiter.");
     describe_gauge!(metric::KEYS_ACTIVE, "Virtual keys known to this node (not revoked).");
+    describe_counter!(
+        metric::CACHE_LOOKUPS,
+        "Response cache lookups by model alias and result (hit_l1, hit_l2, semantic_hit, coalesced, miss, bypass)."
+    );
+    describe_counter!(
+        metric::CACHE_STORES,
+        "Answers stored in the response cache, by model alias."
+    );
+    describe_gauge!(metric::CACHE_ENTRIES, "Answers in this node's cache (L1).");
+    describe_gauge!(metric::CACHE_BYTES, "Bytes of the answers in this node's cache (L1).");
+    describe_gauge!(
+        metric::CACHE_L2_DEGRADED,
+        "1 while the shared cache (Redis L2) is unreachable and skipped."
+    );
+    describe_counter!(metric::CACHE_L2_ERRORS, "Failed or timed-out shared cache (L2) commands.");
+    describe_gauge!(
+        metric::CACHE_FLIGHTS,
+        "Upstream calls that identical requests can join (coalescing) right now."
+    );
+    describe_counter!(
+        metric::CACHE_FLIGHTS_CANCELLED,
+        "Coalesced upstream calls cancelled because every waiting client left."
+    );
+    describe_gauge!(metric::CACHE_SEMANTIC_ENTRIES, "Prompts in the semantic cache's index.");
+    describe_counter!(
+        metric::CACHE_EMBED_ERRORS,
+        "Semantic cache lookups skipped because the embedding call failed."
+    );
 }
 
 /// A metric handle, cached per thread.

@@ -42,6 +42,8 @@ pub struct Outcome {
     ttft: Option<Duration>,
     error: Option<&'static str>,
     retries: u32,
+    /// Served from the response cache: no upstream tokens were spent.
+    cache_hit: bool,
 }
 
 impl Outcome {
@@ -59,7 +61,14 @@ impl Outcome {
             ttft,
             error: None,
             retries: 0,
+            cache_hit: false,
         }
+    }
+
+    /// An answer served from the cache (or from an identical request's call):
+    /// recorded with the tokens the client received, at no cost.
+    pub fn cached(provider: &str, upstream_model: &str, usage: Usage) -> Self {
+        Outcome { cache_hit: true, ..Outcome::answered(provider, upstream_model, usage, None) }
     }
 
     /// Upstream calls beyond the first (`attempts` counts them all).
@@ -77,6 +86,7 @@ impl Outcome {
             ttft: None,
             error: Some(error),
             retries: 0,
+            cache_hit: false,
         }
     }
 
@@ -133,13 +143,21 @@ impl Accounting {
     }
 
     pub fn finish(mut self, outcome: Outcome) {
-        let cost = self.prices.cost(&outcome.upstream_model, &outcome.usage);
+        let cost = if outcome.cache_hit {
+            0.0
+        } else {
+            self.prices.cost(&outcome.upstream_model, &outcome.usage)
+        };
         if let Some(admitted) = self.admitted.take() {
-            let tokens =
-                u64::from(outcome.usage.input_tokens) + u64::from(outcome.usage.output_tokens);
+            // A cached answer spends none of the client's tokens per minute.
+            let tokens = if outcome.cache_hit {
+                0
+            } else {
+                u64::from(outcome.usage.input_tokens) + u64::from(outcome.usage.output_tokens)
+            };
             admitted.settle(tokens, cost);
         }
-        if !outcome.provider.is_empty() {
+        if !outcome.provider.is_empty() && !outcome.cache_hit {
             let (provider, model) = (outcome.provider.as_str(), outcome.upstream_model.as_str());
             let labels =
                 |direction| [("direction", direction), ("provider", provider), ("model", model)];
@@ -173,7 +191,7 @@ impl Accounting {
             latency_ms: millis(self.started.elapsed()),
             ttft_ms: outcome.ttft.map(millis),
             retries: outcome.retries,
-            cache_hit: false,
+            cache_hit: outcome.cache_hit,
             error: outcome.error.map(str::to_string),
         });
     }

@@ -19,7 +19,9 @@
 //! computed from the request text, a tool call `{"mock":true}` when the request offers tools and
 //! the last turn is a user turn. Model names containing `error-500`, `error-429`, `error-401`,
 //! `hang`, `reset` or `slow-<ms>` misbehave accordingly on every request; keys starting with
-//! `invalid` get 401 and `forbidden` 403.
+//! `invalid` get 401 and `forbidden` 403. Embeddings are deterministic and similarity-preserving
+//! ([`embedding_vector`]): the normalised sum of per-word vectors, so texts sharing most words are
+//! close and unrelated texts are not.
 //!
 //! Behaviours a config turns on: latency and paced streams, random errors of one kind (500, 429,
 //! hang, reset: [`MockConfig::error_rate`]), and per-key rate limits ([`RateLimit`]): requests

@@ -18,8 +18,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::Env;
+pub use raw::{CacheNamespace, LogFormat, ProviderKind, StateBackendKind, Strategy};
 use raw::{HumanDuration, RawConfig, RawKey, RawProvider, RawTarget, RawTimeouts};
-pub use raw::{LogFormat, ProviderKind, StateBackendKind, Strategy};
 use toml::Spanned;
 
 /// The whole validated configuration.
@@ -43,6 +43,7 @@ pub struct Config {
     /// End-user tokens (`[auth.jwt]`); `None` when not configured.
     pub jwt: Option<crate::pipeline::jwt::JwtConfig>,
     pub limits: LimitsConfig,
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +193,70 @@ pub struct WaitConfig {
     pub default_priority: u8,
 }
 
+/// The response cache (`[cache]`); each alias may override it in `[models.cache]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub ttl: Duration,
+    /// Per route (`chat`, `messages`, `embeddings`), over `ttl`.
+    pub route_ttl: Vec<(String, Duration)>,
+    /// Bound of the in-process layer (L1), answers' bytes counted.
+    pub max_bytes: u64,
+    /// Larger answers are not cached.
+    pub max_entry_bytes: usize,
+    pub namespace: CacheNamespace,
+    /// Cache requests whose temperature is above 0 or unset (the providers'
+    /// default temperature is 1): off by default, such answers vary.
+    pub sampled: bool,
+    /// Identical requests in flight at once make one upstream call.
+    pub coalesce: bool,
+    /// With `[state] backend = "redis"`, answers are shared in Redis (L2).
+    pub l2: bool,
+    /// An L2 read or write slower than this counts as a failure.
+    pub l2_timeout: Duration,
+    pub semantic_max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            ttl: Duration::from_secs(3600),
+            route_ttl: Vec::new(),
+            max_bytes: 256 << 20,
+            max_entry_bytes: 1 << 20,
+            namespace: CacheNamespace::Key,
+            sampled: false,
+            coalesce: true,
+            l2: true,
+            l2_timeout: Duration::from_millis(50),
+            semantic_max_entries: 100_000,
+        }
+    }
+}
+
+/// `[models.cache]`: what an alias changes of `[cache]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelCacheConfig {
+    pub enabled: Option<bool>,
+    pub ttl: Option<Duration>,
+    pub namespace: Option<CacheNamespace>,
+    pub sampled: Option<bool>,
+    pub semantic: Option<SemanticConfig>,
+}
+
+/// The semantic cache of an alias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticConfig {
+    /// The alias (or `provider/model`) that embeds prompts, through the router.
+    pub embedding_model: String,
+    /// Cosine similarity at or above which a cached answer is served.
+    pub threshold: f32,
+}
+
+/// The routes whose answers can be cached, for `route_ttl_seconds`.
+pub const CACHE_ROUTES: [&str; 3] = ["chat", "messages", "embeddings"];
+
 /// Quota-use alerts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
@@ -278,6 +343,7 @@ pub struct ModelConfig {
     pub hedge: Option<Hedge>,
     /// Tried in order before `targets`; the first that matches chooses.
     pub rules: Vec<RuleConfig>,
+    pub cache: ModelCacheConfig,
 }
 
 impl ModelConfig {
@@ -294,6 +360,7 @@ impl ModelConfig {
             retry_budget: None,
             hedge: None,
             rules: Vec::new(),
+            cache: ModelCacheConfig::default(),
         }
     }
 }
@@ -421,7 +488,8 @@ pub fn from_text(
             message: err.message().trim().to_string(),
         }])
     })?;
-    let mut builder = Builder { file, text: &substituted, problems: Vec::new() };
+    let mut builder =
+        Builder { file, text: &substituted, problems: Vec::new(), semantic_spans: Vec::new() };
     let config = builder.build(raw, env, overrides);
     if builder.problems.is_empty() {
         Ok(config)
@@ -453,6 +521,8 @@ struct Builder<'a> {
     file: &'a str,
     text: &'a str,
     problems: Vec<Problem>,
+    /// Semantic caches' embedding models, checked once every alias is known.
+    semantic_spans: Vec<(String, Range<usize>)>,
 }
 
 impl Builder<'_> {
@@ -543,15 +613,8 @@ impl Builder<'_> {
         };
         let routing = self.routing(raw.routing.unwrap_or_default(), from_file);
         let alerts = self.alerts(raw.alerts.unwrap_or_default());
-        if let Some(cache) = raw.cache
-            && cache.get_ref().enabled == Some(true)
-        {
-            self.problem(
-                Some(cache.span()),
-                "[cache] enabled = true: the response cache is not available in this version; \
-                 remove [cache] or set enabled = false",
-            );
-        }
+        let cache = raw.cache.map(|c| self.cache(c.into_inner())).unwrap_or_default();
+        self.check_semantic_models(&models, &providers);
         let pricing = self.pricing(raw.pricing);
         let jwt = raw.auth.and_then(|a| a.jwt).and_then(|j| self.jwt(j));
         let limits = self.limits(raw.limits.unwrap_or_default(), jwt.as_ref());
@@ -598,6 +661,7 @@ impl Builder<'_> {
             alerts,
             jwt,
             limits,
+            cache,
         }
     }
 
@@ -1273,7 +1337,9 @@ impl Builder<'_> {
                 (Some(true), None) => Some(Hedge::P95),
                 (None, None) => None,
             };
+            let cache = model.cache.map(|c| self.model_cache(&name, c)).unwrap_or_default();
             models.push(ModelConfig {
+                cache,
                 name,
                 targets,
                 strategy: model.strategy.unwrap_or_default(),
@@ -1287,6 +1353,148 @@ impl Builder<'_> {
             });
         }
         models
+    }
+
+    fn cache(&mut self, raw: raw::RawCache) -> CacheConfig {
+        let defaults = CacheConfig::default();
+        let mut route_ttl = Vec::new();
+        for (route, ttl) in raw.route_ttl_seconds {
+            if !CACHE_ROUTES.contains(&route.as_str()) {
+                self.problem(
+                    Some(ttl.span()),
+                    format!(
+                        "cache.route_ttl_seconds has an unknown route {route:?}; the routes are {}",
+                        CACHE_ROUTES.join(", ")
+                    ),
+                );
+                continue;
+            }
+            route_ttl.push((route, Duration::from_secs(*ttl.get_ref())));
+        }
+        let ttl = self.cache_ttl(raw.ttl_seconds, "cache.ttl_seconds").unwrap_or(defaults.ttl);
+        let max_bytes = match raw.max_bytes {
+            Some(v) if *v.get_ref() < 1 << 20 => {
+                self.problem(
+                    Some(v.span()),
+                    "cache.max_bytes must be at least 1048576 (1 MiB), e.g. 268435456 for 256 MiB",
+                );
+                defaults.max_bytes
+            }
+            Some(v) => *v.get_ref(),
+            None => defaults.max_bytes,
+        };
+        let max_entry_bytes = match raw.max_entry_bytes {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > max_bytes => {
+                self.problem(
+                    Some(v.span()),
+                    format!(
+                        "cache.max_entry_bytes must be between 1 and cache.max_bytes ({max_bytes})"
+                    ),
+                );
+                defaults.max_entry_bytes
+            }
+            Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+            None => defaults.max_entry_bytes.min(usize::try_from(max_bytes).unwrap_or(usize::MAX)),
+        };
+        let l2_timeout = match raw.l2_timeout {
+            Some(t) if t.get_ref().0.is_zero() => {
+                self.problem(Some(t.span()), "cache.l2_timeout must be above zero, e.g. \"50ms\"");
+                defaults.l2_timeout
+            }
+            Some(t) => t.get_ref().0,
+            None => defaults.l2_timeout,
+        };
+        let semantic_max_entries = match raw.semantic_max_entries {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(Some(v.span()), "cache.semantic_max_entries must be at least 1");
+                defaults.semantic_max_entries
+            }
+            Some(v) => *v.get_ref(),
+            None => defaults.semantic_max_entries,
+        };
+        CacheConfig {
+            enabled: raw.enabled.unwrap_or(false),
+            ttl,
+            route_ttl,
+            max_bytes,
+            max_entry_bytes,
+            namespace: raw.namespace.unwrap_or_default(),
+            sampled: raw.sampled.unwrap_or(false),
+            coalesce: raw.coalesce.unwrap_or(true),
+            l2: raw.l2.unwrap_or(true),
+            l2_timeout,
+            semantic_max_entries,
+        }
+    }
+
+    fn cache_ttl(&mut self, raw: Option<Spanned<u64>>, field: &str) -> Option<Duration> {
+        let ttl = raw?;
+        if *ttl.get_ref() == 0 {
+            self.problem(
+                Some(ttl.span()),
+                format!("{field} must be at least 1 (seconds); to not cache, set enabled = false"),
+            );
+            return None;
+        }
+        Some(Duration::from_secs(*ttl.get_ref()))
+    }
+
+    fn model_cache(&mut self, alias: &str, raw: raw::RawModelCache) -> ModelCacheConfig {
+        let semantic = raw.semantic.and_then(|semantic| {
+            let span = semantic.span();
+            let semantic = semantic.into_inner();
+            let threshold = match semantic.threshold {
+                Some(t)
+                    if !(t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= 1.0) =>
+                {
+                    self.problem(
+                        Some(t.span()),
+                        format!(
+                            "models.cache.semantic.threshold of {alias:?} must be a cosine \
+                             similarity above 0 and at most 1, e.g. 0.95"
+                        ),
+                    );
+                    return None;
+                }
+                Some(t) => *t.get_ref() as f32,
+                None => 0.95,
+            };
+            let embedding_model = semantic.embedding_model.get_ref().trim().to_string();
+            if embedding_model.is_empty() {
+                self.problem(Some(span), "models.cache.semantic.embedding_model must not be empty");
+                return None;
+            }
+            self.semantic_spans.push((embedding_model.clone(), semantic.embedding_model.span()));
+            Some(SemanticConfig { embedding_model, threshold })
+        });
+        ModelCacheConfig {
+            enabled: raw.enabled,
+            ttl: self.cache_ttl(raw.ttl_seconds, "models.cache.ttl_seconds"),
+            namespace: raw.namespace,
+            sampled: raw.sampled,
+            semantic,
+        }
+    }
+
+    /// Each semantic cache's embedding model is an alias or a `provider/model`.
+    fn check_semantic_models(&mut self, models: &[ModelConfig], providers: &[ProviderConfig]) {
+        for (name, span) in std::mem::take(&mut self.semantic_spans) {
+            let alias = models.iter().any(|m| m.name == name);
+            let direct = name
+                .split_once('/')
+                .is_some_and(|(provider, _)| providers.iter().any(|p| p.name == provider));
+            if !alias && !direct {
+                let aliases: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                self.problem(
+                    Some(span),
+                    format!(
+                        "models.cache.semantic.embedding_model {name:?} is neither a model alias \
+                         ({}) nor \"provider/model\" of a configured provider",
+                        aliases.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     fn targets(&mut self, raw: Vec<Spanned<RawTarget>>, provider_names: &[&str]) -> Vec<TargetRef> {

@@ -395,6 +395,7 @@ pub struct RawModel {
     pub hedge_after: Option<HumanDuration>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    pub cache: Option<RawModelCache>,
 }
 
 /// `[[models.rules]]`: conditions on the request, and the targets to use
@@ -413,11 +414,56 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     pub enabled: Option<bool>,
-    #[expect(
-        dead_code,
-        reason = "accepted so a config written for the cache parses with it disabled"
-    )]
-    pub ttl_seconds: Option<u64>,
+    pub ttl_seconds: Option<Spanned<u64>>,
+    /// Per route: `chat`, `messages`, `embeddings`.
+    #[serde(default)]
+    pub route_ttl_seconds: std::collections::BTreeMap<String, Spanned<u64>>,
+    pub max_bytes: Option<Spanned<u64>>,
+    pub max_entry_bytes: Option<Spanned<u64>>,
+    pub namespace: Option<CacheNamespace>,
+    pub sampled: Option<bool>,
+    pub coalesce: Option<bool>,
+    pub l2: Option<bool>,
+    pub l2_timeout: Option<Spanned<HumanDuration>>,
+    pub semantic_max_entries: Option<Spanned<usize>>,
+}
+
+/// Whose answers a cached answer may be served to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheNamespace {
+    /// Only to requests made with the same virtual key (the default).
+    #[default]
+    Key,
+    /// To every client of the gateway.
+    Shared,
+}
+
+impl CacheNamespace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheNamespace::Key => "key",
+            CacheNamespace::Shared => "shared",
+        }
+    }
+}
+
+/// `[models.cache]`: an alias's own cache policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelCache {
+    pub enabled: Option<bool>,
+    pub ttl_seconds: Option<Spanned<u64>>,
+    pub namespace: Option<CacheNamespace>,
+    pub sampled: Option<bool>,
+    pub semantic: Option<Spanned<RawSemantic>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemantic {
+    pub embedding_model: Spanned<String>,
+    pub threshold: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,9 +20,10 @@ use floodgate_protocol::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::{ApiError, json_response, read_body, respond};
+use super::{ApiError, cached, json_response, read_body, respond};
 use crate::admission::{self, Ask, RateHeaders};
 use crate::app::AppState;
+use crate::cache::Decision;
 use crate::pipeline::auth::Caller;
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::providers::{ClientHints, ProviderError, Reservation, UpstreamStream, unix_now};
@@ -153,6 +154,17 @@ async fn chat(
         Format::Anthropic => "messages",
         Format::OpenAi | Format::Gemini => "chat",
     };
+    let decision = app
+        .cache
+        .plan(
+            route_label,
+            &route.name,
+            client.caller.key().map(|k| k.id.as_str()),
+            headers,
+            req.native.as_ref().map(|n| &n.body),
+            req.temperature,
+        )
+        .map_err(|e| ApiError::InvalidHeader { name: e.name, message: e.message })?;
     let accounting = Accounting::new(app, id, route_label, &route.name, req.stream);
     let accounting = admit(
         app,
@@ -164,11 +176,31 @@ async fn chat(
         accounting,
     )
     .await?;
+    let bypass = match decision {
+        Decision::Use(plan) => {
+            let request =
+                cached::Request { format, req, hints, route, admission, plan: plan.into() };
+            return cached::serve(app, request, accounting, info).await;
+        }
+        Decision::Bypass => {
+            app.cache.count(&route.name, crate::cache::Outcome::Bypass);
+            true
+        }
+        Decision::Off => false,
+    };
+    let mark = |mut response: Response| {
+        if bypass {
+            response
+                .headers_mut()
+                .insert(crate::cache::CACHE_HEADER, HeaderValue::from_static("bypass"));
+        }
+        response
+    };
     let result = if req.stream {
         match app.router.chat_stream(&route, &req, &hints, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
-                return Ok(stream_response(format, &req, routed, accounting, info));
+                return Ok(mark(stream_response(format, &req, routed, accounting, info)));
             }
             Err(error) => error,
         }
@@ -176,7 +208,7 @@ async fn chat(
         match app.router.chat(&route, &req, &hints, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
-                return Ok(complete_response(format, routed, accounting));
+                return Ok(mark(complete_response(format, routed, accounting)));
             }
             Err(error) => error,
         }
@@ -229,34 +261,34 @@ pub(super) fn routed_headers(headers: &mut HeaderMap, provider: &str, model: &st
 }
 
 /// Writes canonical chunks in the client's SSE format.
-enum ClientWriter {
+pub(super) enum ClientWriter {
     OpenAi(openai::StreamWriter),
     Anthropic(anthropic::StreamWriter),
 }
 
 impl ClientWriter {
-    fn new(format: Format, req: &ChatRequest) -> Self {
+    pub(super) fn new(format: Format, req: &ChatRequest) -> Self {
         match format {
             Format::Anthropic => ClientWriter::Anthropic(anthropic::StreamWriter::new(req)),
             Format::OpenAi | Format::Gemini => ClientWriter::OpenAi(openai::StreamWriter::new(req)),
         }
     }
 
-    fn write(&mut self, chunk: &StreamChunk, out: &mut Vec<u8>) {
+    pub(super) fn write(&mut self, chunk: &StreamChunk, out: &mut Vec<u8>) {
         match self {
             ClientWriter::OpenAi(w) => w.write(chunk, out),
             ClientWriter::Anthropic(w) => w.write(chunk, out),
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
             ClientWriter::OpenAi(w) => w.finish(out),
             ClientWriter::Anthropic(w) => w.finish(out),
         }
     }
 
-    fn write_error(&mut self, error: &UpstreamErrorBody, out: &mut Vec<u8>) {
+    pub(super) fn write_error(&mut self, error: &UpstreamErrorBody, out: &mut Vec<u8>) {
         match self {
             ClientWriter::OpenAi(w) => w.write_error(error, out),
             ClientWriter::Anthropic(w) => w.write_error(error, out),
@@ -344,9 +376,17 @@ impl Drop for Relay {
     }
 }
 
-fn stream_error_body(error: &ProviderError) -> UpstreamErrorBody {
+pub(super) fn stream_error_body(error: &ProviderError) -> UpstreamErrorBody {
     let kind = if error.is_unavailable() { "overloaded_error" } else { "api_error" };
     UpstreamErrorBody { message: error.message.clone(), kind: Some(kind.to_string()), code: None }
+}
+
+/// The headers of every SSE response.
+pub(super) fn sse_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
 }
 
 fn stream_response(
@@ -382,10 +422,7 @@ fn stream_response(
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tells nginx-style proxies in front of us not to buffer the stream.
-    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    sse_headers(headers);
     routed_headers(headers, &provider, &model, attempts);
     routing_headers(headers, waited, hedged);
     response

@@ -6,11 +6,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use floodgate_protocol::{Format, openai};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::chat::routed_headers;
 use super::{ApiError, json_response, read_body, respond};
 use crate::app::AppState;
+use crate::cache::{CACHE_HEADER, Decision, LAYER_HEADER, Layer, Outcome as Lookup};
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::usage::{Accounting, Outcome};
 
@@ -28,6 +29,17 @@ pub async fn embeddings(
         let route = app.router.resolve(&req.model)?;
         info.model = Some(route.name.clone());
         let admission = super::admission(&headers, &app.config.routing.wait)?;
+        let decision = app
+            .cache
+            .plan(
+                "embeddings",
+                &route.name,
+                client.caller.key().map(|k| k.id.as_str()),
+                &headers,
+                req.native.as_ref().map(|n| &n.body),
+                None,
+            )
+            .map_err(|e| ApiError::InvalidHeader { name: e.name, message: e.message })?;
         let accounting = Accounting::new(&app, &id, "embeddings", &route.name, false);
         let accounting = super::chat::admit(
             &app,
@@ -39,6 +51,29 @@ pub async fn embeddings(
             accounting,
         )
         .await?;
+        let plan = match decision {
+            Decision::Use(plan) => Some(plan),
+            Decision::Off | Decision::Bypass => None,
+        };
+        if let Some(plan) = &plan
+            && plan.lookup
+            && let Some((entry, layer)) = app.cache.get(plan).await
+        {
+            let outcome = if layer == Layer::L1 { Lookup::HitL1 } else { Lookup::HitL2 };
+            app.cache.count(&plan.alias, outcome);
+            accounting.finish(Outcome::cached(&entry.provider, &entry.model, entry.usage));
+            info.provider = Some("cache".to_string());
+            let mut response = json_response(entry.body.clone());
+            let headers = response.headers_mut();
+            routed_headers(headers, &entry.provider, &entry.model, 0);
+            headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+            headers.insert(LAYER_HEADER, HeaderValue::from_static(layer.as_str()));
+            headers.insert(http::header::AGE, HeaderValue::from(entry.age_seconds()));
+            return Ok(response);
+        }
+        if let Some(plan) = &plan {
+            app.cache.count(&plan.alias, Lookup::Miss);
+        }
         match app.router.embeddings(&route, &req, admission).await {
             Ok(routed) => {
                 info.provider = Some(routed.provider.clone());
@@ -48,8 +83,24 @@ pub async fn embeddings(
                 );
                 // The client's `encoding_format` lives only in its native body.
                 let base64 = openai::wants_base64(&req);
-                let mut response =
-                    json_response(openai::write_embeddings_response_as(&routed.value, base64));
+                let body = openai::write_embeddings_response_as(&routed.value, base64);
+                if let Some(plan) = &plan
+                    && let Some(entry) = app.cache.put(
+                        plan,
+                        body.clone().into(),
+                        &routed.provider,
+                        &routed.model,
+                        routed.value.usage,
+                    )
+                    && app.cache.has_l2()
+                {
+                    let (cache, key) = (app.cache.clone(), plan.key);
+                    tokio::spawn(async move { cache.put_shared(&key, &entry).await });
+                }
+                let mut response = json_response(body);
+                if plan.is_some() {
+                    response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static("miss"));
+                }
                 routed_headers(
                     response.headers_mut(),
                     &routed.provider,

@@ -2,6 +2,8 @@
 //! `error.rs` is the only place that chooses a status code.
 
 pub mod admin;
+pub mod cache;
+mod cached;
 pub mod chat;
 pub mod embeddings;
 pub mod error;

@@ -71,6 +71,17 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         }),
         Some(_) => json!({"status": "ok", "backend": "redis"}),
     };
+    // And for the cache: L1 and the upstream serve while L2 is down.
+    let cache = match app.cache.l2_degraded() {
+        _ if !app.cache.enabled() => json!({"status": "off"}),
+        None => json!({"status": "ok", "layers": "l1"}),
+        Some(true) => json!({
+            "status": "degraded",
+            "layers": "l1",
+            "message": "the shared cache (Redis) does not answer; serving from this node's cache and the upstream",
+        }),
+        Some(false) => json!({"status": "ok", "layers": "l1+l2"}),
+    };
     let draining = app.draining.is_cancelled();
     let status = if draining {
         "draining"
@@ -86,6 +97,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "state": state,
             "database": database,
             "limiter": limiter,
+            "cache": cache,
         }
     });
     let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -21,7 +21,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::state::redis::RedisConnections;
+use ::redis::aio::ConnectionManager;
 use ::redis::{
     Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind, Value,
 };
@@ -30,13 +31,6 @@ use async_trait::async_trait;
 use super::{
     BudgetCheck, Check, LimitState, Limiter, LimiterError, Rate, Refusal, Settlement, Slot, Verdict,
 };
-
-/// A command unanswered after this is an error, not a hang.
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Each connection attempt gives up after this.
-const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
-/// [`RedisLimiter::connect`] gives up after this, however the attempts go.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// One admission. KEYS: the checks' counters, then the slot's set and the
 /// budget's counter when there are. ARGV: the number of checks, whether
@@ -143,14 +137,7 @@ impl Lua {
 }
 
 pub struct RedisLimiter {
-    /// Made at connect, on the caller's runtime; used off the serving workers.
-    connection: ConnectionManager,
-    /// One connection per serving worker, made on first use on that
-    /// worker's runtime: a command then never wakes another thread (the
-    /// connection's driver task runs where the request runs), as the
-    /// upstream HTTP pools do (see `workers`).
-    per_worker: Box<[tokio::sync::OnceCell<ConnectionManager>]>,
-    client: ::redis::Client,
+    connections: RedisConnections,
     prefix: String,
     admit: Lua,
     adjust: Lua,
@@ -188,14 +175,6 @@ fn usd(value: f64) -> String {
     if value.is_finite() { value.to_string() } else { value.clamp(f64::MIN, f64::MAX).to_string() }
 }
 
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200))
-}
-
 impl RedisLimiter {
     /// Connects to `url` and loads the scripts; every key is put under
     /// `prefix`. Fails within about two seconds when Redis does not answer.
@@ -210,18 +189,19 @@ impl RedisLimiter {
         prefix: &str,
         workers: usize,
     ) -> Result<RedisLimiter, LimiterError> {
-        let client = ::redis::Client::open(url).map_err(failed)?;
-        let connection = tokio::time::timeout(
-            CONNECT_DEADLINE,
-            ConnectionManager::new_with_config(client.clone(), manager_config()),
-        )
-        .await
-        .map_err(|_| invalid(format!("no answer from {url} in {CONNECT_DEADLINE:?}")))?
-        .map_err(failed)?;
+        let connections = RedisConnections::connect(url, workers)
+            .await
+            .map_err(|e| invalid(format!("{url}: {e}")))?;
+        RedisLimiter::with_connections(connections, prefix).await
+    }
+
+    /// As [`RedisLimiter::connect`], on connections made already.
+    pub async fn with_connections(
+        connections: RedisConnections,
+        prefix: &str,
+    ) -> Result<RedisLimiter, LimiterError> {
         let limiter = RedisLimiter {
-            connection,
-            per_worker: (0..workers).map(|_| tokio::sync::OnceCell::new()).collect(),
-            client,
+            connections,
             prefix: prefix.to_owned(),
             admit: Lua::new(ADMIT),
             adjust: Lua::new(ADJUST),
@@ -249,15 +229,7 @@ impl RedisLimiter {
 
     /// This thread's connection: its worker's, else the shared one.
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
-        let Some(slot) = crate::workers::current().and_then(|i| self.per_worker.get(i)) else {
-            return Ok(self.connection.clone());
-        };
-        let connection = slot
-            .get_or_try_init(|| {
-                ConnectionManager::new_with_config(self.client.clone(), manager_config())
-            })
-            .await?;
-        Ok(connection.clone())
+        self.connections.get().await
     }
 
     /// One command, one round trip.

@@ -255,7 +255,7 @@ pub struct TargetFailure {
     pub error: ProviderError,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RouteError {
     #[error("model {model:?} does not exist")]
     UnknownModel { model: String },

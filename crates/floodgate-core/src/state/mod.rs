@@ -3,6 +3,7 @@
 //! breaker state). One trait; in-process on a single node, Redis in a cluster.
 
 mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 

@@ -226,6 +226,8 @@ pub struct UsageRow {
     pub requests: i64,
     /// Records with a status of 400 or more.
     pub errors: i64,
+    /// Records served from the response cache (at no cost).
+    pub cache_hits: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,

@@ -23,6 +23,7 @@ where
         day: None,
         requests: row.try_get("requests")?,
         errors: row.try_get("errors")?,
+        cache_hits: row.try_get("cache_hits")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         cost_usd: row.try_get("cost_usd")?,
@@ -143,6 +144,7 @@ pub(super) fn usage_report<'q>(query: &'q UsageQuery, dialect: Dialect) -> Repor
     sql.push_str(
         "COUNT(*) AS requests, \
          CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+         CAST(COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
          CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
          CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
          CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd \

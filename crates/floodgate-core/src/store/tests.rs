@@ -77,6 +77,7 @@ fn sums(requests: i64, errors: i64, input_tokens: i64, cost_usd: f64) -> UsageRo
         day: None,
         requests,
         errors,
+        cache_hits: 0,
         input_tokens,
         output_tokens: input_tokens / 10,
         cost_usd,
@@ -183,6 +184,7 @@ async fn a_large_batch_is_written_whole(store: Arc<dyn Store>) {
     assert_eq!(report[1].key_id.as_deref(), Some("even"));
     assert_eq!(report[1].requests, 1000);
     assert_eq!(report[0].errors + report[1].errors, 334);
+    assert_eq!(report[0].cache_hits + report[1].cache_hits, 400);
     let users = store.usage_report(&query(&[GroupBy::User])).await.unwrap();
     assert_eq!(users.len(), 7);
 }

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod cache;
 mod keys;
 mod limits;
 

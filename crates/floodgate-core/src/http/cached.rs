@@ -1,0 +1,574 @@
+//! The chat routes' cached path: a request the cache may answer is looked
+//! up (L1, L2, then the semantic index), and on a miss it joins or starts a
+//! [`Flight`](crate::cache::flight::Flight): one upstream call in a task of
+//! its own whose answer every identical request in flight shares, and which
+//! is stored once it completes.
+//!
+//! The request that starts a flight hands its accounting to the call's task,
+//! so its ledger record holds the call's real usage and cost even when that
+//! client leaves early; the requests that join record the answer they got
+//! as a cache hit at no cost. A streamed flight keeps every chunk from the
+//! start, so a request that joins late still gets the whole stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use floodgate_protocol::{
+    ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, Format, StreamCollector,
+    StreamEvent, Usage, anthropic, openai, replay_chunks,
+};
+use http::{HeaderMap, HeaderValue, header};
+use tokio::sync::watch;
+
+use super::chat::{ClientWriter, routed_headers, routing_headers, sse_headers, stream_error_body};
+use super::{ApiError, json_response};
+use crate::app::AppState;
+use crate::cache::flight::{Answer, End, Flight, Origin};
+use crate::cache::{
+    CACHE_HEADER, Entry, Joined, LAYER_HEADER, Layer, Outcome as Lookup, Plan, Waiter,
+};
+use crate::pipeline::observe::RouteInfo;
+use crate::providers::{ClientHints, Reservation, unix_now};
+use crate::routing::{Admission, Route, Routed, StartedStream};
+use crate::telemetry::metric;
+use crate::usage::{Accounting, Outcome};
+
+/// An embedding call of the semantic cache gives up after this.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a request brings to the cached path.
+#[derive(Debug, Clone)]
+pub(super) struct Request {
+    pub format: Format,
+    pub req: ChatRequest,
+    pub hints: ClientHints,
+    pub route: Route,
+    pub admission: Admission,
+    pub plan: Arc<Plan>,
+}
+
+pub(super) async fn serve(
+    app: &AppState,
+    request: Request,
+    accounting: Accounting,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
+    let cache = &app.cache;
+    let plan = &request.plan;
+    if plan.lookup
+        && let Some((entry, layer)) = cache.get(plan).await
+        && let Some(body) = hit_body(&request, &entry)
+    {
+        let outcome = if layer == Layer::L1 { Lookup::HitL1 } else { Lookup::HitL2 };
+        cache.count(&plan.alias, outcome);
+        return Ok(hit_response(&request, &entry, body, layer, None, accounting, info));
+    }
+    let mut vector = None;
+    if plan.semantic.is_some() && plan.store {
+        vector = embed(app, &request).await;
+        if plan.lookup
+            && let Some(vector) = &vector
+            && let Some((entry, layer, similarity)) = cache.semantic_get(plan, vector).await
+            && let Some(body) = hit_body(&request, &entry)
+        {
+            cache.count(&plan.alias, Lookup::SemanticHit);
+            let similarity = Some(similarity);
+            return Ok(hit_response(&request, &entry, body, layer, similarity, accounting, info));
+        }
+    }
+    let (waiter, accounting) = match cache.flights.join(plan.key, plan.coalesce) {
+        Joined::Leader(waiter) => {
+            cache.count(&plan.alias, Lookup::Miss);
+            let call =
+                call(app.clone(), waiter.flight.clone(), request.clone(), accounting, vector);
+            cache.flights.launch(&waiter, call);
+            (waiter, None)
+        }
+        Joined::Follower(waiter) => {
+            cache.count(&plan.alias, Lookup::Coalesced);
+            (waiter, Some(accounting))
+        }
+    };
+    if request.req.stream {
+        stream_waiter(&request, waiter, accounting, info).await
+    } else {
+        complete_waiter(waiter, accounting, info).await
+    }
+}
+
+/// The cached body as this request must get it: as it is, or replayed as a
+/// stream. `None` if a stored answer cannot be read back (then it is a miss).
+fn hit_body(request: &Request, entry: &Entry) -> Option<Bytes> {
+    if !request.req.stream {
+        return Some(entry.body.clone());
+    }
+    let resp: ChatResponse = match request.format {
+        Format::Anthropic => anthropic::read_chat_response(&request.req, entry.body.clone()),
+        Format::OpenAi | Format::Gemini => {
+            openai::read_chat_response(&request.req, entry.body.clone())
+        }
+    }
+    .ok()?;
+    let mut writer = ClientWriter::new(request.format, &request.req);
+    let mut out = Vec::with_capacity(entry.body.len() * 2);
+    for chunk in replay_chunks(&resp) {
+        writer.write(&chunk, &mut out);
+    }
+    writer.finish(&mut out);
+    Some(Bytes::from(out))
+}
+
+fn hit_response(
+    request: &Request,
+    entry: &Entry,
+    body: Bytes,
+    layer: Layer,
+    similarity: Option<f32>,
+    accounting: Accounting,
+    info: &mut RouteInfo,
+) -> Response {
+    accounting.finish(Outcome::cached(&entry.provider, &entry.model, entry.usage));
+    info.provider = Some("cache".to_string());
+    let mut response = if request.req.stream {
+        let mut response = Body::from(body).into_response();
+        sse_headers(response.headers_mut());
+        response
+    } else {
+        json_response(body)
+    };
+    let headers = response.headers_mut();
+    routed_headers(headers, &entry.provider, &entry.model, 0);
+    headers.insert(LAYER_HEADER, HeaderValue::from_static(layer.as_str()));
+    headers.insert(header::AGE, HeaderValue::from(entry.age_seconds()));
+    match similarity {
+        None => headers.insert(CACHE_HEADER, HeaderValue::from_static("hit")),
+        Some(similarity) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}")) {
+                headers.insert(crate::cache::SIMILARITY_HEADER, v);
+            }
+            headers.insert(CACHE_HEADER, HeaderValue::from_static("semantic-hit"))
+        }
+    };
+    response
+}
+
+/// The embedding of the request's last user turn, through the router; `None`
+/// (and a counted error) when the embedding call fails: the request then
+/// goes on as a plain miss.
+async fn embed(app: &AppState, request: &Request) -> Option<Vec<f32>> {
+    let semantic = request.plan.semantic.as_ref()?;
+    let failed = |message: String| {
+        metrics::counter!(metric::CACHE_EMBED_ERRORS).increment(1);
+        tracing::warn!(model = %semantic.config.embedding_model, error = %message, "the semantic cache could not embed a prompt; treating it as a miss");
+        None
+    };
+    let route = match app.router.resolve(&semantic.config.embedding_model) {
+        Ok(route) => route,
+        Err(error) => return failed(error.to_string()),
+    };
+    let req = EmbeddingsRequest {
+        model: semantic.config.embedding_model.clone(),
+        input: EmbeddingInput::Texts(vec![semantic.parts.text.clone()]),
+        ..EmbeddingsRequest::default()
+    };
+    let call = app.router.embeddings(&route, &req, request.admission);
+    match tokio::time::timeout(EMBED_TIMEOUT, call).await {
+        Ok(Ok(routed)) => match routed.value.embeddings.into_iter().next() {
+            Some(vector) if !vector.is_empty() => Some(vector),
+            _ => failed("the embeddings answer held no vector".to_string()),
+        },
+        Ok(Err(error)) => failed(error.to_string()),
+        Err(_) => failed(format!("no answer in {EMBED_TIMEOUT:?}")),
+    }
+}
+
+/// The flight's upstream call: routes the request, feeds the flight, stores
+/// a complete answer, and finishes the leader's accounting.
+async fn call(
+    app: AppState,
+    flight: Arc<Flight>,
+    request: Request,
+    accounting: Accounting,
+    vector: Option<Vec<f32>>,
+) {
+    let Request { format, req, hints, route, admission, plan } = request;
+    if !req.stream {
+        match app.router.chat(&route, &req, &hints, admission).await {
+            Ok(routed) => {
+                let Routed { value: mut resp, provider, model, attempts, waited, hedged } = routed;
+                if resp.created == 0 {
+                    resp.created = unix_now();
+                }
+                accounting.finish(
+                    Outcome::answered(&provider, &model, resp.usage, None).attempts(attempts),
+                );
+                let body = write_response(format, &resp);
+                store(&app, &plan, body.clone(), &provider, &model, resp.usage, vector);
+                let origin = Origin { provider, model, attempts, waited, hedged };
+                flight.end(End::Answer(Arc::new(Answer { body, origin })));
+            }
+            Err(error) => {
+                let api = ApiError::Route(error.clone());
+                accounting.finish(Outcome::failed(api.status().as_u16(), api.kind()));
+                flight.end(End::Failed(Arc::new(error)));
+            }
+        }
+        return;
+    }
+    let routed = match app.router.chat_stream(&route, &req, &hints, admission).await {
+        Ok(routed) => routed,
+        Err(error) => {
+            let api = ApiError::Route(error.clone());
+            accounting.finish(Outcome::failed(api.status().as_u16(), api.kind()));
+            flight.end(End::Failed(Arc::new(error)));
+            return;
+        }
+    };
+    let Routed {
+        value: StartedStream { head, mut rest, reservation },
+        provider,
+        model,
+        attempts,
+        waited,
+        hedged,
+    } = routed;
+    flight.start(Origin {
+        provider: provider.clone(),
+        model: model.clone(),
+        attempts,
+        waited,
+        hedged,
+    });
+    let mut run = StreamRun {
+        accounting: Some(accounting),
+        reservation: Some(reservation),
+        usage: Usage::default(),
+        provider,
+        model,
+        attempts,
+        first_chunk_at: None,
+    };
+    let mut collector = StreamCollector::default();
+    let mut feed = |chunk: floodgate_protocol::StreamChunk, run: &mut StreamRun| {
+        for event in &chunk.events {
+            if let StreamEvent::Usage(usage) = event {
+                run.usage = *usage;
+            }
+        }
+        collector.push(&chunk);
+        flight.push(chunk);
+    };
+    for chunk in head {
+        feed(chunk, &mut run);
+    }
+    loop {
+        match rest.next_chunk().await {
+            Some(Ok(chunk)) => feed(chunk, &mut run),
+            Some(Err(error)) => {
+                run.first_chunk_at = rest.first_chunk_at();
+                run.account(Some(error.label()));
+                flight.end(End::Broken(error));
+                return;
+            }
+            None => break,
+        }
+    }
+    run.first_chunk_at = rest.first_chunk_at();
+    run.account(None);
+    // Only a stream that ended as the upstream ends it is stored.
+    if let Some(mut resp) = collector.finish() {
+        if resp.created == 0 {
+            resp.created = unix_now();
+        }
+        let body = write_response(format, &resp);
+        store(&app, &plan, body, &run.provider, &run.model, run.usage, vector);
+    }
+    flight.end(End::Complete);
+}
+
+fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
+    match format {
+        Format::Anthropic => anthropic::write_chat_response(resp),
+        Format::OpenAi | Format::Gemini => openai::write_chat_response(resp),
+    }
+}
+
+/// Stores an answer in L1 at once (the next identical request hits it), and
+/// in L2 and the semantic index in the background.
+fn store(
+    app: &AppState,
+    plan: &Arc<Plan>,
+    body: Bytes,
+    provider: &str,
+    model: &str,
+    usage: Usage,
+    vector: Option<Vec<f32>>,
+) {
+    let Some(entry) = app.cache.put(plan, body, provider, model, usage) else { return };
+    if !app.cache.has_l2() && vector.is_none() {
+        return;
+    }
+    let (cache, plan) = (app.cache.clone(), plan.clone());
+    tokio::spawn(async move {
+        cache.put_shared(&plan.key, &entry).await;
+        if let Some(vector) = vector {
+            cache.semantic_put(&plan, vector, &entry).await;
+        }
+    });
+}
+
+/// The leader's side of a streamed call: settles its key reservation and
+/// accounting once, when the stream ends or the call is dropped.
+struct StreamRun {
+    accounting: Option<Accounting>,
+    reservation: Option<Reservation>,
+    usage: Usage,
+    provider: String,
+    model: String,
+    attempts: u32,
+    first_chunk_at: Option<Instant>,
+}
+
+impl StreamRun {
+    fn account(&mut self, error: Option<&'static str>) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(self.usage.total());
+        }
+        if let Some(accounting) = self.accounting.take() {
+            let ttft = self.first_chunk_at.map(|t| t.duration_since(accounting.started()));
+            let outcome = Outcome::answered(&self.provider, &self.model, self.usage, ttft)
+                .attempts(self.attempts);
+            accounting.finish(match error {
+                Some(label) => outcome.with_error(label),
+                None => outcome,
+            });
+        }
+    }
+}
+
+impl Drop for StreamRun {
+    fn drop(&mut self) {
+        // Every waiter left and the call was cancelled: account for what was generated.
+        self.account(Some("client_disconnected"));
+    }
+}
+
+fn lost() -> ApiError {
+    ApiError::Unavailable {
+        what: "the upstream call",
+        message: "it ended without an answer; retry".to_string(),
+    }
+}
+
+/// A complete answer for a waiter: the leader's (`miss`) or a share of it (`coalesced`).
+async fn complete_waiter(
+    waiter: Waiter,
+    accounting: Option<Accounting>,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
+    let mut seen = waiter.flight.watch();
+    let end = loop {
+        seen.borrow_and_update();
+        if let Some(end) = waiter.flight.state().end.clone() {
+            break end;
+        }
+        waiter.flight.changed(&mut seen).await;
+    };
+    let answer = match end {
+        End::Answer(answer) => answer,
+        End::Failed(error) => return Err(fail(accounting, ApiError::Route((*error).clone()))),
+        End::Complete | End::Broken(_) | End::Lost => return Err(fail(accounting, lost())),
+    };
+    let origin = &answer.origin;
+    info.provider = Some(origin.provider.clone());
+    if let Some(accounting) = accounting {
+        let usage = usage_of(&answer.body);
+        accounting.finish(Outcome::cached(&origin.provider, &origin.model, usage));
+    }
+    let mut response = json_response(answer.body.clone());
+    let headers = response.headers_mut();
+    routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
+    routing_headers(headers, origin.waited, origin.hedged);
+    insert_cache_header(headers, waiter.leader);
+    Ok(response)
+}
+
+/// Finishes a follower's accounting with an error and returns it.
+fn fail(accounting: Option<Accounting>, error: ApiError) -> ApiError {
+    if let Some(accounting) = accounting {
+        accounting.finish(Outcome::failed(error.status().as_u16(), error.kind()));
+    }
+    error
+}
+
+/// The usage of a complete answer body, for a follower's record.
+fn usage_of(body: &Bytes) -> Usage {
+    #[derive(serde::Deserialize, Default)]
+    struct Counts {
+        #[serde(default, alias = "input_tokens")]
+        prompt_tokens: u32,
+        #[serde(default, alias = "output_tokens")]
+        completion_tokens: u32,
+    }
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Counts>,
+    }
+    let counts =
+        serde_json::from_slice::<UsageOnly>(body).ok().and_then(|u| u.usage).unwrap_or_default();
+    Usage {
+        input_tokens: counts.prompt_tokens,
+        output_tokens: counts.completion_tokens,
+        ..Usage::default()
+    }
+}
+
+fn insert_cache_header(headers: &mut HeaderMap, leader: bool) {
+    let value = if leader { "miss" } else { "coalesced" };
+    headers.insert(CACHE_HEADER, HeaderValue::from_static(value));
+}
+
+/// A stream for a waiter, from the flight's first chunk.
+async fn stream_waiter(
+    request: &Request,
+    waiter: Waiter,
+    accounting: Option<Accounting>,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
+    let mut seen = waiter.flight.watch();
+    let origin = loop {
+        seen.borrow_and_update();
+        {
+            let state = waiter.flight.state();
+            if let Some(origin) = &state.origin {
+                break origin.clone();
+            }
+            match &state.end {
+                None => {}
+                Some(End::Failed(error)) => {
+                    let error = ApiError::Route((**error).clone());
+                    drop(state);
+                    return Err(fail(accounting, error));
+                }
+                Some(_) => {
+                    drop(state);
+                    return Err(fail(accounting, lost()));
+                }
+            }
+        }
+        waiter.flight.changed(&mut seen).await;
+    };
+    info.provider = Some(origin.provider.clone());
+    let leader = waiter.leader;
+    let relay = FlightRelay {
+        writer: ClientWriter::new(request.format, &request.req),
+        waiter,
+        seen,
+        cursor: 0,
+        accounting,
+        usage: Usage::default(),
+        origin: origin.clone(),
+        info: info.clone(),
+        done: false,
+    };
+    let frames = futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next_frame().await.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), relay))
+    });
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    sse_headers(headers);
+    routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
+    routing_headers(headers, origin.waited, origin.hedged);
+    insert_cache_header(headers, leader);
+    Ok(response)
+}
+
+/// One waiter's reading of a streamed flight, written in its format.
+struct FlightRelay {
+    waiter: Waiter,
+    seen: watch::Receiver<u64>,
+    /// Chunks of the flight already written.
+    cursor: usize,
+    writer: ClientWriter,
+    /// A follower's own record (the leader's is the call's).
+    accounting: Option<Accounting>,
+    usage: Usage,
+    origin: Origin,
+    info: RouteInfo,
+    done: bool,
+}
+
+impl FlightRelay {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.seen.borrow_and_update();
+            let mut out = Vec::new();
+            let end = {
+                let state = self.waiter.flight.state();
+                for chunk in &state.chunks[self.cursor.min(state.chunks.len())..] {
+                    for event in &chunk.events {
+                        if let StreamEvent::Usage(usage) = event {
+                            self.usage = *usage;
+                        }
+                    }
+                    self.writer.write(chunk, &mut out);
+                }
+                self.cursor = state.chunks.len();
+                state.end.clone()
+            };
+            if !out.is_empty() {
+                return Some(Bytes::from(out));
+            }
+            match end {
+                None => self.waiter.flight.changed(&mut self.seen).await,
+                Some(End::Complete) => {
+                    self.writer.finish(&mut out);
+                    self.finish(None);
+                    return Some(Bytes::from(out));
+                }
+                Some(End::Broken(error)) => {
+                    self.writer.write_error(&stream_error_body(&error), &mut out);
+                    self.info.set_error(format!("stream failed mid-way: {}", error.message));
+                    self.finish(Some(error.label()));
+                    return Some(Bytes::from(out));
+                }
+                Some(End::Answer(_) | End::Failed(_) | End::Lost) => {
+                    let error = crate::providers::ProviderError::new(
+                        crate::providers::ErrorKind::Stream,
+                        "the upstream call ended without completing the stream",
+                    );
+                    self.writer.write_error(&stream_error_body(&error), &mut out);
+                    self.info.set_error("the coalesced upstream call was lost");
+                    self.finish(Some("upstream_lost"));
+                    return Some(Bytes::from(out));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, error: Option<&'static str>) {
+        self.done = true;
+        if let Some(accounting) = self.accounting.take() {
+            let outcome = Outcome::cached(&self.origin.provider, &self.origin.model, self.usage);
+            accounting.finish(match error {
+                Some(label) => outcome.with_error(label),
+                None => outcome,
+            });
+        }
+    }
+}
+
+impl Drop for FlightRelay {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Some("client_disconnected"));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Connections to Redis shared by everything that keeps state there (the
+//! limiter, the response cache's L2): one multiplexed connection per serving
+//! worker, so a command's driver task runs on the runtime of the request
+//! that sent it and never wakes another thread (as the upstream HTTP pools
+//! do, see `workers`), plus one for work off the serving workers.
+
+use std::time::Duration;
+
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// A command unanswered after this is an error, not a hang.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Each connection attempt gives up after this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
+/// [`RedisConnections::connect`] gives up after this, however the attempts go.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct RedisConnections {
+    /// Made at connect, on the caller's runtime; used off the serving workers.
+    shared: ConnectionManager,
+    /// Made on first use on each worker's runtime.
+    per_worker: std::sync::Arc<[tokio::sync::OnceCell<ConnectionManager>]>,
+    client: redis::Client,
+}
+
+impl std::fmt::Debug for RedisConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnections").field("workers", &self.per_worker.len()).finish()
+    }
+}
+
+/// Why [`RedisConnections::connect`] failed, in words for a startup error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(pub String);
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
+}
+
+impl RedisConnections {
+    /// Connects to `url`, with room for a connection per each of `workers`
+    /// serving workers. Fails within [`CONNECT_DEADLINE`] when Redis does not answer.
+    pub async fn connect(url: &str, workers: usize) -> Result<RedisConnections, ConnectError> {
+        let client = redis::Client::open(url).map_err(|e| ConnectError(e.to_string()))?;
+        let shared = tokio::time::timeout(
+            CONNECT_DEADLINE,
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
+        )
+        .await
+        .map_err(|_| ConnectError(format!("no answer in {CONNECT_DEADLINE:?}")))?
+        .map_err(|e| ConnectError(e.to_string()))?;
+        Ok(RedisConnections {
+            shared,
+            per_worker: (0..workers).map(|_| tokio::sync::OnceCell::new()).collect(),
+            client,
+        })
+    }
+
+    /// This thread's connection: its worker's, else the shared one.
+    pub async fn get(&self) -> Result<ConnectionManager, RedisError> {
+        let Some(slot) = crate::workers::current().and_then(|i| self.per_worker.get(i)) else {
+            return Ok(self.shared.clone());
+        };
+        let connection = slot
+            .get_or_try_init(|| {
+                ConnectionManager::new_with_config(self.client.clone(), manager_config())
+            })
+            .await?;
+        Ok(connection.clone())
+    }
+
+    /// The connection for work off the serving workers.
+    pub fn shared(&self) -> ConnectionManager {
+        self.shared.clone()
+    }
+
+    /// The client, for connections of another kind (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+}
