@@ -2,9 +2,13 @@
 # The benchmarks of the response cache, in one run:
 #   1. an L1 hit served end to end against the uncached path of the same run:
 #      U = cache off, H = cache on (the alias caches sampled answers, so the
-#      bench's identical requests are all hits after the first). Open loop at
-#      1,000 req/s for latency percentiles, then closed loop (64 connections)
-#      for throughput; interleaved U H U H ... with floodgate restarted.
+#      bench's identical requests are all hits after the first), D = the
+#      mock directly (the load generator's own floor). Open loop at 1,000
+#      req/s for latency percentiles, as the client sees them and as
+#      Floodgate's access log times each request (start of the request to
+#      its last body byte, to the microsecond); then closed loop (64
+#      connections) for throughput, with the access log off; interleaved
+#      U H U H ... with floodgate restarted.
 #   2. an L2 hit: the cache's layers without HTTP (`cargo bench --bench cache`:
 #      key hashing, L1 get, Redis GET + decode from 1 and 32 tasks).
 #   3. a thundering herd: 1,000 identical requests sent within 10 ms to a
@@ -94,16 +98,18 @@ TOML
     printf 'cache = { sampled = true }\n\n[cache]\nenabled = true\n'
   fi
 }
-start_floodgate() { # config log
-  echo "serve	FG_KEY=\$FG_KEY floodgate serve --config $1 --listen 127.0.0.1:$FG" | sed "s#$OUT#\$OUT#g" >>"$OUT/commands.tsv"
-  FG_KEY=$FG_KEY "$BIN" serve --config "$1" --listen 127.0.0.1:$FG >"$2" 2>&1 &
+start_floodgate() { # config log [log filter]
+  local filter=${3:-info}
+  echo "serve	FG_KEY=\$FG_KEY FLOODGATE_LOG=$filter floodgate serve --config $1 --listen 127.0.0.1:$FG" | sed "s#$OUT#\$OUT#g" >>"$OUT/commands.tsv"
+  FG_KEY=$FG_KEY FLOODGATE_LOG=$filter "$BIN" serve --config "$1" --listen 127.0.0.1:$FG >"$2" 2>&1 &
   FG_PID=$!
   wait_http "$FG_URL/health"
 }
 stop_floodgate() { kill "$FG_PID" 2>/dev/null || true; wait "$FG_PID" 2>/dev/null || true; FG_PID=""; }
 bench() { # name args...
   local name=$1; shift
-  local args=(bench --quiet --url "$FG_URL/v1/chat/completions" --key "$FG_KEY" --model gpt-4o-mini --label "$name" --json "$OUT/$name.json" "$@")
+  local url=${URL:-$FG_URL/v1/chat/completions}
+  local args=(bench --quiet --url "$url" --key "$FG_KEY" --model gpt-4o-mini --label "$name" --json "$OUT/$name.json" "$@")
   echo "$name	floodgate ${args[*]}" | sed "s#$OUT#\$OUT#g; s#$FG_KEY#\$FG_KEY#g" >>"$OUT/commands.tsv"
   log "bench $name"
   "$BIN" "${args[@]}" >"$OUT/$name.txt" 2>&1 || log "  (bench exited with $?)"
@@ -115,12 +121,19 @@ if step 1; then
   config 1 $MOCK >"$OUT/floodgate-h.toml"
   for f in u h; do FG_KEY=$FG_KEY "$BIN" check-config "$OUT/floodgate-$f.toml" >>"$OUT/check-config.log" 2>&1; done
   for i in $(seq $REPEATS); do
+    settle
+    URL=http://127.0.0.1:$MOCK/v1/chat/completions bench "open-$i-d" --rate 1000 --duration $D
     for cfg in u h; do
       rm -f "$OUT"/*.db*
-      start_floodgate "$OUT/floodgate-$cfg.toml" "$OUT/$cfg-$i.log"
+      # Open loop with every request's time in the access log.
+      start_floodgate "$OUT/floodgate-$cfg.toml" "$OUT/$cfg-$i-access.log" "info,floodgate::access=debug"
       "$BIN" bench --quiet --url "$FG_URL/v1/chat/completions" --key "$FG_KEY" --concurrency 16 --duration 2s >/dev/null 2>&1 || true
       settle
       bench "open-$i-$cfg" --rate 1000 --duration $D
+      stop_floodgate
+      rm -f "$OUT"/*.db*
+      start_floodgate "$OUT/floodgate-$cfg.toml" "$OUT/$cfg-$i.log"
+      "$BIN" bench --quiet --url "$FG_URL/v1/chat/completions" --key "$FG_KEY" --concurrency 16 --duration 2s >/dev/null 2>&1 || true
       settle
       bench "closed-$i-$cfg" --concurrency 64 --duration $D
       curl -s "$FG_URL/metrics" >"$OUT/$cfg-$i-metrics.txt" || true
@@ -143,7 +156,7 @@ if step 3; then
   for i in $(seq $HERDS); do
     # Each herd a new prompt (a new cache key): 1,000 arrivals in 10 ms.
     bench "herd-$i" --rate 100000 --duration 10ms --connections 1000 --max-in-flight 1000 \
-      --prompt-tokens $((20 + i)) --timeout 30s
+      --prompt-tokens $((20 + 10 * i)) --timeout 30s
     curl -s "$FG_URL/metrics" >"$OUT/herd-$i-metrics.txt"
   done
   stop_floodgate
@@ -166,19 +179,38 @@ def metric(path, name, labels=""):
 runs = sorted({int(m.group(1)) for p in glob.glob(f"{out}/open-*.json") if (m := re.search(r"open-(\d+)-", p))})
 if runs:
     print(f"## 1. L1 hit against the uncached path ({dur} per run)\n")
-    print("| run | config | open 1,000 req/s: p50 ms | p99 ms | p99.9 ms | errors | closed c=64: ok req/s | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | config | client at 1,000 req/s: p50 ms | p99 ms | p99.9 ms | errors | in Floodgate (access log): p50 µs | p99 µs | p99.9 µs | closed c=64: ok req/s | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ratios = []
+    def served(path, n):
+        # The last n requests of the log are the open loop's (the warm-up came first).
+        ms = []
+        for line in open(path):
+            if '"request done"' in line and '"status":200' in line:
+                m = re.search(r'"ms":([0-9.]+)', line)
+                if m: ms.append(float(m.group(1)) * 1000)
+        ms = sorted(ms[-n:])
+        q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))] if ms else float("nan")
+        return q(0.5), q(0.99), q(0.999)
     for i in runs:
         row = {}
-        for cfg, label in (("u", "U: cache off"), ("h", "H: L1 hits")):
+        for cfg, label in (("d", "D: the mock directly"), ("u", "U: cache off"), ("h", "H: L1 hits")):
             o, c = load(f"open-{i}-{cfg}"), load(f"closed-{i}-{cfg}")
-            if not (o and c): continue
+            if not o: continue
             lat = o["latency_ms"]
-            row[cfg] = c["totals"]["ok_per_s"]
-            print(f"| {i} | {label} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lat['p999']:.3f} | "
-                  f"{o['totals']['errors'] + o['totals']['dropped']} | {c['totals']['ok_per_s']:,.0f} | "
-                  f"{c['totals']['errors'] + c['totals']['dropped']} |")
+            cells = f"| {i} | {label} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lat['p999']:.3f} | {o['totals']['errors'] + o['totals']['dropped']} |"
+            log = f"{out}/{cfg}-{i}-access.log"
+            if os.path.exists(log):
+                s50, s99, s999 = served(log, o["totals"]["ok"])
+                cells += f" {s50:.0f} | {s99:.0f} | {s999:.0f} |"
+            else:
+                cells += " – | – | – |"
+            if c:
+                row[cfg] = c["totals"]["ok_per_s"]
+                cells += f" {c['totals']['ok_per_s']:,.0f} | {c['totals']['errors'] + c['totals']['dropped']} |"
+            else:
+                cells += " – | – |"
+            print(cells)
         if "u" in row and "h" in row:
             ratios.append(row["h"] / row["u"])
     print()

@@ -562,6 +562,7 @@ async fn cache_gauges(cache: Arc<Cache>, shutdown: CancellationToken) {
         metrics::gauge!(telemetry::metric::CACHE_ENTRIES).set(entries as f64);
         metrics::gauge!(telemetry::metric::CACHE_BYTES).set(bytes as f64);
         metrics::gauge!(telemetry::metric::CACHE_FLIGHTS).set(cache.flights.len() as f64);
+        metrics::gauge!(telemetry::metric::CACHE_SEMANTIC_ENTRIES).set(cache.semantic_len() as f64);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}

@@ -41,6 +41,9 @@ pub fn replay_chunks(resp: &ChatResponse) -> Vec<StreamChunk> {
         .into_iter()
         .map(|event| StreamChunk { events: vec![event], native: None, done: false })
         .collect();
+    // The usage also rides with the start, as Anthropic's `message_start`
+    // carries the input tokens (its writer reads a chunk's usage first).
+    chunks[0].events.push(StreamEvent::Usage(resp.usage));
     chunks.push(StreamChunk { events: Vec::new(), native: None, done: true });
     chunks
 }

@@ -663,6 +663,11 @@ impl Cache {
         self.l2.as_ref().map(L2::degraded)
     }
 
+    /// Prompts in the semantic index.
+    pub fn semantic_len(&self) -> usize {
+        self.semantic.as_ref().map_or(0, |s| s.index.len())
+    }
+
     /// Entries and bytes of L1, for the gauges.
     pub fn l1_size(&self) -> (u64, u64) {
         (self.l1.entry_count(), self.l1.weighted_size())

@@ -67,7 +67,7 @@ pub(super) async fn serve(
         return Ok(hit_response(&request, &entry, body, layer, None, accounting, info));
     }
     let mut vector = None;
-    if plan.semantic.is_some() && plan.store {
+    if plan.semantic.is_some() && (plan.lookup || plan.store) {
         vector = embed(app, &request).await;
         if plan.lookup
             && let Some(vector) = &vector

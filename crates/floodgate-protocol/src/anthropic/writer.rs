@@ -86,6 +86,14 @@ impl StreamWriter {
             self.finished = chunk.done || native.event.as_deref() == Some("message_stop");
             return;
         }
+        if !self.started {
+            // Usage that comes with the start goes into `message_start`.
+            for event in &chunk.events {
+                if let StreamEvent::Usage(usage) = event {
+                    self.usage = *usage;
+                }
+            }
+        }
         for event in &chunk.events {
             self.event(event, out);
         }

@@ -221,7 +221,7 @@ fn empty_parts_and_an_empty_choice_round_trip() {
 }
 
 #[test]
-fn the_replayed_stream_is_one_event_per_chunk_ending_done() {
+fn the_replayed_stream_is_one_event_per_chunk_ending_done_with_usage_also_at_the_start() {
     let resp = answer(
         vec![choice(
             0,
@@ -236,11 +236,14 @@ fn the_replayed_stream_is_one_event_per_chunk_ending_done() {
     assert_eq!(
         events,
         vec![
-            vec![StreamEvent::Start {
-                id: "resp_1".to_owned(),
-                model: "gpt-4o-mini-2024-07-18".to_owned(),
-                created: 1_700_000_000,
-            }],
+            vec![
+                StreamEvent::Start {
+                    id: "resp_1".to_owned(),
+                    model: "gpt-4o-mini-2024-07-18".to_owned(),
+                    created: 1_700_000_000,
+                },
+                StreamEvent::Usage(usage(3, 4))
+            ],
             d(Delta::Thinking("Hm.".to_owned())),
             d(Delta::ThinkingSignature("sig".to_owned())),
             d(Delta::Text("Hi".to_owned())),
@@ -580,6 +583,9 @@ fn an_anthropic_client_reads_the_replayed_answer() {
     assert_eq!(names, expected_names);
     assert_eq!(data[0]["message"]["id"], "resp_1");
     assert_eq!(data[0]["message"]["model"], "gpt-4o-mini-2024-07-18");
+    // The input tokens are in `message_start` too, as Anthropic sends them.
+    assert_eq!(data[0]["message"]["usage"]["input_tokens"], 18, "{}", data[0]);
+    assert_eq!(data[0]["message"]["usage"]["output_tokens"], 0);
     assert_eq!(data[1]["content_block"]["type"], "text");
     assert_eq!(
         data[4]["content_block"],
