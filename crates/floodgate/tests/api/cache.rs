@@ -576,3 +576,63 @@ async fn requests_succeed_while_redis_is_down_and_the_node_says_so() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_node_started_later_on_the_same_redis_has_the_semantic_index_warm() {
+    let Some(redis) =
+        redis_url("a_node_started_later_on_the_same_redis_has_the_semantic_index_warm")
+    else {
+        return;
+    };
+    let prefix = format!("fgtest{:x}:", crate::helpers::fastrand_u64());
+    let config = DEFAULT_CONFIG.replace(
+        "name = \"gpt\"\ntargets = [\"oai/gpt-4o-mini\"]",
+        "name = \"gpt\"\ntargets = [\"oai/gpt-4o-mini\"]\n[models.cache.semantic]\nembedding_model = \"embed\"",
+    );
+    let node = || Options {
+        config: format!(
+            "{config}\n[cache]\nenabled = true\n[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"\n"
+        ),
+        master_key: Some(MASTER.to_string()),
+        ..Options::default()
+    };
+    let a = spawn_with(node()).await;
+    let (_, headers, first) = json_of(
+        post(&a, "/v1/chat/completions", &question("Which river runs through Paris?"), &[]).await,
+    )
+    .await;
+    assert_eq!(cache_header(&headers), "miss");
+    // The vector and the answer reach Redis in the background.
+    eventually(|| async {
+        let (_, _, view) =
+            json_of(a.send_as(Some(MASTER), Method::GET, "/admin/cache", None).await).await;
+        view["semantic"]["entries"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = spawn_with(node()).await;
+    let (_, _, view) =
+        json_of(b.send_as(Some(MASTER), Method::GET, "/admin/cache", None).await).await;
+    assert_eq!(view["semantic"]["entries"], 1, "B loaded A's vectors at start: {view}");
+    let (status, headers, second) = json_of(
+        post(&b, "/v1/chat/completions", &question("which river runs through paris?"), &[]).await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_header(&headers), "semantic-hit");
+    assert_eq!(headers["x-floodgate-cache-layer"], "l2");
+    assert_eq!(second, first);
+    assert_eq!(chat_calls(&b), 0);
+    // A clear of the alias empties the vectors in Redis too.
+    let (status, _, cleared) = json_of(
+        b.send_as(Some(MASTER), Method::POST, "/admin/cache/clear", Some(&json!({"model": "gpt"})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert_eq!(cleared["cleared"]["semantic"], 1, "{cleared}");
+    let c = spawn_with(node()).await;
+    let (_, _, view) =
+        json_of(c.send_as(Some(MASTER), Method::GET, "/admin/cache", None).await).await;
+    assert_eq!(view["semantic"]["entries"], 0, "{view}");
+}

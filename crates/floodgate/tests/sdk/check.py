@@ -5,7 +5,8 @@ speaks: `gpt` (an OpenAI-format upstream), `claude` (Anthropic) and `gemini`
 (Gemini). The SDKs do their own parsing and validation of every response and
 stream event, so a shape they reject fails here.
 
-    python check.py BASE_URL API_KEY
+    python check.py BASE_URL API_KEY          # every alias, every shape
+    python check.py BASE_URL API_KEY cache    # cached answers replayed (the gateway's cache on)
 """
 
 import json
@@ -133,6 +134,60 @@ def anthropic_sdk():
         check(e.body["error"]["type"] == "not_found_error", f"404 body: {e.body}")
 
 
-openai_sdk()
-anthropic_sdk()
+def cached():
+    """A cached answer, replayed to each SDK as a stream and as a whole, reads
+    as the live one did."""
+    oc = openai.OpenAI(base_url=BASE + "/v1", api_key=KEY, max_retries=0)
+    for model in MODELS:
+        messages = [{"role": "user", "content": f"Cache me ({model})"}]
+
+        def streamed():
+            text, usage = "", None
+            stream = oc.chat.completions.create(
+                model=model, messages=messages, temperature=0, stream=True,
+                stream_options={"include_usage": True},
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                if chunk.usage:
+                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            return text, usage
+
+        live, replayed = streamed(), streamed()
+        check(live[0] and live == replayed, f"{model}: replayed stream {replayed} != live {live}")
+        raw = oc.chat.completions.with_raw_response.create(model=model, messages=messages, temperature=0)
+        check(raw.headers.get("x-floodgate-cache") == "hit", f"{model}: {dict(raw.headers)}")
+        check(raw.parse().choices[0].message.content == live[0], f"{model}: whole answer")
+
+    ac = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0)
+    tool = {"name": WEATHER["name"], "description": WEATHER["description"], "input_schema": WEATHER["parameters"]}
+    for model in MODELS:
+        messages = [{"role": "user", "content": f"Cache me too ({model})"}]
+
+        def streamed(**extra):
+            # This SDK's stream() has no temperature argument: it goes in the body.
+            with ac.messages.stream(
+                model=model, max_tokens=256, messages=messages, extra_body={"temperature": 0}, **extra
+            ) as stream:
+                text = "".join(stream.text_stream)
+                final = stream.get_final_message()
+            blocks = [b.model_dump(exclude_none=True) for b in final.content]
+            return text, blocks, final.stop_reason, final.usage.output_tokens
+
+        live, replayed = streamed(), streamed()
+        check(live[0] and live == replayed, f"{model}: replayed stream {replayed} != live {live}")
+        live, replayed = streamed(tools=[tool]), streamed(tools=[tool])
+        check(live[2] == "tool_use" and live == replayed, f"{model}: replayed tool use {replayed} != {live}")
+        raw = ac.messages.with_raw_response.create(
+            model=model, max_tokens=256, messages=messages, extra_body={"temperature": 0}
+        )
+        check(raw.headers.get("x-floodgate-cache") == "hit", f"{model}: {dict(raw.headers)}")
+
+
+if sys.argv[3:] == ["cache"]:
+    cached()
+else:
+    openai_sdk()
+    anthropic_sdk()
 print(f"sdk checks passed: {checks} (openai {openai.__version__}, anthropic {anthropic.__version__})")
