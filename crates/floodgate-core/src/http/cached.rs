@@ -79,7 +79,8 @@ pub(super) async fn serve(
             return Ok(hit_response(&request, &entry, body, layer, similarity, accounting, info));
         }
     }
-    let (waiter, accounting) = match cache.flights.join(plan.key, plan.coalesce) {
+    let flight = crate::cache::key::flight(&plan.key, request.req.stream);
+    let (waiter, accounting) = match cache.flights.join(flight, plan.coalesce) {
         Joined::Leader(waiter) => {
             cache.count(&plan.alias, Lookup::Miss);
             let call =

@@ -291,6 +291,38 @@ async fn a_hundred_identical_requests_at_once_make_one_upstream_call() {
 }
 
 #[tokio::test]
+async fn identical_streamed_and_complete_requests_in_flight_both_get_their_answer() {
+    let app =
+        spawn("", MockConfig { latency: Duration::from_millis(300), ..MockConfig::default() })
+            .await;
+    let complete = question("Both ways at once?");
+    let mut streamed = complete.clone();
+    streamed["stream"] = json!(true);
+    let mut tasks = Vec::new();
+    for body in [complete.clone(), streamed.clone(), complete.clone(), streamed.clone()] {
+        let (client, url) = (app.http.clone(), app.url("/v1/chat/completions"));
+        tasks.push(tokio::spawn(async move {
+            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
+            let cache = cache_header(response.headers()).to_string();
+            (response.status(), cache, response.bytes().await.unwrap())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert!(results.iter().all(|(status, _, _)| *status == StatusCode::OK));
+    let caches: Vec<&str> = results.iter().map(|(_, cache, _)| cache.as_str()).collect();
+    // One call each way; the second of each way joins its own kind's call.
+    assert_eq!(caches, ["miss", "miss", "coalesced", "coalesced"]);
+    let whole: Value = serde_json::from_slice(&results[0].2).unwrap();
+    let (text, _) = openai_stream_text(&parse_sse(&results[1].2));
+    assert_eq!(whole["choices"][0]["message"]["content"], text);
+    assert_eq!(chat_calls(&app), 2);
+}
+
+#[tokio::test]
 async fn streamed_waiters_each_get_the_whole_stream_and_leaving_cancels_only_at_the_end() {
     let mock =
         MockConfig { chunks: 8, chunk_delay: Duration::from_millis(60), ..MockConfig::default() };
