@@ -127,6 +127,23 @@ impl Accounting {
         }
     }
 
+    /// A record of another upstream call made for the same request (the
+    /// semantic cache's embedding), by the same client, holding no limits.
+    pub fn sibling(&self, route: &'static str, model: &str) -> Accounting {
+        Accounting {
+            ledger: self.ledger.clone(),
+            prices: self.prices.clone(),
+            request_id: self.request_id.clone(),
+            route,
+            model: model.to_string(),
+            stream: false,
+            started: Instant::now(),
+            key_id: self.key_id.clone(),
+            user: self.user.clone(),
+            admitted: None,
+        }
+    }
+
     /// Who made the request.
     pub fn set_client(&mut self, key_id: Option<&str>, user: Option<&str>) {
         self.key_id = key_id.map(str::to_string);

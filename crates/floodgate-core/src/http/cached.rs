@@ -68,7 +68,7 @@ pub(super) async fn serve(
     }
     let mut vector = None;
     if plan.semantic.is_some() && (plan.lookup || plan.store) {
-        vector = embed(app, &request).await;
+        vector = embed(app, &request, &accounting).await;
         if plan.lookup
             && let Some(vector) = &vector
             && let Some((entry, layer, similarity)) = cache.semantic_get(plan, vector).await
@@ -158,9 +158,11 @@ fn hit_response(
 
 /// The embedding of the request's last user turn, through the router; `None`
 /// (and a counted error) when the embedding call fails: the request then
-/// goes on as a plain miss.
-async fn embed(app: &AppState, request: &Request) -> Option<Vec<f32>> {
+/// goes on as a plain miss. The call is in the ledger as an `embeddings`
+/// record of the same request and client.
+async fn embed(app: &AppState, request: &Request, accounting: &Accounting) -> Option<Vec<f32>> {
     let semantic = request.plan.semantic.as_ref()?;
+    let record = accounting.sibling("embeddings", &semantic.config.embedding_model);
     let failed = |message: String| {
         metrics::counter!(metric::CACHE_EMBED_ERRORS).increment(1);
         tracing::warn!(model = %semantic.config.embedding_model, error = %message, "the semantic cache could not embed a prompt; treating it as a miss");
@@ -168,7 +170,10 @@ async fn embed(app: &AppState, request: &Request) -> Option<Vec<f32>> {
     };
     let route = match app.router.resolve(&semantic.config.embedding_model) {
         Ok(route) => route,
-        Err(error) => return failed(error.to_string()),
+        Err(error) => {
+            record.finish(Outcome::failed(404, "unknown_model"));
+            return failed(error.to_string());
+        }
     };
     let req = EmbeddingsRequest {
         model: semantic.config.embedding_model.clone(),
@@ -177,12 +182,25 @@ async fn embed(app: &AppState, request: &Request) -> Option<Vec<f32>> {
     };
     let call = app.router.embeddings(&route, &req, request.admission);
     match tokio::time::timeout(EMBED_TIMEOUT, call).await {
-        Ok(Ok(routed)) => match routed.value.embeddings.into_iter().next() {
-            Some(vector) if !vector.is_empty() => Some(vector),
-            _ => failed("the embeddings answer held no vector".to_string()),
-        },
-        Ok(Err(error)) => failed(error.to_string()),
-        Err(_) => failed(format!("no answer in {EMBED_TIMEOUT:?}")),
+        Ok(Ok(routed)) => {
+            record.finish(
+                Outcome::answered(&routed.provider, &routed.model, routed.value.usage, None)
+                    .attempts(routed.attempts),
+            );
+            match routed.value.embeddings.into_iter().next() {
+                Some(vector) if !vector.is_empty() => Some(vector),
+                _ => failed("the embeddings answer held no vector".to_string()),
+            }
+        }
+        Ok(Err(error)) => {
+            let api = ApiError::Route(error.clone());
+            record.finish(Outcome::failed(api.status().as_u16(), api.kind()));
+            failed(error.to_string())
+        }
+        Err(_) => {
+            record.finish(Outcome::failed(504, "timeout"));
+            failed(format!("no answer in {EMBED_TIMEOUT:?}"))
+        }
     }
 }
 

@@ -412,6 +412,14 @@ async fn semantic_cache_serves_near_identical_prompts_above_the_threshold() {
         json_of(app.send_as(Some(MASTER), Method::GET, "/admin/cache", None).await).await;
     assert_eq!(view["models"]["gpt"]["semantic_hit"], 1, "{view}");
     assert_eq!(view["semantic"]["entries"], 3, "{view}");
+    // Each lookup's embedding call is in the ledger, as the request's own.
+    app.ledger_after(8).await;
+    let (_, _, usage) =
+        json_of(app.send_as(Some(MASTER), Method::GET, "/admin/usage?group_by=model", None).await)
+            .await;
+    let rows = usage["rows"].as_array().unwrap();
+    let embed = rows.iter().find(|r| r["model"] == "embed").unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(embed["requests"], 4, "{usage}");
 }
 
 #[tokio::test]
