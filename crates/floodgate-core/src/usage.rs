@@ -2,7 +2,8 @@
 //!
 //! An [`Accounting`] is made when a request is routed and finished exactly
 //! once with its [`Outcome`] — by the handler for a complete answer or a
-//! failure, by the stream relay when a stream ends, fails or is abandoned.
+//! failure, by the stream relay when a stream ends, fails or is abandoned —
+//! or, dropped unfinished because its client went away first, as a 499.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,7 @@ pub struct Accounting {
     user: Option<String>,
     /// Client limits held until the request ends.
     admitted: Option<Admitted>,
+    finished: bool,
 }
 
 /// How a request ended.
@@ -98,6 +100,17 @@ impl Outcome {
     }
 }
 
+impl Drop for Accounting {
+    /// A request dropped before it was finished: its client went away while
+    /// it waited (for capacity, or for a complete answer). It is recorded
+    /// with nginx's 499 so the ledger still holds every request.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(Outcome::failed(499, "client_disconnected"));
+        }
+    }
+}
+
 /// A record id that sorts by time: the millisecond in hex, then 64 random
 /// bits. New ids land at the end of the store's unique index instead of at
 /// random places in it, which keeps inserts cheap as the table grows.
@@ -124,6 +137,7 @@ impl Accounting {
             key_id: None,
             user: None,
             admitted: None,
+            finished: false,
         }
     }
 
@@ -141,6 +155,7 @@ impl Accounting {
             key_id: self.key_id.clone(),
             user: self.user.clone(),
             admitted: None,
+            finished: false,
         }
     }
 
@@ -160,6 +175,11 @@ impl Accounting {
     }
 
     pub fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.finished = true;
         let cost = if outcome.cache_hit {
             0.0
         } else {

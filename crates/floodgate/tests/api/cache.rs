@@ -288,6 +288,20 @@ async fn a_hundred_identical_requests_at_once_make_one_upstream_call() {
     let (_, headers, _) = json_of(post(&app, "/v1/chat/completions", &body, &[]).await).await;
     assert_eq!(cache_header(&headers), "hit");
     assert_eq!(chat_calls(&app), 1);
+    // Every request is in the ledger: the call once, at its cost; every other
+    // as a hit, or as a 499 if the gateway saw its client leave first (over
+    // HTTP/1.1 it mostly does not: the answer is written to a closed socket).
+    app.ledger_after(101).await;
+    let query = floodgate_core::store::UsageQuery {
+        from_ms: None,
+        to_ms: None,
+        group_by: Vec::new(),
+        key_id: None,
+    };
+    let report = app.state.store.usage_report(&query).await.unwrap();
+    let row = &report[0];
+    assert_eq!((row.requests, row.errors + row.cache_hits), (101, 100), "{report:?}");
+    assert!(row.errors <= 20, "{report:?}");
 }
 
 #[tokio::test]
