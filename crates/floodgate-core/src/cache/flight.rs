@@ -62,6 +62,8 @@ pub struct State {
     pub origin: Option<Origin>,
     pub chunks: Vec<StreamChunk>,
     pub end: Option<End>,
+    /// The call found a semantic cache hit (its layer and similarity).
+    pub semantic: Option<(super::Layer, f32)>,
 }
 
 #[derive(Debug)]

@@ -472,9 +472,16 @@ impl Cache {
         Some((entry, layer, similarity))
     }
 
-    /// Remembers a stored answer's prompt embedding for semantic lookups.
-    pub async fn semantic_put(&self, plan: &Plan, vector: Vec<f32>, entry: &Entry) {
-        let (Some(semantic), Some(sp)) = (&self.semantic, &plan.semantic) else { return };
+    /// Remembers a stored answer's prompt embedding for semantic lookups, at
+    /// once; returns the record when it is to be saved to Redis as well
+    /// ([`Cache::semantic_save`]).
+    pub fn semantic_put(
+        &self,
+        plan: &Plan,
+        vector: Vec<f32>,
+        entry: &Entry,
+    ) -> Option<SemanticEntry> {
+        let (Some(semantic), Some(sp)) = (&self.semantic, &plan.semantic) else { return None };
         let record = SemanticEntry {
             alias: plan.alias.to_string(),
             context: sp.parts.context,
@@ -482,10 +489,20 @@ impl Cache {
             answer_key: plan.key,
             expires_at_ms: entry.expires_at_ms,
         };
-        if let Some(store) = &semantic.store {
-            let _ = tokio::time::timeout(self.config.l2_timeout, store.save(&record)).await;
+        semantic.index.insert(record.clone());
+        semantic.store.is_some().then_some(record)
+    }
+
+    /// Saves a semantic record to Redis, so other and later nodes have it.
+    pub async fn semantic_save(&self, record: &SemanticEntry) {
+        let Some(Semantic { store: Some(store), .. }) = &self.semantic else { return };
+        match tokio::time::timeout(self.config.l2_timeout, store.save(record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not save a semantic cache vector to Redis")
+            }
+            Err(_) => tracing::warn!("saving a semantic cache vector to Redis timed out"),
         }
-        semantic.index.insert(record);
     }
 
     /// Loads the semantic vectors other nodes stored (a new node warms up).

@@ -64,27 +64,14 @@ pub(super) async fn serve(
     {
         let outcome = if layer == Layer::L1 { Lookup::HitL1 } else { Lookup::HitL2 };
         cache.count(&plan.alias, outcome);
-        return Ok(hit_response(&request, &entry, body, layer, None, accounting, info));
+        return Ok(hit_response(&request, &entry, body, layer, accounting, info));
     }
-    let mut vector = None;
-    if plan.semantic.is_some() && (plan.lookup || plan.store) {
-        vector = embed(app, &request, &accounting).await;
-        if plan.lookup
-            && let Some(vector) = &vector
-            && let Some((entry, layer, similarity)) = cache.semantic_get(plan, vector).await
-            && let Some(body) = hit_body(&request, &entry)
-        {
-            cache.count(&plan.alias, Lookup::SemanticHit);
-            let similarity = Some(similarity);
-            return Ok(hit_response(&request, &entry, body, layer, similarity, accounting, info));
-        }
-    }
+    // The semantic lookup runs in the flight's call, so identical requests
+    // in flight share its embedding call too.
     let flight = crate::cache::key::flight(&plan.key, request.req.stream);
     let (waiter, accounting) = match cache.flights.join(flight, plan.coalesce) {
         Joined::Leader(waiter) => {
-            cache.count(&plan.alias, Lookup::Miss);
-            let call =
-                call(app.clone(), waiter.flight.clone(), request.clone(), accounting, vector);
+            let call = call(app.clone(), waiter.flight.clone(), request.clone(), accounting);
             cache.flights.launch(&waiter, call);
             (waiter, None)
         }
@@ -93,8 +80,18 @@ pub(super) async fn serve(
             (waiter, Some(accounting))
         }
     };
+    wait(&request, waiter, accounting, info).await
+}
+
+/// The response of a flight's waiter; `accounting` is a follower's own.
+async fn wait(
+    request: &Request,
+    waiter: Waiter,
+    accounting: Option<Accounting>,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
     if request.req.stream {
-        stream_waiter(&request, waiter, accounting, info).await
+        stream_waiter(request, waiter, accounting, info).await
     } else {
         complete_waiter(waiter, accounting, info).await
     }
@@ -106,13 +103,7 @@ fn hit_body(request: &Request, entry: &Entry) -> Option<Bytes> {
     if !request.req.stream {
         return Some(entry.body.clone());
     }
-    let resp: ChatResponse = match request.format {
-        Format::Anthropic => anthropic::read_chat_response(&request.req, entry.body.clone()),
-        Format::OpenAi | Format::Gemini => {
-            openai::read_chat_response(&request.req, entry.body.clone())
-        }
-    }
-    .ok()?;
+    let resp = read_response(request, entry)?;
     let mut writer = ClientWriter::new(request.format, &request.req);
     let mut out = Vec::with_capacity(entry.body.len() * 2);
     for chunk in replay_chunks(&resp) {
@@ -122,12 +113,12 @@ fn hit_body(request: &Request, entry: &Entry) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// An exact hit: `x-floodgate-cache: hit`, its layer and `age`.
 fn hit_response(
     request: &Request,
     entry: &Entry,
     body: Bytes,
     layer: Layer,
-    similarity: Option<f32>,
     accounting: Accounting,
     info: &mut RouteInfo,
 ) -> Response {
@@ -144,15 +135,7 @@ fn hit_response(
     routed_headers(headers, &entry.provider, &entry.model, 0);
     headers.insert(LAYER_HEADER, HeaderValue::from_static(layer.as_str()));
     headers.insert(header::AGE, HeaderValue::from(entry.age_seconds()));
-    match similarity {
-        None => headers.insert(CACHE_HEADER, HeaderValue::from_static("hit")),
-        Some(similarity) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}")) {
-                headers.insert(crate::cache::SIMILARITY_HEADER, v);
-            }
-            headers.insert(CACHE_HEADER, HeaderValue::from_static("semantic-hit"))
-        }
-    };
+    headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
     response
 }
 
@@ -206,13 +189,22 @@ async fn embed(app: &AppState, request: &Request, accounting: &Accounting) -> Op
 
 /// The flight's upstream call: routes the request, feeds the flight, stores
 /// a complete answer, and finishes the leader's accounting.
-async fn call(
-    app: AppState,
-    flight: Arc<Flight>,
-    request: Request,
-    accounting: Accounting,
-    vector: Option<Vec<f32>>,
-) {
+async fn call(app: AppState, flight: Arc<Flight>, request: Request, accounting: Accounting) {
+    let plan = &request.plan;
+    let mut vector = None;
+    if plan.semantic.is_some() && (plan.lookup || plan.store) {
+        vector = embed(&app, &request, &accounting).await;
+        if plan.lookup
+            && let Some(vector) = &vector
+            && let Some((entry, layer, similarity)) = app.cache.semantic_get(plan, vector).await
+            && semantic_answer(&flight, &request, &entry, layer, similarity)
+        {
+            app.cache.count(&plan.alias, Lookup::SemanticHit);
+            accounting.finish(Outcome::cached(&entry.provider, &entry.model, entry.usage));
+            return;
+        }
+    }
+    app.cache.count(&plan.alias, Lookup::Miss);
     let Request { format, req, hints, route, admission, plan } = request;
     if !req.stream {
         match app.router.chat(&route, &req, &hints, admission).await {
@@ -308,6 +300,47 @@ async fn call(
     flight.end(End::Complete);
 }
 
+/// Ends a flight with a semantic cache hit: the stored answer as it is, or
+/// replayed as a stream. `false` if the stored answer cannot be read back.
+fn semantic_answer(
+    flight: &Flight,
+    request: &Request,
+    entry: &Entry,
+    layer: Layer,
+    similarity: f32,
+) -> bool {
+    let origin = Origin {
+        provider: entry.provider.clone(),
+        model: entry.model.clone(),
+        attempts: 0,
+        waited: Duration::ZERO,
+        hedged: false,
+    };
+    if !request.req.stream {
+        flight.state().semantic = Some((layer, similarity));
+        flight.end(End::Answer(Arc::new(Answer { body: entry.body.clone(), origin })));
+        return true;
+    }
+    let Some(resp) = read_response(request, entry) else { return false };
+    flight.state().semantic = Some((layer, similarity));
+    flight.start(origin);
+    for chunk in replay_chunks(&resp) {
+        flight.push(chunk);
+    }
+    flight.end(End::Complete);
+    true
+}
+
+fn read_response(request: &Request, entry: &Entry) -> Option<ChatResponse> {
+    match request.format {
+        Format::Anthropic => anthropic::read_chat_response(&request.req, entry.body.clone()),
+        Format::OpenAi | Format::Gemini => {
+            openai::read_chat_response(&request.req, entry.body.clone())
+        }
+    }
+    .ok()
+}
+
 fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
     match format {
         Format::Anthropic => anthropic::write_chat_response(resp),
@@ -315,8 +348,8 @@ fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
     }
 }
 
-/// Stores an answer in L1 at once (the next identical request hits it), and
-/// in L2 and the semantic index in the background.
+/// Stores an answer in L1 and the semantic index at once (the next request
+/// finds it), and in L2 (and the vector in Redis) in the background.
 fn store(
     app: &AppState,
     plan: &Arc<Plan>,
@@ -327,14 +360,15 @@ fn store(
     vector: Option<Vec<f32>>,
 ) {
     let Some(entry) = app.cache.put(plan, body, provider, model, usage) else { return };
-    if !app.cache.has_l2() && vector.is_none() {
+    let record = vector.and_then(|vector| app.cache.semantic_put(plan, vector, &entry));
+    if !app.cache.has_l2() && record.is_none() {
         return;
     }
     let (cache, plan) = (app.cache.clone(), plan.clone());
     tokio::spawn(async move {
         cache.put_shared(&plan.key, &entry).await;
-        if let Some(vector) = vector {
-            cache.semantic_put(&plan, vector, &entry).await;
+        if let Some(record) = record {
+            cache.semantic_save(&record).await;
         }
     });
 }
@@ -411,7 +445,7 @@ async fn complete_waiter(
     let headers = response.headers_mut();
     routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
     routing_headers(headers, origin.waited, origin.hedged);
-    insert_cache_header(headers, waiter.leader);
+    insert_cache_header(headers, &waiter, info);
     Ok(response)
 }
 
@@ -446,9 +480,28 @@ fn usage_of(body: &Bytes) -> Usage {
     }
 }
 
-fn insert_cache_header(headers: &mut HeaderMap, leader: bool) {
-    let value = if leader { "miss" } else { "coalesced" };
-    headers.insert(CACHE_HEADER, HeaderValue::from_static(value));
+/// `x-floodgate-cache` of a waiter: `coalesced` for one that joined, else
+/// `miss`, or `semantic-hit` (with its layer and similarity) when the call
+/// found a close enough cached prompt.
+fn insert_cache_header(headers: &mut HeaderMap, waiter: &Waiter, info: &mut RouteInfo) {
+    if !waiter.leader {
+        headers.insert(CACHE_HEADER, HeaderValue::from_static("coalesced"));
+        return;
+    }
+    let semantic = waiter.flight.state().semantic;
+    match semantic {
+        Some((layer, similarity)) => {
+            info.provider = Some("cache".to_string());
+            headers.insert(CACHE_HEADER, HeaderValue::from_static("semantic-hit"));
+            headers.insert(LAYER_HEADER, HeaderValue::from_static(layer.as_str()));
+            if let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}")) {
+                headers.insert(crate::cache::SIMILARITY_HEADER, v);
+            }
+        }
+        None => {
+            headers.insert(CACHE_HEADER, HeaderValue::from_static("miss"));
+        }
+    }
 }
 
 /// A stream for a waiter, from the flight's first chunk.
@@ -482,7 +535,8 @@ async fn stream_waiter(
         waiter.flight.changed(&mut seen).await;
     };
     info.provider = Some(origin.provider.clone());
-    let leader = waiter.leader;
+    let mut cache_headers = HeaderMap::new();
+    insert_cache_header(&mut cache_headers, &waiter, info);
     let relay = FlightRelay {
         writer: ClientWriter::new(request.format, &request.req),
         waiter,
@@ -502,7 +556,7 @@ async fn stream_waiter(
     sse_headers(headers);
     routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
     routing_headers(headers, origin.waited, origin.hedged);
-    insert_cache_header(headers, leader);
+    headers.extend(cache_headers);
     Ok(response)
 }
 

@@ -437,6 +437,70 @@ async fn semantic_cache_serves_near_identical_prompts_above_the_threshold() {
 }
 
 #[tokio::test]
+async fn identical_requests_in_flight_share_the_semantic_cache_embedding_call_too() {
+    let config = DEFAULT_CONFIG.replace(
+        "name = \"gpt\"\ntargets = [\"oai/gpt-4o-mini\"]",
+        "name = \"gpt\"\ntargets = [\"oai/gpt-4o-mini\"]\n[models.cache.semantic]\nembedding_model = \"embed\"",
+    );
+    let app = spawn_with(Options {
+        config: format!("{config}\n[cache]\nenabled = true\n"),
+        mock: MockConfig {
+            record: true,
+            latency: Duration::from_millis(200),
+            ..MockConfig::default()
+        },
+        master_key: Some(MASTER.to_string()),
+        ..Options::default()
+    })
+    .await;
+    let calls =
+        |path: &str| app.upstream_requests().iter().filter(|r| r.path.ends_with(path)).count();
+    let herd = |text: &'static str, stream: bool| {
+        let app = &app;
+        async move {
+            let mut body = question(text);
+            body["stream"] = json!(stream);
+            let mut tasks = Vec::new();
+            for _ in 0..20 {
+                let (client, url, body) =
+                    (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
+                tasks.push(tokio::spawn(async move {
+                    let response =
+                        client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
+                    let cache = cache_header(response.headers()).to_string();
+                    (response.status(), cache, response.bytes().await.unwrap())
+                }));
+            }
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        }
+    };
+    let results = herd("Where is the Louvre?", false).await;
+    assert!(results.iter().all(|(status, _, _)| *status == StatusCode::OK));
+    assert_eq!(
+        (calls("/embeddings"), chat_calls(&app)),
+        (1, 1),
+        "one embedding call, one chat call"
+    );
+    // A herd of near-identical prompts: one embedding call, a semantic hit for
+    // the one that made it, its share for the others; no chat call.
+    for stream in [false, true] {
+        let results = herd("where is the louvre?", stream).await;
+        let caches: Vec<&str> = results.iter().map(|(_, cache, _)| cache.as_str()).collect();
+        assert_eq!(caches.iter().filter(|c| **c == "semantic-hit").count(), 1, "{caches:?}");
+        assert_eq!(caches.iter().filter(|c| **c == "coalesced").count(), 19, "{caches:?}");
+        if stream {
+            let (text, _) = openai_stream_text(&parse_sse(&results[0].2));
+            assert!(!text.is_empty());
+        }
+    }
+    assert_eq!((calls("/embeddings"), chat_calls(&app)), (3, 1));
+}
+
+#[tokio::test]
 async fn admin_warm_fills_the_cache_and_clear_empties_it() {
     let app = spawn("", MockConfig::default()).await;
     let admin = |method: Method, path: &'static str, body: Option<Value>| {
