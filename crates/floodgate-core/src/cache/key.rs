@@ -76,19 +76,6 @@ fn user_text(content: &Value) -> Option<String> {
     }
 }
 
-/// The key of the upstream call that answers `key`: streamed and complete
-/// calls are different calls, so identical requests coalesce only with
-/// requests that want the answer the same way.
-pub fn flight(key: &Digest, stream: bool) -> Digest {
-    let mut hasher = Context::new(&SHA256);
-    hasher.update(b"floodgate-flight-v1");
-    hasher.update(key);
-    hasher.update(&[u8::from(stream)]);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(hasher.finish().as_ref());
-    out
-}
-
 /// Lowercase hex of a digest, for Redis keys and logs.
 pub fn hex(digest: &Digest) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -68,8 +68,7 @@ pub(super) async fn serve(
     }
     // The semantic lookup runs in the flight's call, so identical requests
     // in flight share its embedding call too.
-    let flight = crate::cache::key::flight(&plan.key, request.req.stream);
-    let (waiter, accounting) = match cache.flights.join(flight, plan.coalesce) {
+    let (waiter, accounting) = match cache.flights.join(plan.key, plan.coalesce) {
         Joined::Leader(waiter) => {
             let call = call(app.clone(), waiter.flight.clone(), request.clone(), accounting);
             cache.flights.launch(&waiter, call);
@@ -93,7 +92,7 @@ async fn wait(
     if request.req.stream {
         stream_waiter(request, waiter, accounting, info).await
     } else {
-        complete_waiter(waiter, accounting, info).await
+        complete_waiter(request, waiter, accounting, info).await
     }
 }
 
@@ -332,11 +331,14 @@ fn semantic_answer(
 }
 
 fn read_response(request: &Request, entry: &Entry) -> Option<ChatResponse> {
+    decode(request, &entry.body)
+}
+
+/// A complete answer in the request's format, read back.
+fn decode(request: &Request, body: &Bytes) -> Option<ChatResponse> {
     match request.format {
-        Format::Anthropic => anthropic::read_chat_response(&request.req, entry.body.clone()),
-        Format::OpenAi | Format::Gemini => {
-            openai::read_chat_response(&request.req, entry.body.clone())
-        }
+        Format::Anthropic => anthropic::read_chat_response(&request.req, body.clone()),
+        Format::OpenAi | Format::Gemini => openai::read_chat_response(&request.req, body.clone()),
     }
     .ok()
 }
@@ -418,6 +420,7 @@ fn lost() -> ApiError {
 
 /// A complete answer for a waiter: the leader's (`miss`) or a share of it (`coalesced`).
 async fn complete_waiter(
+    request: &Request,
     waiter: Waiter,
     accounting: Option<Accounting>,
     info: &mut RouteInfo,
@@ -432,8 +435,13 @@ async fn complete_waiter(
     };
     let answer = match end {
         End::Answer(answer) => answer,
+        // A streaming request's call: its chunks assembled into the answer.
+        End::Complete => match collected(request, &waiter.flight) {
+            Some(answer) => Arc::new(answer),
+            None => return Err(fail(accounting, lost())),
+        },
         End::Failed(error) => return Err(fail(accounting, ApiError::Route((*error).clone()))),
-        End::Complete | End::Broken(_) | End::Lost => return Err(fail(accounting, lost())),
+        End::Broken(_) | End::Lost => return Err(fail(accounting, lost())),
     };
     let origin = &answer.origin;
     info.provider = Some(origin.provider.clone());
@@ -447,6 +455,20 @@ async fn complete_waiter(
     routing_headers(headers, origin.waited, origin.hedged);
     insert_cache_header(headers, &waiter, info);
     Ok(response)
+}
+
+/// A streamed flight's chunks as a complete answer in the request's format.
+fn collected(request: &Request, flight: &Flight) -> Option<Answer> {
+    let state = flight.state();
+    let origin = state.origin.clone()?;
+    let mut collector = StreamCollector::default();
+    state.chunks.iter().for_each(|chunk| collector.push(chunk));
+    drop(state);
+    let mut resp = collector.finish()?;
+    if resp.created == 0 {
+        resp.created = unix_now();
+    }
+    Some(Answer { body: write_response(request.format, &resp), origin })
 }
 
 /// Finishes a follower's accounting with an error and returns it.
@@ -521,12 +543,18 @@ async fn stream_waiter(
             }
             match &state.end {
                 None => {}
+                // A complete request's call: its answer replayed as a stream.
+                Some(End::Answer(answer)) => {
+                    let answer = answer.clone();
+                    drop(state);
+                    return replayed_answer(request, &waiter, &answer, accounting, info);
+                }
                 Some(End::Failed(error)) => {
                     let error = ApiError::Route((**error).clone());
                     drop(state);
                     return Err(fail(accounting, error));
                 }
-                Some(_) => {
+                Some(End::Complete | End::Broken(_) | End::Lost) => {
                     drop(state);
                     return Err(fail(accounting, lost()));
                 }
@@ -557,6 +585,35 @@ async fn stream_waiter(
     routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
     routing_headers(headers, origin.waited, origin.hedged);
     headers.extend(cache_headers);
+    Ok(response)
+}
+
+/// A complete flight's answer for a streaming waiter, as one SSE body.
+fn replayed_answer(
+    request: &Request,
+    waiter: &Waiter,
+    answer: &Answer,
+    accounting: Option<Accounting>,
+    info: &mut RouteInfo,
+) -> Result<Response, ApiError> {
+    let origin = &answer.origin;
+    let Some(resp) = decode(request, &answer.body) else { return Err(fail(accounting, lost())) };
+    let mut writer = ClientWriter::new(request.format, &request.req);
+    let mut out = Vec::with_capacity(answer.body.len() * 2);
+    for chunk in replay_chunks(&resp) {
+        writer.write(&chunk, &mut out);
+    }
+    writer.finish(&mut out);
+    if let Some(accounting) = accounting {
+        accounting.finish(Outcome::cached(&origin.provider, &origin.model, resp.usage));
+    }
+    info.provider = Some(origin.provider.clone());
+    let mut response = Body::from(out).into_response();
+    let headers = response.headers_mut();
+    sse_headers(headers);
+    routed_headers(headers, &origin.provider, &origin.model, origin.attempts);
+    routing_headers(headers, origin.waited, origin.hedged);
+    insert_cache_header(headers, waiter, info);
     Ok(response)
 }
 

@@ -305,7 +305,7 @@ async fn a_hundred_identical_requests_at_once_make_one_upstream_call() {
 }
 
 #[tokio::test]
-async fn identical_streamed_and_complete_requests_in_flight_both_get_their_answer() {
+async fn streamed_and_complete_requests_in_flight_share_one_call() {
     let app =
         spawn("", MockConfig { latency: Duration::from_millis(300), ..MockConfig::default() })
             .await;
@@ -328,11 +328,39 @@ async fn identical_streamed_and_complete_requests_in_flight_both_get_their_answe
     }
     assert!(results.iter().all(|(status, _, _)| *status == StatusCode::OK));
     let caches: Vec<&str> = results.iter().map(|(_, cache, _)| cache.as_str()).collect();
-    // One call each way; the second of each way joins its own kind's call.
-    assert_eq!(caches, ["miss", "miss", "coalesced", "coalesced"]);
+    // One call (the first request's, complete) answers the streams too.
+    assert_eq!(caches, ["miss", "coalesced", "coalesced", "coalesced"]);
     let whole: Value = serde_json::from_slice(&results[0].2).unwrap();
     let (text, _) = openai_stream_text(&parse_sse(&results[1].2));
     assert_eq!(whole["choices"][0]["message"]["content"], text);
+    assert_eq!(chat_calls(&app), 1);
+
+    // And the other way: a streamed call answers complete requests.
+    let mut streamed = question("The other way round?");
+    streamed["stream"] = json!(true);
+    let mut complete = streamed.clone();
+    complete["stream"] = json!(false);
+    let mut tasks = Vec::new();
+    for body in [streamed, complete.clone(), complete] {
+        let (client, url) = (app.http.clone(), app.url("/v1/chat/completions"));
+        tasks.push(tokio::spawn(async move {
+            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
+            let cache = cache_header(response.headers()).to_string();
+            (response.status(), cache, response.bytes().await.unwrap())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    let caches: Vec<&str> = results.iter().map(|(_, cache, _)| cache.as_str()).collect();
+    assert_eq!(caches, ["miss", "coalesced", "coalesced"]);
+    let (text, _) = openai_stream_text(&parse_sse(&results[0].2));
+    let whole: Value = serde_json::from_slice(&results[1].2).unwrap();
+    assert_eq!(whole["object"], "chat.completion", "{whole}");
+    assert_eq!(whole["choices"][0]["message"]["content"], text);
+    assert!(whole["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{whole}");
     assert_eq!(chat_calls(&app), 2);
 }
 
