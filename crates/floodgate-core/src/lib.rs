@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod pipeline;
 pub mod pricing;
 pub mod providers;
+pub mod queue;
 pub mod routing;
 pub mod secrets;
 pub mod shutdown;

@@ -1,0 +1,240 @@
+//! The queue engine's behaviour, on SQLite in a file (a restart reopens it)
+//! and in memory. Time is passed in, so leases and retries are stepped.
+
+use serde_json::json;
+
+use super::*;
+
+fn job(id: &str, priority: u8) -> NewJob {
+    NewJob {
+        id: id.to_string(),
+        owner: Some("key_a".to_string()),
+        route: "chat".to_string(),
+        request: json!({"model": "chat", "messages": [{"role": "user", "content": id}]}),
+        priority,
+        max_attempts: 3,
+        webhook_url: None,
+        idempotency_key: None,
+        deadline_ms: None,
+    }
+}
+
+async fn queues() -> Vec<(SqliteQueue, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SqliteQueue::open(&format!("sqlite://{}", dir.path().join("jobs.db").display()))
+        .await
+        .unwrap();
+    let memory = SqliteQueue::open("sqlite::memory:").await.unwrap();
+    vec![(file, Some(dir)), (memory, None)]
+}
+
+fn ids(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter().map(|j| j.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn strict_priority_then_fifo() {
+    for (q, _dir) in queues().await {
+        for (i, priority) in [5u8, 1, 10, 5, 0, 10].into_iter().enumerate() {
+            q.submit(job(&format!("j{i}"), priority), 1000 + i as i64).await.unwrap();
+        }
+        let first = q.lease("w1", 3, 30_000, 2000).await.unwrap();
+        assert_eq!(ids(&first), ["j2", "j5", "j0"]);
+        assert!(first.iter().all(|j| j.status == JobStatus::Running && j.attempts == 1));
+        let rest = q.lease("w2", 10, 30_000, 2000).await.unwrap();
+        assert_eq!(ids(&rest), ["j3", "j1", "j4"]);
+        assert!(q.lease("w3", 10, 30_000, 2000).await.unwrap().is_empty());
+        let stats = q.stats(2000).await.unwrap();
+        assert_eq!((stats.running, stats.pending.iter().sum::<u64>()), (6, 0));
+    }
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_job() {
+    for (q, _dir) in queues().await {
+        let keyed = NewJob { idempotency_key: Some("order-1".into()), ..job("a", 5) };
+        let (first, created) = q.submit(keyed.clone(), 1).await.unwrap();
+        assert!(created);
+        let again = NewJob { id: "b".into(), ..keyed.clone() };
+        let (second, created) = q.submit(again, 2).await.unwrap();
+        assert!(!created);
+        assert_eq!(second.id, first.id);
+        // Another owner's key is another job.
+        let other = NewJob { id: "c".into(), owner: Some("key_b".into()), ..keyed };
+        assert!(q.submit(other, 3).await.unwrap().1);
+        assert!(matches!(q.submit(job("a", 5), 4).await, Err(QueueError::Duplicate(_))));
+        assert_eq!(q.stats(5).await.unwrap().pending[5], 2);
+    }
+}
+
+#[tokio::test]
+async fn failures_retry_then_dead_letter_then_an_admin_retry_starts_over() {
+    for (q, _dir) in queues().await {
+        q.submit(job("j", 5), 0).await.unwrap();
+        for attempt in 1..=2 {
+            // Each attempt when the last one's backoff is over.
+            let now = 100 * (attempt - 1);
+            let leased = q.lease("w", 1, 1000, now).await.unwrap();
+            assert_eq!(leased[0].attempts as i64, attempt);
+            let retry_at = 100 * attempt;
+            let outcome = q.fail("j", "w", "upstream 503", Some(retry_at), now).await.unwrap();
+            assert_eq!(outcome, Failed::Retrying { run_after_ms: retry_at });
+            // Not before its backoff.
+            assert!(q.lease("w", 1, 1000, retry_at - 1).await.unwrap().is_empty());
+            assert_eq!(q.stats(retry_at).await.unwrap().oldest_wait_ms, Some(0));
+        }
+        let leased = q.lease("w", 1, 1000, 200).await.unwrap();
+        assert_eq!(leased[0].attempts, 3);
+        assert_eq!(
+            q.fail("j", "w", "upstream 503 again", Some(400), 300).await.unwrap(),
+            Failed::Dead
+        );
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(ids(&dead), ["j"]);
+        assert_eq!(dead[0].status, JobStatus::Failed);
+        assert_eq!(dead[0].error.as_deref(), Some("upstream 503 again"));
+        let stats = q.stats(400).await.unwrap();
+        assert_eq!((stats.failed, stats.dead), (1, 1));
+        let retried = q.retry_dead("j", 500).await.unwrap().unwrap();
+        assert_eq!((retried.status, retried.attempts, retried.dead), (JobStatus::Queued, 0, false));
+        assert_eq!(q.lease("w", 1, 1000, 500).await.unwrap()[0].attempts, 1);
+        assert!(q.retry_dead("j", 600).await.unwrap().is_none(), "not a dead letter any more");
+        assert!(!q.delete_dead("j").await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_goes_to_another_worker_and_completes_once() {
+    for (q, _dir) in queues().await {
+        q.submit(job("j", 5), 0).await.unwrap();
+        assert_eq!(q.lease("dead-worker", 1, 1000, 0).await.unwrap().len(), 1);
+        assert!(q.heartbeat("j", "dead-worker", 1000, 500).await.unwrap());
+        // Its lease (extended to 1,500) has not expired at 1,400.
+        assert!(q.lease("w2", 1, 1000, 1400).await.unwrap().is_empty());
+        let again = q.lease("w2", 1, 1000, 1600).await.unwrap();
+        assert_eq!((again[0].attempts, again[0].lease_owner.as_deref()), (2, Some("w2")));
+        // The first worker wakes up: it holds nothing any more.
+        assert!(!q.heartbeat("j", "dead-worker", 1000, 1700).await.unwrap());
+        assert!(!q.complete("j", "dead-worker", &json!({"late": true}), 1700).await.unwrap());
+        assert_eq!(
+            q.fail("j", "dead-worker", "x", Some(0), 1700).await.unwrap(),
+            Failed::NotLeased
+        );
+        assert!(q.complete("j", "w2", &json!({"ok": 1}), 1800).await.unwrap());
+        assert!(!q.complete("j", "w2", &json!({"ok": 2}), 1900).await.unwrap(), "once");
+        let done = q.get("j").await.unwrap().unwrap();
+        assert_eq!((done.status, done.result), (JobStatus::Completed, Some(json!({"ok": 1}))));
+        assert_eq!(done.finished_at_ms, Some(1800));
+    }
+}
+
+#[tokio::test]
+async fn a_lease_that_expires_on_the_last_attempt_is_a_dead_letter() {
+    for (q, _dir) in queues().await {
+        q.submit(NewJob { max_attempts: 1, ..job("j", 5) }, 0).await.unwrap();
+        q.lease("w", 1, 100, 0).await.unwrap();
+        assert!(q.lease("w2", 1, 100, 200).await.unwrap().is_empty());
+        let dead = q.get("j").await.unwrap().unwrap();
+        assert!(dead.dead && dead.status == JobStatus::Failed, "{dead:?}");
+        assert!(dead.error.unwrap().contains("lease"));
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_queued_and_running_jobs() {
+    for (q, _dir) in queues().await {
+        q.submit(job("queued", 5), 0).await.unwrap();
+        q.submit(job("running", 9), 0).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 1).await.unwrap()), ["running"]);
+        let cancelled = q.cancel("queued", 2).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        let cancelled = q.cancel("running", 3).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        // The worker learns it at its next heartbeat; its result is refused.
+        assert!(!q.heartbeat("running", "w", 1000, 4).await.unwrap());
+        assert!(!q.complete("running", "w", &json!(1), 5).await.unwrap());
+        assert!(q.lease("w", 10, 1000, 6).await.unwrap().is_empty());
+        assert!(q.cancel("nope", 7).await.unwrap().is_none());
+        assert_eq!(q.stats(8).await.unwrap().cancelled, 2);
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_that_passes_in_the_queue_fails_the_job() {
+    for (q, _dir) in queues().await {
+        q.submit(NewJob { deadline_ms: Some(100), ..job("late", 5) }, 0).await.unwrap();
+        q.submit(NewJob { deadline_ms: Some(10_000), ..job("fine", 5) }, 0).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 10, 1000, 200).await.unwrap()), ["fine"]);
+        let late = q.get("late").await.unwrap().unwrap();
+        assert_eq!((late.status, late.dead), (JobStatus::Failed, false));
+        assert!(late.error.unwrap().contains("deadline"));
+    }
+}
+
+#[tokio::test]
+async fn finished_jobs_are_purged_after_their_ttl_and_dead_letters_are_kept() {
+    for (q, _dir) in queues().await {
+        for id in ["done", "dead", "open"] {
+            q.submit(NewJob { max_attempts: 1, ..job(id, 5) }, 0).await.unwrap();
+        }
+        q.lease("w", 2, 1000, 0).await.unwrap();
+        assert!(q.complete("done", "w", &json!("ok"), 10).await.unwrap());
+        assert_eq!(q.fail("dead", "w", "no", None, 10).await.unwrap(), Failed::Dead);
+        assert_eq!(q.purge(5).await.unwrap(), 0);
+        assert_eq!(q.purge(11).await.unwrap(), 1);
+        assert!(q.get("done").await.unwrap().is_none());
+        assert!(q.get("dead").await.unwrap().is_some());
+        assert!(q.get("open").await.unwrap().is_some());
+        assert!(q.delete_dead("dead").await.unwrap());
+        assert!(q.get("dead").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn queued_jobs_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let q = SqliteQueue::open(&url).await.unwrap();
+    for i in 0..5 {
+        q.submit(job(&format!("j{i}"), 5), i).await.unwrap();
+    }
+    q.lease("w", 2, 1000, 10).await.unwrap();
+    q.close().await;
+    let q = SqliteQueue::open(&url).await.unwrap();
+    let stats = q.stats(20).await.unwrap();
+    assert_eq!((stats.pending[5], stats.running), (3, 2));
+    // The two leased before the restart come back once their leases expire.
+    assert_eq!(ids(&q.lease("w2", 10, 1000, 2000).await.unwrap()), ["j0", "j1", "j2", "j3", "j4"]);
+}
+
+#[tokio::test]
+async fn concurrent_workers_never_lease_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let q = SqliteQueue::open(&url).await.unwrap();
+    for i in 0..200 {
+        q.submit(job(&format!("j{i:03}"), (i % 11) as u8), i).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = q.lease(&format!("w{w}"), 7, 60_000, 1000).await.unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (200, 200));
+}
