@@ -1,5 +1,8 @@
-//! The queue engine's behaviour, on SQLite in a file (a restart reopens it)
-//! and in memory. Time is passed in, so leases and retries are stepped.
+//! The queue engine's behaviour, on every backend: SQLite in a file and in
+//! memory (and each further backend added to [`queues`]). Time is passed
+//! in, so leases and retries are stepped.
+
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -19,13 +22,14 @@ fn job(id: &str, priority: u8) -> NewJob {
     }
 }
 
-async fn queues() -> Vec<(SqliteQueue, Option<tempfile::TempDir>)> {
+/// Every backend, each fresh; the guard keeps its files alive.
+async fn queues() -> Vec<(Arc<dyn Queue>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let file = SqliteQueue::open(&format!("sqlite://{}", dir.path().join("jobs.db").display()))
         .await
         .unwrap();
     let memory = SqliteQueue::open("sqlite::memory:").await.unwrap();
-    vec![(file, Some(dir)), (memory, None)]
+    vec![(Arc::new(file), Some(dir)), (Arc::new(memory), None)]
 }
 
 fn ids(jobs: &[Job]) -> Vec<&str> {
@@ -209,9 +213,12 @@ async fn queued_jobs_survive_a_restart() {
 
 #[tokio::test]
 async fn concurrent_workers_never_lease_the_same_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let q = SqliteQueue::open(&url).await.unwrap();
+    for (q, _dir) in queues().await {
+        concurrent_leases(q).await;
+    }
+}
+
+async fn concurrent_leases(q: Arc<dyn Queue>) {
     for i in 0..200 {
         q.submit(job(&format!("j{i:03}"), (i % 11) as u8), i).await.unwrap();
     }
