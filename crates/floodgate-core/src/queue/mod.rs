@@ -2,7 +2,8 @@
 //! first, FIFO within one), leased by workers for a visibility timeout and
 //! heartbeated, retried with a delay until `max_attempts`, then kept as
 //! dead letters. One [`Queue`] trait; `sqlite.rs` is the embedded backend
-//! (jobs survive a restart).
+//! (jobs survive a restart), `redis.rs` the backend of a cluster (every
+//! node's workers share one queue).
 //!
 //! Delivery is at least once: a job whose worker died is leased again once
 //! its lease expires, and [`Queue::complete`] takes effect only for the
@@ -13,11 +14,13 @@
 //! Not yet wired to HTTP (`/v1/jobs`) or to workers: those come with the
 //! rest of the queue.
 
+pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use redis::RedisQueue;
 pub use sqlite::SqliteQueue;
 
 /// Priorities run from 0 to this, higher first.

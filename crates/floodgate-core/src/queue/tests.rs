@@ -1,6 +1,7 @@
 //! The queue engine's behaviour, on every backend: SQLite in a file and in
-//! memory (and each further backend added to [`queues`]). Time is passed
-//! in, so leases and retries are stepped.
+//! memory, and Redis when `FLOODGATE_TEST_REDIS_URL` is set (each further
+//! backend is added to [`queues`]). Time is passed in, so leases and
+//! retries are stepped.
 
 use std::sync::Arc;
 
@@ -29,7 +30,21 @@ async fn queues() -> Vec<(Arc<dyn Queue>, Option<tempfile::TempDir>)> {
         .await
         .unwrap();
     let memory = SqliteQueue::open("sqlite::memory:").await.unwrap();
-    vec![(Arc::new(file), Some(dir)), (Arc::new(memory), None)]
+    let mut queues: Vec<(Arc<dyn Queue>, Option<tempfile::TempDir>)> =
+        vec![(Arc::new(file), Some(dir)), (Arc::new(memory), None)];
+    if let Some(url) = redis_url() {
+        queues.push((Arc::new(RedisQueue::connect(&url, &fresh_prefix()).await.unwrap()), None));
+    }
+    queues
+}
+
+fn redis_url() -> Option<String> {
+    std::env::var("FLOODGATE_TEST_REDIS_URL").ok()
+}
+
+/// A prefix no other test uses (Redis here keeps nothing on disk).
+fn fresh_prefix() -> String {
+    format!("fgtest{}:", uuid::Uuid::new_v4().simple())
 }
 
 fn ids(jobs: &[Job]) -> Vec<&str> {
@@ -212,6 +227,56 @@ async fn queued_jobs_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn redis_jobs_survive_a_reconnect() {
+    let Some(url) = redis_url() else { return };
+    let prefix = fresh_prefix();
+    let q = RedisQueue::connect(&url, &prefix).await.unwrap();
+    for i in 0..5 {
+        q.submit(job(&format!("j{i}"), 5), i).await.unwrap();
+    }
+    q.lease("w", 2, 1000, 10).await.unwrap();
+    drop(q);
+    let q = RedisQueue::connect(&url, &prefix).await.unwrap();
+    let stats = q.stats(20).await.unwrap();
+    assert_eq!((stats.pending[5], stats.running), (3, 2));
+    assert_eq!(ids(&q.lease("w2", 10, 1000, 2000).await.unwrap()), ["j0", "j1", "j2", "j3", "j4"]);
+}
+
+#[tokio::test]
+async fn two_redis_nodes_never_lease_the_same_job() {
+    let Some(url) = redis_url() else { return };
+    let prefix = fresh_prefix();
+    let a: Arc<dyn Queue> = Arc::new(RedisQueue::connect(&url, &prefix).await.unwrap());
+    let b: Arc<dyn Queue> = Arc::new(RedisQueue::connect(&url, &prefix).await.unwrap());
+    for i in 0..200 {
+        a.submit(job(&format!("j{i:03}"), (i % 11) as u8), i).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let q = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = q.lease(&format!("node{}-w{w}", w % 2), 7, 60_000, 1000).await.unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (200, 200));
+    assert_eq!(a.stats(1000).await.unwrap().running, 200);
+}
+
+#[tokio::test]
 async fn concurrent_workers_never_lease_the_same_job() {
     for (q, _dir) in queues().await {
         concurrent_leases(q).await;
@@ -244,4 +309,68 @@ async fn concurrent_leases(q: Arc<dyn Queue>) {
     all.sort();
     all.dedup();
     assert_eq!((total, all.len()), (200, 200));
+}
+
+/// One mixed history on every backend: each ends with the same jobs and
+/// the same stats as the first (the reference, SQLite), so a backend's
+/// counters and sets never drift from what its jobs say.
+#[tokio::test]
+async fn every_backend_ends_a_mixed_history_alike() {
+    let mut ends = Vec::new();
+    for (q, _dir) in queues().await {
+        for i in 0..12i64 {
+            let new = NewJob {
+                max_attempts: 2,
+                deadline_ms: (i % 5 == 0).then_some(150),
+                idempotency_key: (i % 4 == 0).then(|| format!("k{}", i % 8)),
+                owner: (i % 3 != 0).then(|| "key_a".to_string()),
+                ..job(&format!("j{i:02}"), (i % 4) as u8 * 3)
+            };
+            q.submit(new, i).await.unwrap();
+        }
+        let first = q.lease("w1", 5, 100, 100).await.unwrap();
+        q.complete(&first[0].id, "w1", &json!({"n": 0}), 110).await.unwrap();
+        q.fail(&first[1].id, "w1", "503", Some(130), 110).await.unwrap();
+        q.fail(&first[2].id, "w1", "400", None, 110).await.unwrap();
+        q.cancel(&first[3].id, 120).await.unwrap();
+        // first[4]'s lease expires at 200; the deadlines (150) pass.
+        let second = q.lease("w2", 3, 100, 201).await.unwrap();
+        assert!(q.heartbeat(&second[0].id, "w2", 1000, 250).await.unwrap());
+        q.cancel(&second[1].id, 260).await.unwrap();
+        let third = q.lease("w3", 20, 100, 400).await.unwrap();
+        for j in &third {
+            q.fail(&j.id, "w3", "again", Some(500), 410).await.unwrap();
+        }
+        q.purge(115).await.unwrap();
+        let dead = q.dead_letters(100).await.unwrap();
+        if let Some(d) = dead.first() {
+            q.retry_dead(&d.id, 420).await.unwrap();
+        }
+        let mut jobs = Vec::new();
+        for i in 0..12 {
+            jobs.push(q.get(&format!("j{i:02}")).await.unwrap());
+        }
+        ends.push((q.name(), q.stats(450).await.unwrap(), ids(&dead).join(","), jobs));
+    }
+    let (_, stats, dead, jobs) = &ends[0];
+    // The history reaches every state (purge took the one completed).
+    assert!(stats.dead > 0 && stats.failed > stats.dead && stats.cancelled == 2, "{stats:?}");
+    assert!(stats.running > 0 && stats.pending.iter().sum::<u64>() > 0, "{stats:?}");
+    assert!(jobs.iter().any(Option::is_none), "purged");
+    for (name, other_stats, other_dead, other_jobs) in &ends[1..] {
+        assert_eq!(other_stats, stats, "{name}");
+        assert_eq!(other_dead, dead, "{name}");
+        assert_eq!(other_jobs, jobs, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn redis_reloads_scripts_it_lost() {
+    let Some(url) = redis_url() else { return };
+    let q = RedisQueue::connect(&url, &fresh_prefix()).await.unwrap();
+    q.submit(job("a", 5), 0).await.unwrap();
+    let client = ::redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut connection).await.unwrap();
+    assert_eq!(ids(&q.lease("w", 1, 1000, 1).await.unwrap()), ["a"]);
 }

@@ -1,0 +1,713 @@
+//! The queue of a cluster: every node's workers share one queue in Redis,
+//! under one key prefix. Keys, all under `{prefix}q:`:
+//!
+//! - `job:{id}`: a hash per job, a field per [`Job`] field (absent when
+//!   `None`; request and result as JSON text), plus `seq` (from `INCR seq`)
+//!   and `rank`, `(10 - priority) · 2^40 + seq`;
+//! - `ready`: a sorted set of the jobs a lease takes next, scored by rank,
+//!   so strict priority, then FIFO;
+//! - `delayed`: queued jobs whose `run_after_ms` (the score) has not come;
+//! - `queued`: every queued job by `run_after_ms` (for `oldest_wait_ms`);
+//! - `deadlines`: queued jobs with a deadline, by `deadline_ms`;
+//! - `running`: leased jobs by `lease_until_ms`;
+//! - `dead`: dead letters by `finished_at_ms`; `finished`: the other final
+//!   jobs by `finished_at_ms` (what `purge` deletes);
+//! - `idem`: a hash from owner and idempotency key to the job's id;
+//! - `counts`: a hash of counters for `stats` (`pending:{priority}`,
+//!   `running`, `completed`, `failed`, `dead`, `cancelled`).
+//!
+//! Every change is one Lua script, so one round trip and atomic: a job is in
+//! exactly the sets its status says and the counters agree with them, and
+//! two nodes never lease the same job. A script runs by its hash; when
+//! Redis lost it (a restart, `SCRIPT FLUSH`) the body is sent once more.
+//!
+//! A lease first fails queued jobs past their deadline and dead-letters
+//! expired leases on their last attempt, then moves due delayed jobs and
+//! the other expired leases into `ready` (an expired lease stays `running`,
+//! as in SQLite, until it is leased again or its worker heartbeats).
+//!
+//! The scripts build job keys from the prefix, so in a Redis Cluster the
+//! prefix must carry a `{…}` hash tag; a single Redis needs nothing.
+
+use std::collections::HashMap;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
+use crate::state::redis::RedisConnections;
+
+/// Purge deletes this many jobs per script, so no script blocks Redis long.
+const PURGE_BATCH: usize = 1000;
+
+/// The names every script starts with. KEYS are always [`RedisQueue::keys`];
+/// ARGV[1] is the prefix of job keys.
+macro_rules! prelude {
+    () => {
+        r"
+local ready, delayed, queued, deadlines, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local dead, finished, idem, counts, seq = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local base = ARGV[1]
+local function jobkey(id) return base .. id end
+local function count(field, by) redis.call('HINCRBY', counts, field, by) end
+local function idem_field(owner, key) return string.len(owner) .. ':' .. owner .. key end
+-- Takes a queued job out of the queued sets.
+local function unqueue(id, key)
+  redis.call('ZREM', ready, id)
+  redis.call('ZREM', delayed, id)
+  redis.call('ZREM', queued, id)
+  redis.call('ZREM', deadlines, id)
+  count('pending:' .. redis.call('HGET', key, 'priority'), -1)
+end
+-- Puts a job (status queued already) into the queued sets.
+local function enqueue(id, key, run_after, now)
+  local j = redis.call('HMGET', key, 'priority', 'rank', 'deadline_ms')
+  redis.call('ZADD', queued, run_after, id)
+  if tonumber(run_after) <= tonumber(now) then
+    redis.call('ZADD', ready, j[2], id)
+  else
+    redis.call('ZADD', delayed, run_after, id)
+  end
+  if j[3] then redis.call('ZADD', deadlines, j[3], id) end
+  count('pending:' .. j[1], 1)
+end
+-- Takes a running job out of the running sets.
+local function unlease(id, key)
+  redis.call('ZREM', running, id)
+  redis.call('ZREM', ready, id)
+  redis.call('HDEL', key, 'lease_owner', 'lease_until_ms')
+  count('running', -1)
+end
+-- Forgets a final job.
+local function forget(id, key)
+  local j = redis.call('HMGET', key, 'owner', 'idempotency_key')
+  if j[2] then
+    local field = idem_field(j[1] or '', j[2])
+    if redis.call('HGET', idem, field) == id then redis.call('HDEL', idem, field) end
+  end
+  redis.call('DEL', key)
+end
+"
+    };
+}
+
+/// ARGV: base, id, route, request, priority, max_attempts, now, then pairs
+/// of optional field and value (owner, idempotency_key, deadline_ms,
+/// webhook_url). Returns `{'created' | 'existing' | 'duplicate', fields}`.
+const SUBMIT: &str = concat!(
+    prelude!(),
+    r"
+local id, now = ARGV[2], ARGV[7]
+local optional = {}
+for i = 8, #ARGV, 2 do optional[ARGV[i]] = ARGV[i + 1] end
+local ikey = optional['idempotency_key']
+if ikey then
+  local existing = redis.call('HGET', idem, idem_field(optional['owner'] or '', ikey))
+  if existing then
+    local fields = redis.call('HGETALL', jobkey(existing))
+    if #fields > 0 then return {'existing', fields} end
+  end
+end
+local key = jobkey(id)
+if redis.call('EXISTS', key) == 1 then return {'duplicate', {}} end
+local n = redis.call('INCR', seq)
+local rank = string.format('%d', (10 - tonumber(ARGV[5])) * 1099511627776 + n)
+redis.call('HSET', key, 'id', id, 'route', ARGV[3], 'request', ARGV[4], 'priority', ARGV[5],
+  'status', 'queued', 'dead', '0', 'attempts', '0', 'max_attempts', ARGV[6],
+  'run_after_ms', now, 'created_at_ms', now, 'seq', n, 'rank', rank)
+for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+if ikey then redis.call('HSET', idem, idem_field(optional['owner'] or '', ikey), id) end
+enqueue(id, key, now, now)
+return {'created', redis.call('HGETALL', key)}
+"
+);
+
+/// ARGV: base, worker, limit, now, lease until. Returns the leased jobs'
+/// fields, in rank order.
+const LEASE: &str = concat!(
+    prelude!(),
+    r"
+local worker, limit, now, until_ms = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now)) do
+  local key = jobkey(id)
+  unqueue(id, key)
+  redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
+    'error', 'the deadline passed before the job could start')
+  redis.call('ZADD', finished, now, id)
+  count('failed', 1)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
+  local key = jobkey(id)
+  local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
+  redis.call('ZREM', running, id)
+  if tonumber(j[1]) >= tonumber(j[2]) then
+    local message = 'the lease of the last attempt expired (its worker stopped)'
+    if j[3] then message = j[3] .. '; ' .. message end
+    unlease(id, key)
+    redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
+    redis.call('ZADD', dead, now, id)
+    count('failed', 1)
+    count('dead', 1)
+  else
+    redis.call('ZADD', ready, j[4], id)
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
+  redis.call('ZREM', delayed, id)
+  redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
+end
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', ready, 0, limit - 1)) do
+  local key = jobkey(id)
+  if redis.call('HGET', key, 'status') == 'queued' then
+    unqueue(id, key)
+    count('running', 1)
+  else
+    redis.call('ZREM', ready, id)
+  end
+  redis.call('HSET', key, 'status', 'running', 'lease_owner', worker, 'lease_until_ms', until_ms)
+  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSETNX', key, 'started_at_ms', now)
+  redis.call('ZADD', running, until_ms, id)
+  out[#out + 1] = redis.call('HGETALL', key)
+end
+return out
+"
+);
+
+/// ARGV: base, id, worker, lease until. Returns 1 when extended.
+const HEARTBEAT: &str = concat!(
+    prelude!(),
+    r"
+local id, worker, until_ms = ARGV[2], ARGV[3], ARGV[4]
+local key = jobkey(id)
+local j = redis.call('HMGET', key, 'status', 'lease_owner')
+if j[1] ~= 'running' or j[2] ~= worker then return 0 end
+redis.call('HSET', key, 'lease_until_ms', until_ms)
+redis.call('ZREM', ready, id)
+redis.call('ZADD', running, until_ms, id)
+return 1
+"
+);
+
+/// ARGV: base, id, worker, result, now. Returns 1 when completed.
+const COMPLETE: &str = concat!(
+    prelude!(),
+    r"
+local id, worker, now = ARGV[2], ARGV[3], ARGV[5]
+local key = jobkey(id)
+local j = redis.call('HMGET', key, 'status', 'lease_owner')
+if j[1] ~= 'running' or j[2] ~= worker then return 0 end
+unlease(id, key)
+redis.call('HSET', key, 'status', 'completed', 'result', ARGV[4], 'finished_at_ms', now)
+redis.call('HDEL', key, 'error')
+redis.call('ZADD', finished, now, id)
+count('completed', 1)
+return 1
+"
+);
+
+/// ARGV: base, id, worker, error, now, retry at (`''` for none). Returns
+/// `not_leased`, `retrying` or `dead`.
+const FAIL: &str = concat!(
+    prelude!(),
+    r"
+local id, worker, message, now, retry_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local key = jobkey(id)
+local j = redis.call('HMGET', key, 'status', 'lease_owner', 'attempts', 'max_attempts')
+if j[1] ~= 'running' or j[2] ~= worker then return 'not_leased' end
+unlease(id, key)
+if retry_at ~= '' and tonumber(j[3]) < tonumber(j[4]) then
+  redis.call('HSET', key, 'status', 'queued', 'run_after_ms', retry_at, 'error', message)
+  enqueue(id, key, retry_at, now)
+  return 'retrying'
+end
+redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'error', message, 'finished_at_ms', now)
+redis.call('ZADD', dead, now, id)
+count('failed', 1)
+count('dead', 1)
+return 'dead'
+"
+);
+
+/// ARGV: base, id, now. Returns the job's fields (none: no such job).
+const CANCEL: &str = concat!(
+    prelude!(),
+    r"
+local id, now = ARGV[2], ARGV[3]
+local key = jobkey(id)
+local status = redis.call('HGET', key, 'status')
+if status == 'queued' then
+  unqueue(id, key)
+elseif status == 'running' then
+  unlease(id, key)
+else
+  return redis.call('HGETALL', key)
+end
+redis.call('HSET', key, 'status', 'cancelled', 'finished_at_ms', now)
+redis.call('ZADD', finished, now, id)
+count('cancelled', 1)
+return redis.call('HGETALL', key)
+"
+);
+
+/// ARGV: base, id, now. Returns the job's fields (none: no such dead letter).
+const RETRY_DEAD: &str = concat!(
+    prelude!(),
+    r"
+local id, now = ARGV[2], ARGV[3]
+local key = jobkey(id)
+if redis.call('HGET', key, 'dead') ~= '1' then return {} end
+redis.call('ZREM', dead, id)
+count('failed', -1)
+count('dead', -1)
+redis.call('HSET', key, 'status', 'queued', 'dead', '0', 'attempts', '0', 'run_after_ms', now)
+redis.call('HDEL', key, 'finished_at_ms')
+enqueue(id, key, now, now)
+return redis.call('HGETALL', key)
+"
+);
+
+/// ARGV: base, id. Returns 1 when a dead letter was deleted.
+const DELETE_DEAD: &str = concat!(
+    prelude!(),
+    r"
+local id = ARGV[2]
+local key = jobkey(id)
+if redis.call('HGET', key, 'dead') ~= '1' then return 0 end
+redis.call('ZREM', dead, id)
+count('failed', -1)
+count('dead', -1)
+forget(id, key)
+return 1
+"
+);
+
+/// ARGV: base, before, batch. Returns how many it deleted.
+const PURGE: &str = concat!(
+    prelude!(),
+    r"
+local ids = redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = jobkey(id)
+  local status = redis.call('HGET', key, 'status')
+  if status then count(status, -1) end
+  redis.call('ZREM', finished, id)
+  forget(id, key)
+end
+return #ids
+"
+);
+
+/// ARGV: base, limit. Returns the oldest `limit` dead letters' fields, and
+/// any more that failed at the same time as the last (the caller orders
+/// ties by `seq`).
+const DEAD_LETTERS: &str = concat!(
+    prelude!(),
+    r"
+local limit = tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', dead, 0, limit - 1, 'WITHSCORES')
+local out, seen = {}, {}
+for i = 1, #ids, 2 do
+  seen[ids[i]] = true
+  out[#out + 1] = redis.call('HGETALL', jobkey(ids[i]))
+end
+if #ids == 2 * limit then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', dead, ids[#ids], ids[#ids])) do
+    if not seen[id] then out[#out + 1] = redis.call('HGETALL', jobkey(id)) end
+  end
+end
+return out
+"
+);
+
+/// A script with its body, sent when Redis lost its script cache.
+struct Lua {
+    script: Script,
+    code: &'static str,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Lua {
+        Lua { script: Script::new(code), code }
+    }
+}
+
+struct Scripts {
+    submit: Lua,
+    lease: Lua,
+    heartbeat: Lua,
+    complete: Lua,
+    fail: Lua,
+    cancel: Lua,
+    retry_dead: Lua,
+    delete_dead: Lua,
+    purge: Lua,
+    dead_letters: Lua,
+}
+
+pub struct RedisQueue {
+    connections: RedisConnections,
+    prefix: String,
+    /// The fixed keys, in the order the scripts' prelude names them.
+    keys: Vec<String>,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn invalid(message: impl std::fmt::Display) -> QueueError {
+    QueueError::Backend { backend: "redis", message: message.to_string() }
+}
+
+fn failed(error: RedisError) -> QueueError {
+    invalid(error)
+}
+
+impl RedisQueue {
+    /// Connects to `url`; every key is put under `{prefix}q:`. Fails within
+    /// about two seconds when Redis does not answer.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisQueue, QueueError> {
+        let connections =
+            RedisConnections::connect(url, 0).await.map_err(|e| invalid(format!("{url}: {e}")))?;
+        Ok(RedisQueue::with_connections(connections, prefix))
+    }
+
+    /// As [`RedisQueue::connect`], on connections made already. The scripts
+    /// are loaded by their first use.
+    pub fn with_connections(connections: RedisConnections, prefix: &str) -> RedisQueue {
+        let prefix = format!("{prefix}q:");
+        let keys = [
+            "ready",
+            "delayed",
+            "queued",
+            "deadlines",
+            "running",
+            "dead",
+            "finished",
+            "idem",
+            "counts",
+            "seq",
+        ]
+        .iter()
+        .map(|name| format!("{prefix}{name}"))
+        .collect();
+        RedisQueue {
+            connections,
+            prefix,
+            keys,
+            scripts: Scripts {
+                submit: Lua::new(SUBMIT),
+                lease: Lua::new(LEASE),
+                heartbeat: Lua::new(HEARTBEAT),
+                complete: Lua::new(COMPLETE),
+                fail: Lua::new(FAIL),
+                cancel: Lua::new(CANCEL),
+                retry_dead: Lua::new(RETRY_DEAD),
+                delete_dead: Lua::new(DELETE_DEAD),
+                purge: Lua::new(PURGE),
+                dead_letters: Lua::new(DEAD_LETTERS),
+            },
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn job_key(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, QueueError> {
+        self.connections.get().await.map_err(failed)
+    }
+
+    /// Runs a script by its hash; only if Redis lost it a second round trip
+    /// sends the body, which Redis caches again. `args` follow the job key
+    /// prefix (ARGV[1]).
+    async fn eval<T: FromRedisValue>(&self, lua: &Lua, args: &[&str]) -> Result<T, QueueError> {
+        let base = self.job_key("");
+        let call = |verb: &str, script: &str| {
+            let mut command = ::redis::cmd(verb);
+            command.arg(script).arg(self.keys.len()).arg(&self.keys).arg(&base).arg(args);
+            command
+        };
+        let mut connection = self.connection().await?;
+        match call("EVALSHA", lua.script.get_hash()).query_async(&mut connection).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                call("EVAL", lua.code).query_async(&mut connection).await.map_err(failed)
+            }
+            answer => answer.map_err(failed),
+        }
+    }
+}
+
+/// A job from its hash's fields (HGETALL's flat list); `None` when empty.
+fn job_from_fields(fields: Vec<String>) -> Result<Option<(i64, Job)>, QueueError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut map: HashMap<String, String> = HashMap::with_capacity(fields.len() / 2);
+    let mut iter = fields.into_iter();
+    while let (Some(field), Some(value)) = (iter.next(), iter.next()) {
+        map.insert(field, value);
+    }
+    let text = |field: &str| map.get(field).cloned();
+    let required = |field: &str| {
+        map.get(field).cloned().ok_or_else(|| invalid(format!("a job without {field}")))
+    };
+    let number = |field: &str| -> Result<Option<i64>, QueueError> {
+        map.get(field)
+            .map(|v| v.parse::<i64>().map_err(|_| invalid(format!("{field} {v:?} is no number"))))
+            .transpose()
+    };
+    let required_number =
+        |field: &str| number(field)?.ok_or_else(|| invalid(format!("a job without {field}")));
+    let count = |field: &str| -> Result<u32, QueueError> {
+        let v = required_number(field)?;
+        u32::try_from(v).map_err(|_| invalid(format!("{field} {v} is out of range")))
+    };
+    let json = |field: &str| -> Result<Option<Value>, QueueError> {
+        map.get(field).map(|t| serde_json::from_str(t).map_err(invalid)).transpose()
+    };
+    let status = required("status")?;
+    let priority = required_number("priority")?;
+    let job = Job {
+        id: required("id")?,
+        owner: text("owner"),
+        route: required("route")?,
+        request: json("request")?.unwrap_or(Value::Null),
+        priority: u8::try_from(priority).unwrap_or(MAX_PRIORITY).min(MAX_PRIORITY),
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| invalid(format!("unknown job status {status:?}")))?,
+        dead: map.get("dead").is_some_and(|d| d == "1"),
+        attempts: count("attempts")?,
+        max_attempts: count("max_attempts")?,
+        run_after_ms: required_number("run_after_ms")?,
+        lease_owner: text("lease_owner"),
+        lease_until_ms: number("lease_until_ms")?,
+        deadline_ms: number("deadline_ms")?,
+        webhook_url: text("webhook_url"),
+        idempotency_key: text("idempotency_key"),
+        result: json("result")?,
+        error: text("error"),
+        created_at_ms: required_number("created_at_ms")?,
+        started_at_ms: number("started_at_ms")?,
+        finished_at_ms: number("finished_at_ms")?,
+    };
+    Ok(Some((required_number("seq")?, job)))
+}
+
+fn job(fields: Vec<String>) -> Result<Option<Job>, QueueError> {
+    Ok(job_from_fields(fields)?.map(|(_, job)| job))
+}
+
+fn existing(fields: Vec<String>) -> Result<Job, QueueError> {
+    job(fields)?.ok_or_else(|| invalid("a script answered no job"))
+}
+
+/// A score or number as Redis writes it.
+fn parse_ms(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| {
+        let v = text.parse::<f64>().ok()?;
+        // Scores are whole milliseconds, well inside a double's exact range.
+        format!("{v:.0}").parse().ok()
+    })
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn submit(&self, job: NewJob, now_ms: i64) -> Result<(Job, bool), QueueError> {
+        let request = job.request.to_string();
+        let priority = job.priority.min(MAX_PRIORITY).to_string();
+        let max_attempts = job.max_attempts.max(1).to_string();
+        let now = now_ms.to_string();
+        let deadline = job.deadline_ms.map(|d| d.to_string());
+        let mut args = vec![
+            job.id.as_str(),
+            job.route.as_str(),
+            request.as_str(),
+            priority.as_str(),
+            max_attempts.as_str(),
+            now.as_str(),
+        ];
+        for (field, value) in [
+            ("owner", job.owner.as_deref()),
+            ("idempotency_key", job.idempotency_key.as_deref()),
+            ("deadline_ms", deadline.as_deref()),
+            ("webhook_url", job.webhook_url.as_deref()),
+        ] {
+            if let Some(value) = value {
+                args.extend([field, value]);
+            }
+        }
+        let (outcome, fields): (String, Vec<String>) =
+            self.eval(&self.scripts.submit, &args).await?;
+        match outcome.as_str() {
+            "created" => Ok((existing(fields)?, true)),
+            "existing" => Ok((existing(fields)?, false)),
+            "duplicate" => Err(QueueError::Duplicate(job.id)),
+            other => Err(invalid(format!("the submit script answered {other:?}"))),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
+        let fields: Vec<String> = ::redis::cmd("HGETALL")
+            .arg(self.job_key(id))
+            .query_async(&mut self.connection().await?)
+            .await
+            .map_err(failed)?;
+        job(fields)
+    }
+
+    async fn lease(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Job>, QueueError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = [
+            worker.to_owned(),
+            limit.to_string(),
+            now_ms.to_string(),
+            now_ms.saturating_add(lease_ms).to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let answer: Vec<Vec<String>> = self.eval(&self.scripts.lease, &args).await?;
+        answer.into_iter().map(existing).collect()
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let until = now_ms.saturating_add(lease_ms).to_string();
+        let done: i64 = self.eval(&self.scripts.heartbeat, &[id, worker, &until]).await?;
+        Ok(done == 1)
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &Value,
+        now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let (result, now) = (result.to_string(), now_ms.to_string());
+        let done: i64 = self.eval(&self.scripts.complete, &[id, worker, &result, &now]).await?;
+        Ok(done == 1)
+    }
+
+    async fn fail(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Failed, QueueError> {
+        let now = now_ms.to_string();
+        let retry = retry_at_ms.map(|t| t.to_string()).unwrap_or_default();
+        let outcome: String =
+            self.eval(&self.scripts.fail, &[id, worker, error, &now, &retry]).await?;
+        match (outcome.as_str(), retry_at_ms) {
+            ("retrying", Some(run_after_ms)) => Ok(Failed::Retrying { run_after_ms }),
+            ("dead", _) => Ok(Failed::Dead),
+            ("not_leased", _) => Ok(Failed::NotLeased),
+            (other, _) => Err(invalid(format!("the fail script answered {other:?}"))),
+        }
+    }
+
+    async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
+        let fields: Vec<String> =
+            self.eval(&self.scripts.cancel, &[id, &now_ms.to_string()]).await?;
+        job(fields)
+    }
+
+    async fn stats(&self, now_ms: i64) -> Result<QueueStats, QueueError> {
+        let mut pipeline = ::redis::pipe();
+        pipeline.cmd("HGETALL").arg(self.key("counts"));
+        pipeline
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.key("queued"))
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1);
+        let (counts, oldest): (HashMap<String, i64>, Vec<String>) =
+            pipeline.query_async(&mut self.connection().await?).await.map_err(failed)?;
+        let get = |field: &str| u64::try_from(counts.get(field).copied().unwrap_or(0)).unwrap_or(0);
+        let mut stats = QueueStats {
+            running: get("running"),
+            completed: get("completed"),
+            failed: get("failed"),
+            dead: get("dead"),
+            cancelled: get("cancelled"),
+            ..QueueStats::default()
+        };
+        for (priority, slot) in stats.pending.iter_mut().enumerate() {
+            *slot = get(&format!("pending:{priority}"));
+        }
+        stats.oldest_wait_ms =
+            oldest.get(1).and_then(|score| parse_ms(score)).map(|t| now_ms.saturating_sub(t));
+        Ok(stats)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let answer: Vec<Vec<String>> =
+            self.eval(&self.scripts.dead_letters, &[&limit.to_string()]).await?;
+        let mut jobs = Vec::with_capacity(answer.len());
+        for fields in answer {
+            jobs.extend(job_from_fields(fields)?);
+        }
+        jobs.sort_by_key(|(seq, job)| (job.finished_at_ms, *seq));
+        jobs.truncate(limit);
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
+        let fields: Vec<String> =
+            self.eval(&self.scripts.retry_dead, &[id, &now_ms.to_string()]).await?;
+        job(fields)
+    }
+
+    async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
+        let done: i64 = self.eval(&self.scripts.delete_dead, &[id]).await?;
+        Ok(done == 1)
+    }
+
+    async fn purge(&self, before_ms: i64) -> Result<u64, QueueError> {
+        let (before, batch) = (before_ms.to_string(), PURGE_BATCH.to_string());
+        let mut total = 0u64;
+        loop {
+            let deleted: u64 = self.eval(&self.scripts.purge, &[&before, &batch]).await?;
+            total += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
