@@ -131,7 +131,7 @@ async fn main() {
     assert!(!l2.degraded(), "no L2 command failed or timed out during the run");
     let mut redis = connections.shared();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{prefix}cache:chat:k%3Aabc:{}", key::hex(&digest)))
+        .arg(format!("{prefix}cache:chat:k%3Aabc:{}", floodgate_core::keys::hex(&digest)))
         .query_async(&mut redis)
         .await
         .unwrap();

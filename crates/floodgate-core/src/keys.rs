@@ -131,7 +131,8 @@ pub fn hash_key(key: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, for digests in keys and logs.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

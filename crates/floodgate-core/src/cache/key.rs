@@ -76,17 +76,6 @@ fn user_text(content: &Value) -> Option<String> {
     }
 }
 
-/// Lowercase hex of a digest, for Redis keys and logs.
-pub fn hex(digest: &Digest) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
-}
-
 struct Hasher(Context);
 
 impl Hasher {
@@ -255,7 +244,7 @@ mod tests {
         assert_ne!(other("chat", "chat", "k:2"), reference);
         // A string and the same text as a one-element list are different bodies.
         assert_ne!(json!("a"), json!(["a"]));
-        assert_eq!(hex(&reference).len(), 64);
+        assert_eq!(crate::keys::hex(&reference).len(), 64);
     }
 
     #[test]

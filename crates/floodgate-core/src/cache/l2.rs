@@ -19,8 +19,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 
 use super::Entry;
-use super::key::{Digest, hex};
-use crate::state::redis::RedisConnections;
+use super::key::Digest;
+use crate::keys::hex;
+use crate::state::redis::{RedisConnections, glob_escape};
 use crate::telemetry::metric;
 
 /// The value's layout version; a value of another version is a miss.
@@ -268,17 +269,6 @@ impl L2 {
 /// stay apart.
 fn escape(part: &str) -> String {
     part.replace('%', "%25").replace(':', "%3A")
-}
-
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `version, header length (u32 LE), header JSON, body`.

@@ -26,7 +26,7 @@ pub mod semantic;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use floodgate_protocol::Usage;
@@ -50,8 +50,9 @@ pub const SIMILARITY_HEADER: http::HeaderName =
 /// A request's own TTL: seconds, or a duration such as `10m`.
 pub const TTL_HEADER: &str = "x-floodgate-cache-ttl";
 
+/// [`crate::time::now_ms`], unsigned as the cache's expiry times are.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(crate::time::now_ms()).unwrap_or(0)
 }
 
 /// A cached answer.

@@ -32,6 +32,9 @@ use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
 use redis::aio::ConnectionManager;
+
+use crate::keys::hex;
+use crate::state::redis::glob_escape;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// A SHA-256-sized digest: a context, or an exact-cache key.
@@ -521,16 +524,6 @@ fn decode(alias: &str, bytes: &[u8]) -> Option<SemanticEntry> {
     })
 }
 
-fn hex(digest: &Digest) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(DIGEST_HEX);
-    for byte in digest {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
-    text
-}
-
 fn unhex(text: &str) -> Option<Digest> {
     let bytes = text.as_bytes();
     if bytes.len() != DIGEST_HEX {
@@ -542,18 +535,6 @@ fn unhex(text: &str) -> Option<Digest> {
         *out = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(digest)
-}
-
-/// `text` matched literally by a Redis glob pattern.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 #[cfg(test)]

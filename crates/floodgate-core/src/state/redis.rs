@@ -86,3 +86,15 @@ impl RedisConnections {
         &self.client
     }
 }
+
+/// `text` matched literally by a Redis glob pattern (`SCAN MATCH`).
+pub fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
