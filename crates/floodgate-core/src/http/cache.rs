@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::cached;
-use super::{ApiError, json_response, read_body, respond};
+use super::{ApiError, json_response, parse_json, read_body, respond};
 use crate::app::AppState;
 use crate::cache::{CACHE_HEADER, Decision, TTL_HEADER};
 use crate::pipeline::observe::{RequestId, RouteInfo};
@@ -37,32 +37,17 @@ struct ClearBody {
     key_id: Option<String>,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &str,
-    valid: &str,
-) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ApiError::Invalid {
-            message: if path == "." {
-                format!("invalid {what} body: {inner}; {valid}")
-            } else {
-                format!("invalid {what} body at {path}: {inner}; {valid}")
-            },
-        }
-    })
-}
-
 pub async fn clear(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let bytes = read_body(body, &headers, 64 * 1024).await?;
         let fields: ClearBody = if bytes.iter().all(u8::is_ascii_whitespace) {
             ClearBody::default()
         } else {
-            parse(&bytes, "cache clear", "valid fields: model (an alias), key_id; none clears all")?
+            parse_json(
+                &bytes,
+                "cache clear",
+                "valid fields: model (an alias), key_id; none clears all",
+            )?
         };
         if let Some(model) = &fields.model
             && !app.router.model_names().contains(model)
@@ -123,7 +108,7 @@ pub async fn warm(
 ) -> Response {
     let result = async {
         let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
-        let fields: WarmBody = parse(
+        let fields: WarmBody = parse_json(
             &bytes,
             "cache warm",
             "{\"requests\": [{\"route\": \"chat\"|\"messages\", \"body\": {...}, \"key_id\"?, \"ttl_seconds\"?}]}",

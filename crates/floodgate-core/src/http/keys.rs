@@ -54,20 +54,12 @@ struct KeyFields {
 }
 
 fn parse_fields(bytes: &[u8]) -> Result<KeyFields, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let valid = "valid fields: name, models, rpm, tpm, max_concurrent, max_budget_usd, \
-                     budget_period (day|month|total), metadata, scopes, expires_at";
-        ApiError::Invalid {
-            message: if path == "." {
-                format!("invalid key body: {inner}; {valid}")
-            } else {
-                format!("invalid key body at {path}: {inner}; {valid}")
-            },
-        }
-    })
+    super::parse_json(
+        bytes,
+        "key",
+        "valid fields: name, models, rpm, tpm, max_concurrent, max_budget_usd, \
+         budget_period (day|month|total), metadata, scopes, expires_at",
+    )
 }
 
 /// Applies `fields` to `key`, checking each.

@@ -106,6 +106,27 @@ pub fn respond(result: Result<Response, ApiError>, format: Format, info: RouteIn
     response
 }
 
+/// A JSON body read into `T`; a bad one is a 400 naming where it went wrong
+/// (`at .field`) and, in `valid`, what would be valid. `what` names the body.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    valid: &str,
+) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::Invalid {
+            message: if path == "." {
+                format!("invalid {what} body: {inner}; {valid}")
+            } else {
+                format!("invalid {what} body at {path}: {inner}; {valid}")
+            },
+        }
+    })
+}
+
 pub fn json_response(body: impl Into<Bytes>) -> Response {
     let mut response = Body::from(body.into()).into_response();
     response
