@@ -200,6 +200,14 @@ impl Outcome {
         Outcome::Bypass,
     ];
 
+    /// An exact hit in `layer`.
+    pub fn hit(layer: Layer) -> Outcome {
+        match layer {
+            Layer::L1 => Outcome::HitL1,
+            Layer::L2 => Outcome::HitL2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::HitL1 => "hit_l1",

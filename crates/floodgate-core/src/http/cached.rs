@@ -62,9 +62,8 @@ pub(super) async fn serve(
         && let Some((entry, layer)) = cache.get(plan).await
         && let Some(body) = hit_body(&request, &entry)
     {
-        let outcome = if layer == Layer::L1 { Lookup::HitL1 } else { Lookup::HitL2 };
-        cache.count(&plan.alias, outcome);
-        return Ok(hit_response(&request, &entry, body, layer, accounting, info));
+        cache.count(&plan.alias, Lookup::hit(layer));
+        return Ok(hit_response(&entry, body, layer, request.req.stream, accounting, info));
     }
     // The semantic lookup runs in the flight's call, so identical requests
     // in flight share its embedding call too.
@@ -103,27 +102,33 @@ fn hit_body(request: &Request, entry: &Entry) -> Option<Bytes> {
         return Some(entry.body.clone());
     }
     let resp = read_response(request, entry)?;
+    Some(replay_sse(request, &resp, entry.body.len()))
+}
+
+/// A complete answer as the SSE stream a streaming request gets.
+fn replay_sse(request: &Request, resp: &ChatResponse, size_hint: usize) -> Bytes {
     let mut writer = ClientWriter::new(request.format, &request.req);
-    let mut out = Vec::with_capacity(entry.body.len() * 2);
-    for chunk in replay_chunks(&resp) {
+    let mut out = Vec::with_capacity(size_hint * 2);
+    for chunk in replay_chunks(resp) {
         writer.write(&chunk, &mut out);
     }
     writer.finish(&mut out);
-    Some(Bytes::from(out))
+    Bytes::from(out)
 }
 
-/// An exact hit: `x-floodgate-cache: hit`, its layer and `age`.
-fn hit_response(
-    request: &Request,
+/// An exact hit (chat or embeddings): `x-floodgate-cache: hit`, its layer
+/// and `age`; `body` is an SSE stream when `stream`.
+pub(super) fn hit_response(
     entry: &Entry,
     body: Bytes,
     layer: Layer,
+    stream: bool,
     accounting: Accounting,
     info: &mut RouteInfo,
 ) -> Response {
     accounting.finish(Outcome::cached(&entry.provider, &entry.model, entry.usage));
     info.provider = Some("cache".to_string());
-    let mut response = if request.req.stream {
+    let mut response = if stream {
         let mut response = Body::from(body).into_response();
         sse_headers(response.headers_mut());
         response
@@ -350,9 +355,9 @@ fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
     }
 }
 
-/// Stores an answer in L1 and the semantic index at once (the next request
+/// Stores an answer (chat or embeddings) in L1 and the semantic index at once (the next request
 /// finds it), and in L2 (and the vector in Redis) in the background.
-fn store(
+pub(super) fn store(
     app: &AppState,
     plan: &Arc<Plan>,
     body: Bytes,
@@ -598,12 +603,7 @@ fn replayed_answer(
 ) -> Result<Response, ApiError> {
     let origin = &answer.origin;
     let Some(resp) = decode(request, &answer.body) else { return Err(fail(accounting, lost())) };
-    let mut writer = ClientWriter::new(request.format, &request.req);
-    let mut out = Vec::with_capacity(answer.body.len() * 2);
-    for chunk in replay_chunks(&resp) {
-        writer.write(&chunk, &mut out);
-    }
-    writer.finish(&mut out);
+    let out = replay_sse(request, &resp, answer.body.len());
     if let Some(accounting) = accounting {
         accounting.finish(Outcome::cached(&origin.provider, &origin.model, resp.usage));
     }

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue};
 use super::chat::routed_headers;
 use super::{ApiError, json_response, read_body, respond};
 use crate::app::AppState;
-use crate::cache::{CACHE_HEADER, Decision, LAYER_HEADER, Layer, Outcome as Lookup};
+use crate::cache::{CACHE_HEADER, Decision, Outcome as Lookup, Plan};
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::usage::{Accounting, Outcome};
 
@@ -52,24 +52,18 @@ pub async fn embeddings(
         )
         .await?;
         let plan = match decision {
-            Decision::Use(plan) => Some(plan),
+            Decision::Use(plan) => Some(std::sync::Arc::<Plan>::from(plan)),
             Decision::Off | Decision::Bypass => None,
         };
         if let Some(plan) = &plan
             && plan.lookup
             && let Some((entry, layer)) = app.cache.get(plan).await
         {
-            let outcome = if layer == Layer::L1 { Lookup::HitL1 } else { Lookup::HitL2 };
-            app.cache.count(&plan.alias, outcome);
-            accounting.finish(Outcome::cached(&entry.provider, &entry.model, entry.usage));
-            info.provider = Some("cache".to_string());
-            let mut response = json_response(entry.body.clone());
-            let headers = response.headers_mut();
-            routed_headers(headers, &entry.provider, &entry.model, 0);
-            headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
-            headers.insert(LAYER_HEADER, HeaderValue::from_static(layer.as_str()));
-            headers.insert(http::header::AGE, HeaderValue::from(entry.age_seconds()));
-            return Ok(response);
+            app.cache.count(&plan.alias, Lookup::hit(layer));
+            let body = entry.body.clone();
+            return Ok(super::cached::hit_response(
+                &entry, body, layer, false, accounting, &mut info,
+            ));
         }
         if let Some(plan) = &plan {
             app.cache.count(&plan.alias, Lookup::Miss);
@@ -84,18 +78,18 @@ pub async fn embeddings(
                 // The client's `encoding_format` lives only in its native body.
                 let base64 = openai::wants_base64(&req);
                 let body = openai::write_embeddings_response_as(&routed.value, base64);
-                if let Some(plan) = &plan
-                    && let Some(entry) = app.cache.put(
+                if let Some(plan) = &plan {
+                    let (provider, model) = (&routed.provider, &routed.model);
+                    let usage = routed.value.usage;
+                    super::cached::store(
+                        &app,
                         plan,
                         body.clone().into(),
-                        &routed.provider,
-                        &routed.model,
-                        routed.value.usage,
-                    )
-                    && app.cache.has_l2()
-                {
-                    let (cache, key) = (app.cache.clone(), plan.key);
-                    tokio::spawn(async move { cache.put_shared(&key, &entry).await });
+                        provider,
+                        model,
+                        usage,
+                        None,
+                    );
                 }
                 let mut response = json_response(body);
                 if plan.is_some() {
