@@ -84,11 +84,6 @@ impl SqliteQueue {
         Ok(conn)
     }
 
-    async fn commit(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Result<(), QueueError> {
-        sqlx::query("COMMIT").execute(&mut **conn).await?;
-        Ok(())
-    }
-
     async fn job(&self, id: &str) -> Result<Option<Job>, QueueError> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
@@ -96,10 +91,23 @@ impl SqliteQueue {
     }
 }
 
-/// A transaction that rolls back unless committed (the connection returns
-/// to the pool with no transaction open).
-async fn rollback(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+/// Ends a transaction begun with [`SqliteQueue::begin`]: commits when
+/// `result` is a success, rolls back otherwise (the connection returns to
+/// the pool with no transaction open).
+async fn settle<T>(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    result: Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    match result {
+        Ok(value) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(error)
+        }
+    }
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<(i64, Job), QueueError> {
@@ -198,16 +206,7 @@ impl Queue for SqliteQueue {
             Ok((job_from_row(&row)?.1, true))
         }
         .await;
-        match result {
-            Ok(value) => {
-                Self::commit(&mut conn).await?;
-                Ok(value)
-            }
-            Err(error) => {
-                rollback(&mut conn).await;
-                Err(error)
-            }
-        }
+        settle(conn, result).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
@@ -268,16 +267,7 @@ impl Queue for SqliteQueue {
             jobs_from_rows(&rows)
         }
         .await;
-        match result {
-            Ok(jobs) => {
-                Self::commit(&mut conn).await?;
-                Ok(jobs)
-            }
-            Err(error) => {
-                rollback(&mut conn).await;
-                Err(error)
-            }
-        }
+        settle(conn, result).await
     }
 
     async fn heartbeat(
@@ -369,16 +359,7 @@ impl Queue for SqliteQueue {
             }
         }
         .await;
-        match result {
-            Ok(value) => {
-                Self::commit(&mut conn).await?;
-                Ok(value)
-            }
-            Err(error) => {
-                rollback(&mut conn).await;
-                Err(error)
-            }
-        }
+        settle(conn, result).await
     }
 
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
