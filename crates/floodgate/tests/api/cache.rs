@@ -39,6 +39,22 @@ fn question(text: &str) -> Value {
     })
 }
 
+/// A chat request sent in a task of its own, so it can be in flight with
+/// others (or abandoned): its status, `x-floodgate-cache` and body.
+fn spawn_chat(
+    app: &TestApp,
+    body: &Value,
+) -> tokio::task::JoinHandle<(StatusCode, String, bytes::Bytes)> {
+    let (client, url, body) = (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
+    tokio::spawn(async move {
+        let response = client.post(url).bearer_auth(MASTER).json(&body).send().await;
+        let response = response.unwrap_or_else(|e| panic!("request failed: {e}"));
+        let cache = cache_header(response.headers()).to_string();
+        let status = response.status();
+        (status, cache, response.bytes().await.unwrap_or_else(|e| panic!("body failed: {e}")))
+    })
+}
+
 fn chat_calls(app: &TestApp) -> usize {
     app.upstream_requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
 }
@@ -256,13 +272,7 @@ async fn a_hundred_identical_requests_at_once_make_one_upstream_call() {
     let body = question("Thundering herd?");
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let (client, url, body) = (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
-        let task = tokio::spawn(async move {
-            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-            let cache = cache_header(response.headers()).to_string();
-            (response.status(), cache, response.text().await.unwrap())
-        });
-        tasks.push((i, task));
+        tasks.push((i, spawn_chat(&app, &body)));
     }
     // A fifth of the clients give up while the call is in flight.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -314,12 +324,7 @@ async fn streamed_and_complete_requests_in_flight_share_one_call() {
     streamed["stream"] = json!(true);
     let mut tasks = Vec::new();
     for body in [complete.clone(), streamed.clone(), complete.clone(), streamed.clone()] {
-        let (client, url) = (app.http.clone(), app.url("/v1/chat/completions"));
-        tasks.push(tokio::spawn(async move {
-            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-            let cache = cache_header(response.headers()).to_string();
-            (response.status(), cache, response.bytes().await.unwrap())
-        }));
+        tasks.push(spawn_chat(&app, &body));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut results = Vec::new();
@@ -342,12 +347,7 @@ async fn streamed_and_complete_requests_in_flight_share_one_call() {
     complete["stream"] = json!(false);
     let mut tasks = Vec::new();
     for body in [streamed, complete.clone(), complete] {
-        let (client, url) = (app.http.clone(), app.url("/v1/chat/completions"));
-        tasks.push(tokio::spawn(async move {
-            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-            let cache = cache_header(response.headers()).to_string();
-            (response.status(), cache, response.bytes().await.unwrap())
-        }));
+        tasks.push(spawn_chat(&app, &body));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut results = Vec::new();
@@ -373,16 +373,7 @@ async fn streamed_waiters_each_get_the_whole_stream_and_leaving_cancels_only_at_
     body["stream"] = json!(true);
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let (client, url, body) = (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
-        tasks.push((
-            i,
-            tokio::spawn(async move {
-                let response =
-                    client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-                let cache = cache_header(response.headers()).to_string();
-                (cache, response.bytes().await.unwrap())
-            }),
-        ));
+        tasks.push((i, spawn_chat(&app, &body)));
         // Later waiters join mid-stream.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -392,7 +383,7 @@ async fn streamed_waiters_each_get_the_whole_stream_and_leaving_cancels_only_at_
         if i % 4 == 0 { task.abort() } else { streams.push(task.await.unwrap()) }
     }
     let texts: Vec<String> =
-        streams.iter().map(|(_, bytes)| openai_stream_text(&parse_sse(bytes)).0).collect();
+        streams.iter().map(|(_, _, bytes)| openai_stream_text(&parse_sse(bytes)).0).collect();
     assert_eq!(texts.len(), 15);
     assert!(!texts[0].is_empty() && texts.iter().all(|t| *t == texts[0]), "{texts:?}");
     assert_eq!(chat_calls(&app), 1);
@@ -402,11 +393,7 @@ async fn streamed_waiters_each_get_the_whole_stream_and_leaving_cancels_only_at_
     body["messages"][1]["content"] = json!("Nobody waits for this.");
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let (client, url, body) = (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let response = client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-            response.bytes().await.unwrap()
-        }));
+        tasks.push(spawn_chat(&app, &body));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     tasks.iter().for_each(|t| t.abort());
@@ -490,14 +477,7 @@ async fn identical_requests_in_flight_share_the_semantic_cache_embedding_call_to
             body["stream"] = json!(stream);
             let mut tasks = Vec::new();
             for _ in 0..20 {
-                let (client, url, body) =
-                    (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
-                tasks.push(tokio::spawn(async move {
-                    let response =
-                        client.post(url).bearer_auth(MASTER).json(&body).send().await.unwrap();
-                    let cache = cache_header(response.headers()).to_string();
-                    (response.status(), cache, response.bytes().await.unwrap())
-                }));
+                tasks.push(spawn_chat(app, &body));
             }
             let mut results = Vec::new();
             for task in tasks {
