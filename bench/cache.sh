@@ -32,7 +32,8 @@ RUN=cache-$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench/out/$RUN
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh   # the script runs from the repository root (cd above)
 STARTED=$(date +%s)
 
 MOCK=19131 SLOW_MOCK=19132 FG=19331
@@ -54,15 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; log "not answering: $1"; return 1; }
-sys_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-settle() { # the machine idle (< 10 % of a core) for two seconds, at most 60 s
-  local before after quiet=0 tck; tck=$(getconf CLK_TCK)
-  for _ in $(seq 60); do
-    before=$(sys_busy); sleep 1; after=$(sys_busy)
-    if [ $((after - before)) -le $((tck / 10)) ]; then quiet=$((quiet + 1)); [ $quiet -ge 2 ] && return 0; else quiet=0; fi
-  done
-}
 
 "$BIN" mock-upstream --port $MOCK >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 "$BIN" mock-upstream --port $SLOW_MOCK --latency-ms 500 >"$OUT/slow-mock.log" 2>&1 & PIDS+=($!)

@@ -35,7 +35,8 @@ RUN=keys-$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench/out/$RUN
 mkdir -p "$OUT/db"
 OUT=$(cd "$OUT" && pwd)
-log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh   # the script runs from the repository root (cd above)
 STARTED=$(date +%s)
 
 MOCK=19121 FG=19321 FG2=19322
@@ -66,17 +67,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; log "not answering: $1"; return 1; }
 # CPU ticks of every process named $1 (postgres, redis-server).
 proc_ticks() { local t=0 p; for p in $(pgrep -x "$1" || true); do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
-sys_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-settle() { # the machine idle (< 10 % of a core) for two seconds, at most 60 s
-  local before after quiet=0 tck; tck=$(getconf CLK_TCK)
-  for _ in $(seq 60); do
-    before=$(sys_busy); sleep 1; after=$(sys_busy)
-    if [ $((after - before)) -le $((tck / 10)) ]; then quiet=$((quiet + 1)); [ $quiet -ge 2 ] && return 0; else quiet=0; fi
-  done
-}
 fresh_db() { # name -> URL of a new PostgreSQL database
   local db=fgbench_$1_$(date +%s%N | tail -c 9)
   psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null
