@@ -145,19 +145,24 @@ impl App {
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
         let local = Arc::new(MemoryLimiter::new());
         tasks.spawn(purge_limits(local.clone(), background.clone()));
-        let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match config.state.backend {
-            StateBackendKind::Memory => (local as Arc<dyn Limiter>, None),
-            StateBackendKind::Redis => {
-                let redis = RedisLimiter::connect_for_workers(
-                    &config.state.redis_url,
-                    &config.state.redis_prefix,
-                    config.server.workers,
-                )
-                .await
-                .map_err(|e| StartupError::Redis {
-                    url: redact_url(&config.state.redis_url),
-                    message: e.message,
-                })?;
+        let redis_error =
+            |message| StartupError::Redis { url: redact_url(&config.state.redis_url), message };
+        // One set of connections for everything kept in Redis (limits, cache).
+        let redis = match config.state.backend {
+            StateBackendKind::Memory => None,
+            StateBackendKind::Redis => Some(
+                RedisConnections::connect(&config.state.redis_url, config.server.workers)
+                    .await
+                    .map_err(|e| redis_error(e.0))?,
+            ),
+        };
+        let (limiter, limiter_fallback): (Arc<dyn Limiter>, _) = match &redis {
+            None => (local as Arc<dyn Limiter>, None),
+            Some(connections) => {
+                let redis =
+                    RedisLimiter::with_connections(connections.clone(), &config.state.redis_prefix)
+                        .await
+                        .map_err(|e| redis_error(e.message))?;
                 let fallback = Fallback::new(Arc::new(redis), local);
                 tasks.spawn(fallback.clone().run_probe(background.clone()));
                 (fallback.clone() as Arc<dyn Limiter>, Some(fallback))
@@ -247,26 +252,13 @@ impl App {
         );
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
-        let cache_redis = match config.state.backend {
-            StateBackendKind::Redis
-                if config.cache.enabled
-                    || config.models.iter().any(|m| m.cache.enabled == Some(true)) =>
-            {
-                let connections =
-                    RedisConnections::connect(&config.state.redis_url, config.server.workers)
-                        .await
-                        .map_err(|e| StartupError::Redis {
-                            url: redact_url(&config.state.redis_url),
-                            message: e.0,
-                        })?;
-                Some(connections)
-            }
-            _ => None,
-        };
+        // A cache that is off anywhere keeps nothing in Redis.
+        let cache_on =
+            config.cache.enabled || config.models.iter().any(|m| m.cache.enabled == Some(true));
         let cache = Arc::new(Cache::new(
             &config.cache,
             &config.models,
-            cache_redis.map(|c| (c, config.state.redis_prefix.as_str())),
+            redis.filter(|_| cache_on).map(|c| (c, config.state.redis_prefix.as_str())),
         ));
         let loaded = cache.load_semantic().await;
         if loaded > 0 {
