@@ -11,8 +11,7 @@
 //! call takes the time (`now_ms`) from its caller, so tests step through
 //! leases and retries without sleeping.
 //!
-//! Not yet wired to HTTP (`/v1/jobs`) or to workers: those come with the
-//! rest of the queue.
+//! `crate::jobs` runs the queue: submissions, workers, events, webhooks.
 
 pub mod redis;
 pub mod sqlite;
@@ -102,6 +101,8 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     pub result: Option<Value>,
     pub error: Option<String>,
+    /// The webhook's delivery status, as the deliverer last wrote it.
+    pub webhook: Option<Value>,
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
@@ -210,6 +211,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Deletes a dead letter; `false` when there is none with that id.
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// Records the webhook's delivery status on job `id`; `false` when
+    /// there is no such job (it was purged).
+    async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError>;
 
     /// Deletes completed and cancelled jobs that finished before
     /// `before_ms` (results are kept for a TTL); returns how many.

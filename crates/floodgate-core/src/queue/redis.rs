@@ -177,6 +177,17 @@ return out
 "
 );
 
+/// ARGV: base, id, status JSON. Returns 1 when the job exists.
+const SET_WEBHOOK: &str = concat!(
+    prelude!(),
+    r"
+local key = jobkey(ARGV[2])
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'webhook', ARGV[3])
+return 1
+"
+);
+
 /// ARGV: base, id, worker, lease until. Returns 1 when extended.
 const HEARTBEAT: &str = concat!(
     prelude!(),
@@ -346,6 +357,7 @@ struct Scripts {
     delete_dead: Lua,
     purge: Lua,
     dead_letters: Lua,
+    set_webhook: Lua,
 }
 
 pub struct RedisQueue {
@@ -413,6 +425,7 @@ impl RedisQueue {
                 delete_dead: Lua::new(DELETE_DEAD),
                 purge: Lua::new(PURGE),
                 dead_letters: Lua::new(DEAD_LETTERS),
+                set_webhook: Lua::new(SET_WEBHOOK),
             },
         }
     }
@@ -498,6 +511,7 @@ fn job_from_fields(fields: Vec<String>) -> Result<Option<(i64, Job)>, QueueError
         idempotency_key: text("idempotency_key"),
         result: json("result")?,
         error: text("error"),
+        webhook: json("webhook")?,
         created_at_ms: required_number("created_at_ms")?,
         started_at_ms: number("started_at_ms")?,
         finished_at_ms: number("finished_at_ms")?,
@@ -696,6 +710,11 @@ impl Queue for RedisQueue {
 
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
         let done: i64 = self.eval(&self.scripts.delete_dead, &[id]).await?;
+        Ok(done == 1)
+    }
+
+    async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError> {
+        let done: i64 = self.eval(&self.scripts.set_webhook, &[id, &status.to_string()]).await?;
         Ok(done == 1)
     }
 

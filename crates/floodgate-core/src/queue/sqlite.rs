@@ -19,8 +19,8 @@ use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, Que
 
 const COLUMNS: &str = "seq, id, owner, idempotency_key, route, request, priority, status, dead, \
                        attempts, max_attempts, run_after_ms, lease_owner, lease_until_ms, \
-                       deadline_ms, webhook_url, result, error, created_at_ms, started_at_ms, \
-                       finished_at_ms";
+                       deadline_ms, webhook_url, result, error, webhook, created_at_ms, \
+                       started_at_ms, finished_at_ms";
 
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
@@ -142,6 +142,7 @@ fn job_from_row(row: &SqliteRow) -> Result<(i64, Job), QueueError> {
             idempotency_key: row.try_get("idempotency_key")?,
             result: json("result")?,
             error: row.try_get("error")?,
+            webhook: json("webhook")?,
             created_at_ms: row.try_get("created_at_ms")?,
             started_at_ms: row.try_get("started_at_ms")?,
             finished_at_ms: row.try_get("finished_at_ms")?,
@@ -446,6 +447,15 @@ impl Queue for SqliteQueue {
 
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
         let done = sqlx::query("DELETE FROM jobs WHERE id = ? AND dead = 1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError> {
+        let done = sqlx::query("UPDATE jobs SET webhook = ? WHERE id = ?")
+            .bind(status.to_string())
             .bind(id)
             .execute(&self.pool)
             .await?;

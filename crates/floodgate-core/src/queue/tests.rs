@@ -374,3 +374,15 @@ async fn redis_reloads_scripts_it_lost() {
     ::redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut connection).await.unwrap();
     assert_eq!(ids(&q.lease("w", 1, 1000, 1).await.unwrap()), ["a"]);
 }
+
+#[tokio::test]
+async fn the_webhook_status_is_kept_on_the_job() {
+    for (q, _dir) in queues().await {
+        q.submit(job("a", 5), 0).await.unwrap();
+        let status = json!({"status": "delivered", "attempts": 2});
+        assert!(q.set_webhook("a", &status).await.unwrap(), "{}", q.name());
+        assert_eq!(q.get("a").await.unwrap().unwrap().webhook, Some(status), "{}", q.name());
+        assert!(!q.set_webhook("missing", &json!({})).await.unwrap(), "{}", q.name());
+        assert!(q.get("missing").await.unwrap().is_none(), "{}", q.name());
+    }
+}

@@ -19,6 +19,7 @@ CREATE TABLE jobs (
     webhook_url     TEXT,
     result          TEXT,
     error           TEXT,
+    webhook         TEXT,
     created_at_ms   INTEGER NOT NULL,
     started_at_ms   INTEGER,
     finished_at_ms  INTEGER
