@@ -30,10 +30,11 @@ use tower_http::compression::CompressionLayer;
 use crate::admission::{self, Limits};
 use crate::alerts::Alerts;
 use crate::cache::Cache;
-use crate::config::StateBackendKind;
 use crate::config::{Config, ProviderKind};
+use crate::config::{QueueBackend, StateBackendKind};
 use crate::http;
 use crate::http::listener::{Acceptor, Connections};
+use crate::jobs::Jobs;
 use crate::keys::KeyRegistry;
 use crate::ledger::Ledger;
 use crate::limiter::{Fallback, Limiter, MemoryLimiter, RedisLimiter};
@@ -43,9 +44,11 @@ use crate::pipeline::observe;
 use crate::pipeline::shed::{self, InFlight};
 use crate::pricing::PriceTable;
 use crate::providers::Provider;
+use crate::queue::{Queue, RedisQueue, SqliteQueue};
 use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
+use crate::state::bus::Bus;
 use crate::state::redis::RedisConnections;
 use crate::state::{MemoryState, StateBackend};
 use crate::store::{Store, StoreError};
@@ -91,6 +94,8 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// Requests in flight, bounded by `server.max_in_flight`.
     pub in_flight: Arc<InFlight>,
+    /// The job queue, its events and webhooks.
+    pub jobs: Arc<Jobs>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {
@@ -106,6 +111,8 @@ pub enum StartupError {
     Database { url: String, source: StoreError },
     #[error("cannot reach Redis at {url} (state.redis_url): {message}")]
     Redis { url: String, message: String },
+    #[error("cannot open the job queue ({url}): {message}")]
+    Queue { url: String, message: String },
     #[error("[auth.jwt]: {0}")]
     Jwt(String),
     #[error("cannot start the built-in mock provider: {0}")]
@@ -252,6 +259,36 @@ impl App {
         );
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
+        let node = node_name();
+        let queue: Arc<dyn Queue> = match (config.queue.backend, &redis) {
+            (QueueBackend::Redis, Some(connections)) => Arc::new(RedisQueue::with_connections(
+                connections.clone(),
+                &config.state.redis_prefix,
+            )),
+            // Validation allows the Redis backend only with Redis state.
+            (QueueBackend::Redis, None) | (QueueBackend::Sqlite, _) => {
+                Arc::new(SqliteQueue::open(&config.queue.sqlite_url).await.map_err(|e| {
+                    StartupError::Queue {
+                        url: config.queue.sqlite_url.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            }
+        };
+        let bus = match &redis {
+            None => Bus::local(&node),
+            Some(connections) => {
+                let (bus, bus_tasks) =
+                    Bus::redis(&node, connections.clone(), &config.state.redis_prefix);
+                tasks.spawn(bus_tasks.run(background.clone()));
+                bus
+            }
+        };
+        let signing = config.queue.webhook_secret.clone().or_else(|| config.master_key.clone());
+        let jobs = Jobs::new(queue, config.queue.clone(), bus, node, signing);
+        tasks.spawn(jobs.clone().run_cancel_listener(background.clone()));
+        tasks.spawn(jobs.clone().run_upkeep(background.clone()));
+
         // A cache that is off anywhere keeps nothing in Redis.
         let cache_on =
             config.cache.enabled || config.models.iter().any(|m| m.cache.enabled == Some(true));
@@ -282,6 +319,7 @@ impl App {
             metrics: telemetry::metrics_handle(),
             draining: CancellationToken::new(),
             in_flight: InFlight::new(config_max_in_flight),
+            jobs,
         }));
         Ok(App { state, background, tasks, ledger_task })
     }
@@ -314,7 +352,9 @@ impl App {
         // Cancelled when the grace period is over: workers then drop what is left.
         let abort = CancellationToken::new();
         let mut finished = Vec::new();
-        for index in 0..self.state.config.server.workers {
+        let threads = self.state.config.server.workers;
+        let job_slots = self.state.config.queue.workers;
+        for index in 0..threads {
             let (done, finished_rx) = tokio::sync::oneshot::channel();
             finished.push(finished_rx);
             let worker = Worker {
@@ -324,6 +364,9 @@ impl App {
                 app: app.clone(),
                 shutdown: shutdown.clone(),
                 abort: abort.clone(),
+                state: self.state.clone(),
+                // The node's job workers, spread over its serving threads.
+                job_slots: job_slots / threads + usize::from(index < job_slots % threads),
             };
             std::thread::Builder::new().name(format!("floodgate-worker-{index}")).spawn(
                 move || {
@@ -394,6 +437,8 @@ struct Worker {
     app: axum::Router,
     shutdown: CancellationToken,
     abort: CancellationToken,
+    state: AppState,
+    job_slots: usize,
 }
 
 impl Worker {
@@ -404,6 +449,13 @@ impl Worker {
             let listener = TcpListener::from_std(self.listener)?;
             let mut acceptor = Acceptor::new(listener, self.connections);
             let connections = TaskTracker::new();
+            // Job workers run here, so their upstream calls use this thread's pools.
+            let mut job_workers = tokio::spawn(crate::jobs::work(
+                self.state.clone(),
+                self.job_slots,
+                self.shutdown.clone(),
+                self.abort.clone(),
+            ));
             let mut builder = ConnectionBuilder::new(TokioExecutor::new());
             // CONNECT for WebSockets over HTTP/2.
             builder.http2().enable_connect_protocol();
@@ -452,6 +504,15 @@ impl Worker {
                 () = connections.wait() => {}
                 () = self.abort.cancelled() => {}
             }
+            // Running jobs finish within the grace period; past it they
+            // are given back to the queue (which takes a moment).
+            tokio::select! {
+                _ = &mut job_workers => {}
+                () = self.abort.cancelled() => {
+                    let give_back = std::time::Duration::from_secs(5);
+                    let _ = tokio::time::timeout(give_back, &mut job_workers).await;
+                }
+            }
             Ok(())
         })
         // Dropping the runtime here cancels whatever it still runs.
@@ -490,6 +551,9 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(http::embeddings::embeddings))
         .route("/v1/models", get(http::models::list))
         .route("/v1/models/{*id}", get(http::models::get))
+        .route("/v1/jobs", post(http::jobs::submit))
+        .route("/v1/jobs/{id}", get(http::jobs::get).delete(http::jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(http::jobs::events))
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
     let admin = axum::Router::new()
@@ -502,6 +566,11 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/admin/cache", get(http::cache::view))
         .route("/admin/cache/clear", post(http::cache::clear))
         .route("/admin/cache/warm", post(http::cache::warm))
+        .route("/admin/queue", get(http::jobs::admin_view))
+        .route("/admin/queue/dead-letters", get(http::jobs::dead_letters))
+        .route("/admin/queue/dead-letters/{id}", axum::routing::delete(http::jobs::delete_dead))
+        .route("/admin/queue/dead-letters/{id}/retry", post(http::jobs::retry_dead))
+        .route("/admin/queue/webhook-secret", get(http::jobs::webhook_secret))
         .route("/admin/providers", get(http::admin::providers))
         .route("/admin/providers/{name}", get(http::admin::provider))
         .route("/admin/providers/{name}/reset", post(http::admin::reset))
@@ -571,6 +640,15 @@ async fn purge_limits(limiter: Arc<MemoryLimiter>, shutdown: CancellationToken) 
             () = tokio::time::sleep(std::time::Duration::from_secs(10)) => limiter.purge(),
         }
     }
+}
+
+/// This node's name in job leases and bus messages: host, process id and
+/// a random part (a restarted process on the same host is another node).
+fn node_name() -> String {
+    let host =
+        std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
 }
 
 /// A URL with its password (if any) replaced, for errors and logs.

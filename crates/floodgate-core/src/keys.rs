@@ -102,6 +102,12 @@ impl KeyRegistry {
         }
     }
 
+    /// The live (not revoked) key with this id, expired or not.
+    pub fn by_id(&self, id: &str) -> Option<Arc<VirtualKey>> {
+        let keys = self.keys.read().ok()?;
+        keys.hash_of.get(id).and_then(|hash| keys.by_hash.get(hash)).cloned()
+    }
+
     /// Syncs every [`SYNC_EVERY`] until `shutdown`.
     pub async fn run_sync(self: Arc<Self>, shutdown: CancellationToken) {
         let mut failing = false;

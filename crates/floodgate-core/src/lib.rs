@@ -13,6 +13,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 pub mod ledger;
 pub mod limiter;

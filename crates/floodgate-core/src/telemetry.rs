@@ -53,6 +53,16 @@ pub mod metric {
     pub const CACHE_FLIGHTS_CANCELLED: &str = "floodgate_cache_flights_cancelled_total";
     pub const CACHE_SEMANTIC_ENTRIES: &str = "floodgate_cache_semantic_entries";
     pub const CACHE_EMBED_ERRORS: &str = "floodgate_cache_semantic_embed_errors_total";
+    pub const QUEUE_PENDING: &str = "floodgate_queue_pending_jobs";
+    pub const QUEUE_RUNNING: &str = "floodgate_queue_running_jobs";
+    pub const QUEUE_OLDEST_WAIT: &str = "floodgate_queue_oldest_wait_seconds";
+    pub const QUEUE_JOBS: &str = "floodgate_queue_jobs_total";
+    pub const QUEUE_WAIT: &str = "floodgate_queue_job_wait_seconds";
+    pub const QUEUE_RUN: &str = "floodgate_queue_job_run_seconds";
+    pub const QUEUE_ERRORS: &str = "floodgate_queue_backend_errors_total";
+    pub const QUEUE_WEBHOOKS: &str = "floodgate_queue_webhooks_total";
+    pub const QUEUE_WORKERS_BUSY: &str = "floodgate_queue_workers_busy";
+    pub const BUS_DROPPED: &str = "floodgate_bus_messages_dropped_total";
 }
 
 /// Latency buckets in seconds: 1 ms to 10 min, dense where gateway overhead lives.
@@ -196,6 +206,32 @@ fn describe() {
     describe_counter!(
         metric::CACHE_EMBED_ERRORS,
         "Semantic cache lookups skipped because the embedding call failed."
+    );
+    describe_gauge!(
+        metric::QUEUE_PENDING,
+        "Queued jobs by priority (the shared queue's figure: every node of a cluster reports it)."
+    );
+    describe_gauge!(metric::QUEUE_RUNNING, "Jobs leased by a worker (in the whole queue).");
+    describe_gauge!(
+        metric::QUEUE_OLDEST_WAIT,
+        "How long the oldest job that may run now has been waiting."
+    );
+    describe_counter!(
+        metric::QUEUE_JOBS,
+        "Job attempts this node finished, by outcome (completed, retried, dead, cancelled, lost_lease) \
+         and submissions (submitted)."
+    );
+    describe_histogram!(
+        metric::QUEUE_WAIT,
+        "From the moment a job could run (submitted, or its retry's backoff ended) to its lease."
+    );
+    describe_histogram!(metric::QUEUE_RUN, "How long a job's attempt ran, by outcome.");
+    describe_counter!(metric::QUEUE_ERRORS, "Failed job queue backend calls, by operation.");
+    describe_counter!(metric::QUEUE_WEBHOOKS, "Job webhook delivery attempts, by outcome.");
+    describe_gauge!(metric::QUEUE_WORKERS_BUSY, "This node's job workers running a job.");
+    describe_counter!(
+        metric::BUS_DROPPED,
+        "Topic messages (job events) that reached only this node, by reason."
     );
 }
 

@@ -44,6 +44,7 @@ pub struct Config {
     pub jwt: Option<crate::pipeline::jwt::JwtConfig>,
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
+    pub queue: QueueConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +192,89 @@ pub struct WaitConfig {
     pub max_waiting: usize,
     /// Priority (0–10) of a request without `x-floodgate-priority`.
     pub default_priority: u8,
+}
+
+/// Where the job queue keeps jobs, resolved from `[queue] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueBackend {
+    Sqlite,
+    Redis,
+}
+
+/// The durable job queue (`[queue]`).
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub backend: QueueBackend,
+    /// The SQLite backend's file (`sqlite://…` URL), the queue's own.
+    pub sqlite_url: String,
+    /// Jobs this node runs at once; 0 makes an API-only node.
+    pub workers: usize,
+    /// How long a leased job is a worker's before another may take it;
+    /// running jobs are heartbeated every third of it.
+    pub lease: Duration,
+    /// How often an idle worker looks for jobs submitted on other nodes.
+    pub poll_interval: Duration,
+    /// Retry backoff: full jitter over `retry_base · 2^(attempt-1)`, at most `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// A submission's `max_attempts` when it names none, and the most it may name.
+    pub max_attempts: u32,
+    pub max_attempts_cap: u32,
+    /// How long a job may wait in the router for provider capacity.
+    pub max_wait: Duration,
+    /// Completed and cancelled jobs (with their results) are kept this long.
+    pub result_ttl: Duration,
+    /// Webhook signatures are keyed by this (per virtual key, derived);
+    /// without it, by the master key; with neither, webhooks are unsigned.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_timeout: Duration,
+    /// Deliveries tried per job before the webhook counts as failed.
+    pub webhook_attempts: u32,
+}
+
+impl QueueConfig {
+    /// The defaults for a node with the given state backend and database URL.
+    pub fn defaults(state: StateBackendKind, database_url: &str) -> QueueConfig {
+        QueueConfig {
+            backend: match state {
+                StateBackendKind::Memory => QueueBackend::Sqlite,
+                StateBackendKind::Redis => QueueBackend::Redis,
+            },
+            sqlite_url: default_queue_url(database_url),
+            workers: 4,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            max_attempts: 3,
+            max_attempts_cap: 20,
+            max_wait: Duration::from_secs(300),
+            result_ttl: Duration::from_secs(24 * 3600),
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_attempts: 5,
+        }
+    }
+}
+
+/// The queue's SQLite file next to the store's (`floodgate.db` →
+/// `floodgate-jobs.db`); in memory when the store is; `floodgate-jobs.db`
+/// in the working directory when the store is PostgreSQL.
+fn default_queue_url(database_url: &str) -> String {
+    let Some(path) = database_url.strip_prefix("sqlite://") else {
+        return if database_url.starts_with("sqlite:") {
+            "sqlite::memory:".to_string()
+        } else {
+            "sqlite://floodgate-jobs.db".to_string()
+        };
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    if path.contains(":memory:") {
+        return "sqlite::memory:".to_string();
+    }
+    let file = std::path::Path::new(path);
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("floodgate");
+    format!("sqlite://{}", file.with_file_name(format!("{stem}-jobs.db")).display())
 }
 
 /// The response cache (`[cache]`); each alias may override it in `[models.cache]`.
@@ -617,6 +701,7 @@ impl Builder<'_> {
         self.check_semantic_models(&models, &providers);
         let pricing = self.pricing(raw.pricing);
         let jwt = raw.auth.and_then(|a| a.jwt).and_then(|j| self.jwt(j));
+        let queue = self.queue(raw.queue.unwrap_or_default(), &state, &database.url, env);
         let limits = self.limits(raw.limits.unwrap_or_default(), jwt.as_ref());
         Config {
             listen,
@@ -662,6 +747,127 @@ impl Builder<'_> {
             jwt,
             limits,
             cache,
+            queue,
+        }
+    }
+
+    fn queue(
+        &mut self,
+        raw: raw::RawQueue,
+        state: &StateConfig,
+        database_url: &str,
+        env: &Env,
+    ) -> QueueConfig {
+        let defaults = QueueConfig::defaults(state.backend, database_url);
+        let backend = match raw.backend {
+            None => defaults.backend,
+            Some(b) => match b.get_ref() {
+                raw::QueueBackendKind::Auto => defaults.backend,
+                raw::QueueBackendKind::Sqlite => QueueBackend::Sqlite,
+                raw::QueueBackendKind::Redis => {
+                    if state.backend != StateBackendKind::Redis {
+                        self.problem(
+                            Some(b.span()),
+                            "queue.backend = \"redis\" needs [state] backend = \"redis\" (and its \
+                             redis_url); or use \"sqlite\" (or \"auto\") on a single node",
+                        );
+                    }
+                    QueueBackend::Redis
+                }
+            },
+        };
+        let sqlite_url = match raw.path {
+            None => defaults.sqlite_url,
+            Some(p) if p.get_ref().trim().is_empty() => {
+                self.problem(
+                    Some(p.span()),
+                    "queue.path is empty; give a file such as \"floodgate-jobs.db\"",
+                );
+                defaults.sqlite_url
+            }
+            Some(p) => {
+                let path = p.into_inner();
+                if path.starts_with("sqlite:") { path } else { format!("sqlite://{path}") }
+            }
+        };
+        let lease = self.positive_duration(raw.lease, "queue.lease", defaults.lease);
+        if lease < Duration::from_secs(1) {
+            self.problem(
+                None,
+                "queue.lease must be at least 1s (workers heartbeat every third of it)",
+            );
+        }
+        let retry_base =
+            self.positive_duration(raw.retry_base, "queue.retry_base", defaults.retry_base);
+        let retry_max =
+            self.positive_duration(raw.retry_max, "queue.retry_max", defaults.retry_max);
+        let count = |this: &mut Self, v: Option<Spanned<u32>>, what: &str, default: u32| match v {
+            Some(v) if *v.get_ref() == 0 => {
+                this.problem(Some(v.span()), format!("{what} must be at least 1"));
+                default
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        };
+        let max_attempts_cap =
+            count(self, raw.max_attempts_cap, "queue.max_attempts_cap", defaults.max_attempts_cap);
+        let max_attempts = match raw.max_attempts {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > max_attempts_cap => {
+                self.problem(
+                    Some(v.span()),
+                    format!("queue.max_attempts must be from 1 to queue.max_attempts_cap ({max_attempts_cap})"),
+                );
+                defaults.max_attempts.min(max_attempts_cap)
+            }
+            Some(v) => *v.get_ref(),
+            None => defaults.max_attempts.min(max_attempts_cap),
+        };
+        let webhook_secret = match raw.webhook_secret {
+            Some(s) if s.get_ref().len() < 16 => {
+                self.problem(
+                    Some(s.span()),
+                    "queue.webhook_secret must be at least 16 characters (use ${FLOODGATE_WEBHOOK_SECRET})",
+                );
+                None
+            }
+            Some(s) => Some(SecretString::from(s.into_inner())),
+            None => env
+                .get("FLOODGATE_WEBHOOK_SECRET")
+                .filter(|s| s.len() >= 16)
+                .map(|s| SecretString::from(s.clone())),
+        };
+        QueueConfig {
+            backend,
+            sqlite_url,
+            workers: raw.workers.map_or(defaults.workers, Spanned::into_inner),
+            lease,
+            poll_interval: self.positive_duration(
+                raw.poll_interval,
+                "queue.poll_interval",
+                defaults.poll_interval,
+            ),
+            retry_base,
+            retry_max: retry_max.max(retry_base),
+            max_attempts,
+            max_attempts_cap,
+            max_wait: raw.max_wait.map_or(defaults.max_wait, |d| d.into_inner().0),
+            result_ttl: self.positive_duration(
+                raw.result_ttl,
+                "queue.result_ttl",
+                defaults.result_ttl,
+            ),
+            webhook_secret,
+            webhook_timeout: self.positive_duration(
+                raw.webhook_timeout,
+                "queue.webhook_timeout",
+                defaults.webhook_timeout,
+            ),
+            webhook_attempts: count(
+                self,
+                raw.webhook_attempts,
+                "queue.webhook_attempts",
+                defaults.webhook_attempts,
+            ),
         }
     }
 

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub alerts: Option<RawAlerts>,
     pub auth: Option<RawAuth>,
     pub limits: Option<RawLimits>,
+    pub queue: Option<RawQueue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,6 +427,37 @@ pub struct RawCache {
     pub l2: Option<bool>,
     pub l2_timeout: Option<Spanned<HumanDuration>>,
     pub semantic_max_entries: Option<Spanned<usize>>,
+}
+
+/// `[queue]`: the durable job queue and this node's workers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub backend: Option<Spanned<QueueBackendKind>>,
+    pub path: Option<Spanned<String>>,
+    pub workers: Option<Spanned<usize>>,
+    pub lease: Option<Spanned<HumanDuration>>,
+    pub poll_interval: Option<Spanned<HumanDuration>>,
+    pub retry_base: Option<Spanned<HumanDuration>>,
+    pub retry_max: Option<Spanned<HumanDuration>>,
+    pub max_attempts: Option<Spanned<u32>>,
+    pub max_attempts_cap: Option<Spanned<u32>>,
+    pub max_wait: Option<Spanned<HumanDuration>>,
+    pub result_ttl: Option<Spanned<HumanDuration>>,
+    pub webhook_secret: Option<Spanned<String>>,
+    pub webhook_timeout: Option<Spanned<HumanDuration>>,
+    pub webhook_attempts: Option<Spanned<u32>>,
+}
+
+/// Where jobs are kept: `auto` follows `[state] backend` (SQLite with
+/// `memory`, Redis with `redis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackendKind {
+    #[default]
+    Auto,
+    Sqlite,
+    Redis,
 }
 
 /// Whose answers a cached answer may be served to.

@@ -28,7 +28,7 @@ use crate::pipeline::auth::Caller;
 use crate::pipeline::observe::{RequestId, RouteInfo};
 use crate::providers::{ClientHints, ProviderError, Reservation, UpstreamStream, unix_now};
 use crate::routing::estimate::{ChatEstimate, Tokenizer};
-use crate::routing::{Route, Routed, StartedStream};
+use crate::routing::{Admission, Route, Routed, StartedStream};
 use crate::usage::{Accounting, Outcome};
 
 pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-floodgate-provider");
@@ -48,8 +48,9 @@ pub async fn chat_completions(
     let result = async {
         let bytes = read_body(body, &headers, app.config.server.max_body_bytes).await?;
         let req = openai::parse_chat_request(&bytes)?;
-        chat(&app, &client, &headers, Format::OpenAi, req, ClientHints::default(), &id, &mut info)
-            .await
+        let admission = super::admission(&headers, &app.config.routing.wait)?;
+        let hints = ClientHints::default();
+        chat(&app, &client, &headers, Format::OpenAi, req, hints, admission, &id, &mut info).await
     }
     .await;
     respond(result, Format::OpenAi, info)
@@ -70,7 +71,9 @@ pub async fn messages(
             anthropic_version: headers.get("anthropic-version").cloned(),
             anthropic_beta: headers.get("anthropic-beta").cloned(),
         };
-        chat(&app, &client, &headers, Format::Anthropic, req, hints, &id, &mut info).await
+        let admission = super::admission(&headers, &app.config.routing.wait)?;
+        chat(&app, &client, &headers, Format::Anthropic, req, hints, admission, &id, &mut info)
+            .await
     }
     .await;
     respond(result, Format::Anthropic, info)
@@ -144,12 +147,12 @@ async fn chat(
     format: Format,
     req: ChatRequest,
     hints: ClientHints,
+    admission: Admission,
     id: &RequestId,
     info: &mut RouteInfo,
 ) -> Result<Response, ApiError> {
     let route = app.router.resolve(&req.model)?;
     info.model = Some(route.name.clone());
-    let admission = super::admission(headers, &app.config.routing.wait)?;
     let route_label = match format {
         Format::Anthropic => "messages",
         Format::OpenAi | Format::Gemini => "chat",
@@ -426,4 +429,148 @@ fn stream_response(
     routed_headers(headers, &provider, &model, attempts);
     routing_headers(headers, waited, hedged);
     response
+}
+
+/// Why a job's attempt failed, and whether another attempt may succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    pub message: String,
+    /// The HTTP status a synchronous request would have got (0 for a stream
+    /// that broke off).
+    pub status: u16,
+    /// A rate limit, an unavailable upstream, a broken stream: try again.
+    /// A bad request, an unknown or forbidden model: do not.
+    pub retryable: bool,
+    /// The upstream's or the limiter's `retry-after`.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// Runs a job's request as its owner's streaming request through the same
+/// path as `/v1/chat/completions` or `/v1/messages` (the owner's limits and
+/// budget, the cache, the router with its retries and fallbacks), calling
+/// `on_text` with each piece of text as it streams, and returns the answer
+/// in the request's format (a complete, non-streamed response body).
+/// Dropping the future stops the request (and its upstream call).
+pub(crate) async fn run_job(
+    app: &AppState,
+    caller: Caller,
+    format: Format,
+    request: &serde_json::Value,
+    request_id: &str,
+    admission: Admission,
+    mut on_text: impl FnMut(u32, &str),
+) -> Result<serde_json::Value, JobFailure> {
+    use http_body_util::BodyExt;
+
+    let permanent = |message: String, status: u16| JobFailure {
+        message,
+        status,
+        retryable: false,
+        retry_after: None,
+    };
+    let mut body = request.clone();
+    if let Some(object) = body.as_object_mut() {
+        object.insert("stream".into(), serde_json::Value::Bool(true));
+        if format == Format::OpenAi {
+            object.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+        }
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| permanent(e.to_string(), 400))?;
+    let parsed = match format {
+        Format::Anthropic => anthropic::parse_chat_request(&bytes),
+        Format::OpenAi | Format::Gemini => openai::parse_chat_request(&bytes),
+    };
+    let req = parsed.map_err(|e| permanent(format!("the job's request is invalid: {e}"), 400))?;
+    let client = Client { caller, rate: RateHeaders::default() };
+    let id = RequestId(request_id.into());
+    let mut info = RouteInfo::default();
+    let headers = HeaderMap::new();
+    let hints = ClientHints::default();
+    let result =
+        chat(app, &client, &headers, format, req.clone(), hints, admission, &id, &mut info).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.status();
+            let retry_after = match &error {
+                ApiError::Limited { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            return Err(JobFailure {
+                message: format!("{}: {error}", error.kind()),
+                status: status.as_u16(),
+                retryable: status.as_u16() == 429 || status.is_server_error(),
+                retry_after,
+            });
+        }
+    };
+    let broken =
+        |message: String| JobFailure { message, status: 0, retryable: true, retry_after: None };
+    let mut stream = response.into_body();
+    let mut parser = floodgate_protocol::sse::SseParser::new(4 << 20);
+    let mut reader = JobReader::new(format, &req);
+    let mut collector = floodgate_protocol::StreamCollector::default();
+    let mut ended = false;
+    while !ended {
+        let frame = match stream.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Err(broken(format!("the answer's stream failed: {error}"))),
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        parser.push(&data).map_err(|e| broken(format!("the answer's stream: {e}")))?;
+        while let Some(event) = parser.next_event() {
+            let chunk = reader.read(&event).map_err(|e| match e {
+                floodgate_protocol::StreamError::Upstream(body) => {
+                    broken(format!("the upstream failed mid-stream: {}", body.message))
+                }
+                other => broken(format!("the answer's stream could not be read: {other}")),
+            })?;
+            for event in &chunk.events {
+                if let StreamEvent::Delta { choice, delta: floodgate_protocol::Delta::Text(text) } =
+                    event
+                {
+                    on_text(*choice, text);
+                }
+            }
+            collector.push(&chunk);
+            ended |= chunk.done;
+        }
+    }
+    let mut answer = collector
+        .finish()
+        .ok_or_else(|| broken("the answer's stream ended before the answer was complete".into()))?;
+    if answer.created == 0 {
+        answer.created = unix_now();
+    }
+    let written = match format {
+        Format::Anthropic => anthropic::write_chat_response(&answer),
+        Format::OpenAi | Format::Gemini => openai::write_chat_response(&answer),
+    };
+    serde_json::from_slice(&written).map_err(|e| broken(format!("the answer is not JSON: {e}")))
+}
+
+/// Reads the gateway's own SSE back into canonical chunks.
+enum JobReader {
+    OpenAi(openai::StreamReader),
+    Anthropic(anthropic::StreamReader),
+}
+
+impl JobReader {
+    fn new(format: Format, req: &ChatRequest) -> Self {
+        match format {
+            Format::Anthropic => JobReader::Anthropic(anthropic::StreamReader::new(req)),
+            Format::OpenAi | Format::Gemini => JobReader::OpenAi(openai::StreamReader::new(req)),
+        }
+    }
+
+    fn read(
+        &mut self,
+        event: &floodgate_protocol::sse::SseEvent,
+    ) -> Result<StreamChunk, floodgate_protocol::StreamError> {
+        match self {
+            JobReader::OpenAi(r) => r.read(event),
+            JobReader::Anthropic(r) => r.read(event),
+        }
+    }
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
     NotMaster,
     #[error("{what} {name:?} does not exist; valid: {}", .known.join(", "))]
     NotFound { what: &'static str, name: String, known: Vec<String> },
+    /// A thing by id that does not exist (or is not the caller's to see).
+    #[error("{what} {id:?} does not exist{hint}")]
+    Missing { what: &'static str, id: String, hint: &'static str },
     #[error("missing API key")]
     MissingKey,
     #[error("invalid API key")]
@@ -137,6 +140,9 @@ impl ApiError {
                 "permission_error",
             ),
             ApiError::NotFound { .. } => {
+                Shape::new(S::NOT_FOUND, "not_found", "invalid_request_error", "not_found_error")
+            }
+            ApiError::Missing { .. } => {
                 Shape::new(S::NOT_FOUND, "not_found", "invalid_request_error", "not_found_error")
             }
             ApiError::MissingKey => Shape::new(

@@ -7,6 +7,7 @@ mod cached;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod jobs;
 pub mod keys;
 pub mod listener;
 pub mod models;

@@ -82,6 +82,16 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         }),
         Some(false) => json!({"status": "ok", "layers": "l1+l2"}),
     };
+    // A queue that does not answer refuses submissions (503); the
+    // synchronous routes serve on.
+    let (_, mut queue) = check(app.jobs.queue.name(), async {
+        app.jobs.queue.stats(crate::time::now_ms()).await.map(|_| ())
+    })
+    .await;
+    if let Some(object) = queue.as_object_mut() {
+        object.insert("workers".into(), json!(app.jobs.config.workers));
+        object.insert("busy".into(), json!(app.jobs.busy()));
+    }
     let draining = app.draining.is_cancelled();
     let status = if draining {
         "draining"
@@ -98,6 +108,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "database": database,
             "limiter": limiter,
             "cache": cache,
+            "queue": queue,
         }
     });
     let code = if ready && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -23,7 +23,7 @@
 //! because nothing has reached the client yet.
 
 mod attempt;
-mod backoff;
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod budget;
@@ -456,6 +456,13 @@ impl Router {
     }
 
     /// Alias names, in config order.
+    /// Requests waiting for provider capacity, over every alias. The job
+    /// workers lease nothing while it is above zero.
+    pub fn waiting(&self) -> usize {
+        let direct = self.direct.lock().map_or(0, |d| d.values().map(|a| a.queue.len()).sum());
+        self.aliases.values().map(|a| a.queue.len()).sum::<usize>() + direct
+    }
+
     pub fn model_names(&self) -> &[String] {
         &self.order
     }

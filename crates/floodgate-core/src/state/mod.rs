@@ -2,6 +2,7 @@
 //! moment, such as which provider keys are out of use (later: rate counters,
 //! breaker state). One trait; in-process on a single node, Redis in a cluster.
 
+pub mod bus;
 mod memory;
 pub mod redis;
 

@@ -183,6 +183,11 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// GET with `key` as the bearer key.
+    pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
+        self.send_as(Some(key), reqwest::Method::GET, path, None).await
+    }
+
     /// The test's directory (the SQLite file and the spill file live there).
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()

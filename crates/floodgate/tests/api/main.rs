@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cache;
+mod jobs;
 mod keys;
 mod limits;
 
