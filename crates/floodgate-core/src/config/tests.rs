@@ -628,3 +628,42 @@ targets = [{ target = "p/x", weight = 0 }]
     has3(16, "must be greater than 0");
     has3(20, "weight 0");
 }
+
+#[test]
+fn the_queue_follows_the_state_backend_and_keeps_its_own_file() {
+    let config = load_text("[database]\nurl = \"sqlite:///var/lib/fg/main.db\"\n", &Env::new()).unwrap();
+    assert_eq!(config.queue.backend, QueueBackend::Sqlite);
+    assert_eq!(config.queue.sqlite_url, "sqlite:///var/lib/fg/main-jobs.db");
+    assert_eq!((config.queue.workers, config.queue.max_attempts), (4, 3));
+    let config = load_text(
+        "[state]\nbackend = \"redis\"\n[queue]\nworkers = 0\nlease = \"10s\"\nretry_base = \"2s\"\n\
+         result_ttl = \"1h\"\nwebhook_attempts = 3\n",
+        &Env::new(),
+    )
+    .unwrap();
+    assert_eq!(config.queue.backend, QueueBackend::Redis);
+    assert_eq!(config.queue.workers, 0);
+    assert_eq!(config.queue.lease, Duration::from_secs(10));
+    assert_eq!(config.queue.retry_base, Duration::from_secs(2));
+    assert_eq!(config.queue.result_ttl, Duration::from_secs(3600));
+    assert_eq!(config.queue.webhook_attempts, 3);
+    let forced = load_text("[queue]\nbackend = \"sqlite\"\npath = \"/tmp/q.db\"\n", &Env::new()).unwrap();
+    assert_eq!(forced.queue.sqlite_url, "sqlite:///tmp/q.db");
+    let memory = load_text("[database]\nurl = \"sqlite::memory:\"\n", &Env::new()).unwrap();
+    assert_eq!(memory.queue.sqlite_url, "sqlite::memory:");
+}
+
+#[test]
+fn queue_mistakes_are_named_with_their_line() {
+    let p = problems(
+        "[queue]\nbackend = \"redis\"\nmax_attempts = 50\nwebhook_secret = \"short\"\nlease = \"0s\"\n",
+        &Env::new(),
+    );
+    let text: Vec<String> = p.iter().map(|p| format!("{:?}: {}", p.line, p.message)).collect();
+    assert!(text.iter().any(|t| t.starts_with("Some(2)") && t.contains("needs [state] backend = \"redis\"")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("Some(3)") && t.contains("max_attempts_cap (20)")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("Some(4)") && t.contains("at least 16")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("Some(5)") && t.contains("queue.lease")), "{text:?}");
+    let p = problems("[queue]\nbackend = \"kafka\"\n", &Env::new());
+    assert!(p[0].message.contains("auto") && p[0].message.contains("sqlite"), "{p:?}");
+}

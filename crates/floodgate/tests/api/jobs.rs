@@ -221,7 +221,8 @@ async fn failures_retry_with_backoff_then_dead_letter_then_an_admin_retry_runs_i
 
         // Six failures in a row opened the target's breaker: reset it, as an
         // operator would once the provider is back.
-        let reset = app.send_as(Some(MASTER), Method::POST, "/admin/providers/oai/reset", None).await;
+        let reset =
+            app.send_as(Some(MASTER), Method::POST, "/admin/providers/oai/reset", None).await;
         assert_eq!(reset.status(), StatusCode::OK);
         let (status, _, retried) = json_of(
             app.send_as(
@@ -453,7 +454,8 @@ async fn bad_submissions_are_400s_that_name_the_field() {
         "{error}"
     );
     let (status, _) =
-        submit_as(&app, MASTER, &json!({"request": request("x"), "deadline": 4_102_444_800_u64})).await;
+        submit_as(&app, MASTER, &json!({"request": request("x"), "deadline": 4_102_444_800_u64}))
+            .await;
     assert_eq!(status, StatusCode::ACCEPTED, "Unix seconds in the future");
     assert!(app.upstream_requests().is_empty());
 }
@@ -667,5 +669,60 @@ async fn workers_run_submitted_jobs_and_a_draining_node_finishes_them() {
         let extra = state_handle.jobs.queue.get(&extra).await.ok().flatten();
         let extra_status = extra.map(|j| j.status.as_str());
         assert!(matches!(extra_status, Some("queued" | "completed")), "{extra_status:?}");
+    }
+}
+
+#[tokio::test]
+async fn workers_take_no_job_while_requests_wait_for_provider_capacity() {
+    let tight = r#"
+[[providers]]
+name = "tight"
+kind = "openai-compatible"
+base_url = "{openai}"
+keys = ["tight-key-0123456789"]
+rpm = 1
+
+[[models]]
+name = "tight"
+targets = ["tight/x"]
+"#;
+    let app =
+        spawn_with(options(tight, "workers = 1\npoll_interval = \"20ms\"", MockConfig::default()))
+            .await;
+    let body = json!({"model": "tight", "messages": [{"role": "user", "content": "first"}]});
+    assert_eq!(app.post_with("/v1/chat/completions", &body, &[]).await.status(), StatusCode::OK);
+    // The next request waits for the key's minute to pass (up to 1 s).
+    let waiting = {
+        let (client, url, body) = (app.http.clone(), app.url("/v1/chat/completions"), body.clone());
+        tokio::spawn(async move {
+            let request =
+                client.post(url).bearer_auth(MASTER).header("x-floodgate-max-wait-ms", "1000");
+            request.json(&body).send().await.map(|r| r.status())
+        })
+    };
+    eventually(|| async { app.state.router.waiting() == 1 }).await;
+    let id = id_of(&submit(&app, &json!({"request": request("later")})).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job(&app, &id).await["status"], "queued", "no lease while a request waits");
+    let status = waiting.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Capacity is no longer awaited: the job runs (on the free alias).
+    eventually(|| async { job(&app, &id).await["status"] == "completed" }).await;
+}
+
+#[tokio::test]
+async fn queue_metrics_count_jobs_by_outcome() {
+    let app = stepped("").await;
+    let id = id_of(&submit(&app, &json!({"request": request("metered")})).await);
+    step(&app).await;
+    assert_eq!(job(&app, &id).await["status"], "completed");
+    let metrics = app.metrics().await;
+    for name in [
+        "floodgate_queue_jobs_total{outcome=\"submitted\"}",
+        "floodgate_queue_jobs_total{outcome=\"completed\"}",
+        "floodgate_queue_job_wait_seconds_bucket",
+        "floodgate_queue_job_run_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
     }
 }
