@@ -631,7 +631,8 @@ targets = [{ target = "p/x", weight = 0 }]
 
 #[test]
 fn the_queue_follows_the_state_backend_and_keeps_its_own_file() {
-    let config = load_text("[database]\nurl = \"sqlite:///var/lib/fg/main.db\"\n", &Env::new()).unwrap();
+    let config =
+        load_text("[database]\nurl = \"sqlite:///var/lib/fg/main.db\"\n", &Env::new()).unwrap();
     assert_eq!(config.queue.backend, QueueBackend::Sqlite);
     assert_eq!(config.queue.sqlite_url, "sqlite:///var/lib/fg/main-jobs.db");
     assert_eq!((config.queue.workers, config.queue.max_attempts), (4, 3));
@@ -647,7 +648,8 @@ fn the_queue_follows_the_state_backend_and_keeps_its_own_file() {
     assert_eq!(config.queue.retry_base, Duration::from_secs(2));
     assert_eq!(config.queue.result_ttl, Duration::from_secs(3600));
     assert_eq!(config.queue.webhook_attempts, 3);
-    let forced = load_text("[queue]\nbackend = \"sqlite\"\npath = \"/tmp/q.db\"\n", &Env::new()).unwrap();
+    let forced =
+        load_text("[queue]\nbackend = \"sqlite\"\npath = \"/tmp/q.db\"\n", &Env::new()).unwrap();
     assert_eq!(forced.queue.sqlite_url, "sqlite:///tmp/q.db");
     let memory = load_text("[database]\nurl = \"sqlite::memory:\"\n", &Env::new()).unwrap();
     assert_eq!(memory.queue.sqlite_url, "sqlite::memory:");
@@ -660,8 +662,15 @@ fn queue_mistakes_are_named_with_their_line() {
         &Env::new(),
     );
     let text: Vec<String> = p.iter().map(|p| format!("{:?}: {}", p.line, p.message)).collect();
-    assert!(text.iter().any(|t| t.starts_with("Some(2)") && t.contains("needs [state] backend = \"redis\"")), "{text:?}");
-    assert!(text.iter().any(|t| t.starts_with("Some(3)") && t.contains("max_attempts_cap (20)")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("Some(2)") && t.contains("needs [state] backend = \"redis\"")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.starts_with("Some(3)") && t.contains("max_attempts_cap (20)")),
+        "{text:?}"
+    );
     assert!(text.iter().any(|t| t.starts_with("Some(4)") && t.contains("at least 16")), "{text:?}");
     assert!(text.iter().any(|t| t.starts_with("Some(5)") && t.contains("queue.lease")), "{text:?}");
     let p = problems("[queue]\nbackend = \"kafka\"\n", &Env::new());

@@ -726,3 +726,22 @@ async fn queue_metrics_count_jobs_by_outcome() {
         assert!(metrics.contains(name), "{name} missing");
     }
 }
+
+#[tokio::test]
+async fn a_cancel_on_one_node_stops_the_job_running_on_another() {
+    let Ok(redis) = std::env::var("FLOODGATE_TEST_REDIS_URL") else { return };
+    let state = redis_state(&redis, &fresh_prefix());
+    let api = stepped(&state).await;
+    let slow =
+        MockConfig { chunks: 100, chunk_delay: Duration::from_millis(50), ..MockConfig::default() };
+    let worker = spawn_with(options(&state, "workers = 1\npoll_interval = \"20ms\"", slow)).await;
+    let id = id_of(&submit(&api, &json!({"request": request("long, elsewhere")})).await);
+    eventually(|| async { worker.mock.stats().streams_started == 1 }).await;
+    let response = api.send_as(Some(MASTER), Method::DELETE, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Told over the bus, the worker node drops the upstream call at once
+    // (well before its next heartbeat, 10 s away).
+    eventually(|| async { worker.mock.stats().streams_cancelled == 1 }).await;
+    assert_eq!(job(&api, &id).await["status"], "cancelled");
+    eventually(|| async { worker.state.jobs.busy() == 0 }).await;
+}
