@@ -745,3 +745,48 @@ async fn a_cancel_on_one_node_stops_the_job_running_on_another() {
     assert_eq!(job(&api, &id).await["status"], "cancelled");
     eventually(|| async { worker.state.jobs.busy() == 0 }).await;
 }
+
+#[tokio::test]
+async fn an_end_user_s_job_is_theirs_and_runs_under_their_tier() {
+    const SECRET: &str = "jwt-secret-for-job-tests-0123456789abcdef";
+    let jwt = format!(
+        "[auth.jwt]\nhs256_secret = \"{SECRET}\"\ntier_claim = \"plan\"\n[limits.tiers.pro]\nrpm = 1\n"
+    );
+    let app = stepped(&jwt).await;
+    let token = |sub: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": sub, "exp": exp, "plan": "pro"}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (carol, dave) = (token("carol"), token("dave"));
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (status, queued) = submit_as(
+            &app,
+            &carol,
+            &json!({"request": request(&format!("c{n}")), "max_attempts": 1}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        ids.push(id_of(&queued));
+    }
+    assert_eq!(job_as(&app, &carol, &ids[0]).await.0, StatusCode::OK);
+    assert_eq!(job_as(&app, &dave, &ids[0]).await.0, StatusCode::NOT_FOUND);
+    step(&app).await;
+    step(&app).await;
+    // Her tier allows one request a minute: the second job is refused by it.
+    assert_eq!(job_as(&app, &carol, &ids[0]).await.1["status"], "completed");
+    let second = job_as(&app, &carol, &ids[1]).await.1;
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(
+        second["error"].as_str().unwrap_or_default().contains("rate_limit_exceeded"),
+        "{second}"
+    );
+}
