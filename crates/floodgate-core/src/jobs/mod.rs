@@ -461,8 +461,9 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
             // Given back at once (counted as a failed attempt), rather than
             // left to its lease's expiry.
             let message = "the node shut down before the job finished";
-            match jobs.queue.fail(&job.id, &worker, message, Some(now_ms()), now_ms()).await {
-                Ok(Failed::Dead) => finished_dead(&jobs, &job.id).await,
+            let now = now_ms();
+            match jobs.queue.fail(&job.id, &worker, message, Some(now), now).await {
+                Ok(Failed::Dead) => finished(&jobs, dead(job, message, now)),
                 Ok(_) => {}
                 Err(error) => backend_error("fail", &error),
             }
@@ -470,7 +471,13 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
         }
         Ok(Ok(result)) => match jobs.queue.complete(&job.id, &worker, &result, now_ms()).await {
             Ok(true) => {
-                finished(&jobs, &job.id, "completed").await;
+                let mut job = job;
+                job.status = JobStatus::Completed;
+                job.result = Some(result);
+                job.finished_at_ms = Some(now_ms());
+                job.lease_owner = None;
+                job.lease_until_ms = None;
+                finished(&jobs, job);
                 "completed"
             }
             Ok(false) => "lost_lease",
@@ -489,7 +496,8 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
                 let delay = backoff.next_delay().max(failure.retry_after.unwrap_or_default());
                 now_ms() + millis(delay)
             });
-            match jobs.queue.fail(&job.id, &worker, &failure.message, retry_at, now_ms()).await {
+            let now = now_ms();
+            match jobs.queue.fail(&job.id, &worker, &failure.message, retry_at, now).await {
                 Ok(Failed::Retrying { run_after_ms }) => {
                     jobs.event(
                         &job.id,
@@ -500,7 +508,7 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
                     "retried"
                 }
                 Ok(Failed::Dead) => {
-                    finished_dead(&jobs, &job.id).await;
+                    finished(&jobs, dead(job, &failure.message, now));
                     "dead"
                 }
                 Ok(Failed::NotLeased) => "lost_lease",
@@ -515,21 +523,22 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
     metrics::histogram!(metric::QUEUE_RUN, "outcome" => label).record(seconds);
 }
 
-async fn finished_dead(jobs: &Arc<Jobs>, id: &str) {
-    finished(jobs, id, "failed").await;
+/// The job as the queue has just recorded it: a dead letter.
+fn dead(mut job: Job, error: &str, now: i64) -> Job {
+    job.status = JobStatus::Failed;
+    job.dead = true;
+    job.error = Some(error.to_string());
+    job.finished_at_ms = Some(now);
+    job.lease_owner = None;
+    job.lease_until_ms = None;
+    job
 }
 
-/// A job ended (`completed` or `failed`): its final event, then its webhook.
-async fn finished(jobs: &Arc<Jobs>, id: &str, event: &str) {
-    let job = match jobs.queue.get(id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => return,
-        Err(error) => {
-            backend_error("get", &error);
-            return;
-        }
-    };
-    jobs.event(id, event, view(&job));
+/// A job ended (`completed` or `failed`, as the queue has just recorded
+/// it, so it is not read back): its final event, then its webhook.
+fn finished(jobs: &Arc<Jobs>, job: Job) {
+    let event = if job.status == JobStatus::Completed { "completed" } else { "failed" };
+    jobs.event(&job.id, event, view(&job));
     if job.webhook_url.is_some() {
         tokio::spawn(webhook::deliver(jobs.clone(), job));
     }
