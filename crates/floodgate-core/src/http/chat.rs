@@ -438,6 +438,9 @@ pub struct JobFailure {
     /// The HTTP status a synchronous request would have got (0 for a stream
     /// that broke off).
     pub status: u16,
+    /// The error's `code` (`rate_limit_exceeded`, `upstream_error`, …;
+    /// `stream_failed` for a stream that broke off).
+    pub code: &'static str,
     /// A rate limit, an unavailable upstream, a broken stream: try again.
     /// A bad request, an unknown or forbidden model: do not.
     pub retryable: bool,
@@ -465,6 +468,7 @@ pub(crate) async fn run_job(
     let permanent = |message: String, status: u16| JobFailure {
         message,
         status,
+        code: "invalid_request",
         retryable: false,
         retry_after: None,
     };
@@ -499,13 +503,19 @@ pub(crate) async fn run_job(
             return Err(JobFailure {
                 message: format!("{}: {error}", error.kind()),
                 status: status.as_u16(),
+                code: error.kind(),
                 retryable: status.as_u16() == 429 || status.is_server_error(),
                 retry_after,
             });
         }
     };
-    let broken =
-        |message: String| JobFailure { message, status: 0, retryable: true, retry_after: None };
+    let broken = |message: String| JobFailure {
+        message,
+        status: 0,
+        code: "stream_failed",
+        retryable: true,
+        retry_after: None,
+    };
     let mut stream = response.into_body();
     let mut parser = floodgate_protocol::sse::SseParser::new(4 << 20);
     let mut reader = JobReader::new(format, &req);

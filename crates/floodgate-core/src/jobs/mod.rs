@@ -423,6 +423,7 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
             |message| crate::http::chat::JobFailure {
                 message,
                 status: 401,
+                code: "invalid_api_key",
                 retryable: false,
                 retry_after: None,
             },
