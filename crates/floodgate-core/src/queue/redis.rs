@@ -95,11 +95,12 @@ end
 
 /// ARGV: base, id, route, request, priority, max_attempts, now, then pairs
 /// of optional field and value (owner, idempotency_key, deadline_ms,
-/// webhook_url). Returns `{'created' | 'existing' | 'duplicate', fields}`.
+/// webhook_url). Returns `{'created' | 'existing' | 'duplicate', fields}`,
+/// the fields only of an existing job (the caller knows a new job's).
 const SUBMIT: &str = concat!(
     prelude!(),
     r"
-local id, now = ARGV[2], ARGV[7]
+local id, priority, now = ARGV[2], ARGV[5], ARGV[7]
 local optional = {}
 for i = 8, #ARGV, 2 do optional[ARGV[i]] = ARGV[i + 1] end
 local ikey = optional['idempotency_key']
@@ -111,69 +112,160 @@ if ikey then
   end
 end
 local key = jobkey(id)
-if redis.call('EXISTS', key) == 1 then return {'duplicate', {}} end
+-- Creates the hash unless the job exists: the duplicate check and the first field at once.
+if redis.call('HSETNX', key, 'id', id) == 0 then return {'duplicate', {}} end
 local n = redis.call('INCR', seq)
-local rank = string.format('%d', (10 - tonumber(ARGV[5])) * 1099511627776 + n)
-redis.call('HSET', key, 'id', id, 'route', ARGV[3], 'request', ARGV[4], 'priority', ARGV[5],
-  'status', 'queued', 'dead', '0', 'attempts', '0', 'max_attempts', ARGV[6],
-  'run_after_ms', now, 'created_at_ms', now, 'seq', n, 'rank', rank)
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+local rank = string.format('%d', (10 - tonumber(priority)) * 1099511627776 + n)
+local fields = {'route', ARGV[3], 'request', ARGV[4], 'priority', priority, 'status', 'queued',
+  'dead', '0', 'attempts', '0', 'max_attempts', ARGV[6], 'run_after_ms', now, 'created_at_ms', now,
+  'seq', n, 'rank', rank}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', key, unpack(fields))
 if ikey then redis.call('HSET', idem, idem_field(optional['owner'] or '', ikey), id) end
-enqueue(id, key, now, now)
-return {'created', redis.call('HGETALL', key)}
+-- What enqueue does, from what is known here (the job runs from now).
+redis.call('ZADD', queued, now, id)
+redis.call('ZADD', ready, rank, id)
+if optional['deadline_ms'] then redis.call('ZADD', deadlines, optional['deadline_ms'], id) end
+count('pending:' .. priority, 1)
+return {'created', {}}
 "
 );
 
-/// ARGV: base, worker, limit, now, lease until. Returns the leased jobs'
-/// fields, in rank order.
+/// The body of a lease, shared by [`LEASE`] and [`COMPLETE_AND_LEASE`]:
+/// `lease(worker, limit, now, until_ms, delta)` leases up to `limit` jobs
+/// and returns them in rank order, each as the values of
+/// [`LEASED_FIELDS`] (read with the one `HMGET` the lease needs anyway,
+/// not a second `HGETALL`: a reply that Lua takes in and gives back out
+/// costs Redis more than the command); `delta` is the change of the
+/// `running` count the script made already, written with the lease's own
+/// in one `HINCRBY` (none when they cancel out).
+macro_rules! lease_fn {
+    () => {
+        r"
+local function lease(worker, limit, now, until_ms, delta)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now)) do
+    local key = jobkey(id)
+    unqueue(id, key)
+    redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
+      'error', 'the deadline passed before the job could start')
+    redis.call('ZADD', finished, now, id)
+    count('failed', 1)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
+    local key = jobkey(id)
+    local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
+    redis.call('ZREM', running, id)
+    if tonumber(j[1]) >= tonumber(j[2]) then
+      local message = 'the lease of the last attempt expired (its worker stopped)'
+      if j[3] then message = j[3] .. '; ' .. message end
+      unlease(id, key)
+      redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
+      redis.call('ZADD', dead, now, id)
+      count('failed', 1)
+      count('dead', 1)
+    else
+      redis.call('ZADD', ready, j[4], id)
+    end
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
+    redis.call('ZREM', delayed, id)
+    redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
+  end
+  local out = {}
+  while #out < limit do
+    -- Taken out of ready at once; a job there is queued, or running with
+    -- its lease expired.
+    local taken = redis.call('ZPOPMIN', ready, limit - #out)
+    if #taken == 0 then break end
+    for i = 1, #taken, 2 do
+      local id = taken[i]
+      local key = jobkey(id)
+      -- Every field of a Job, in the order of LEASED_FIELDS.
+      local j = redis.call('HMGET', key, 'id', 'owner', 'route', 'request', 'priority', 'status',
+        'dead', 'attempts', 'max_attempts', 'run_after_ms', 'lease_owner', 'lease_until_ms',
+        'deadline_ms', 'webhook_url', 'idempotency_key', 'result', 'error', 'webhook',
+        'created_at_ms', 'started_at_ms', 'finished_at_ms', 'seq')
+      local status = j[6]
+      if status == 'queued' then
+        -- unqueue, but for ready (done) and delayed (a job in ready is not there).
+        redis.call('ZREM', queued, id)
+        if j[13] then redis.call('ZREM', deadlines, id) end
+        count('pending:' .. j[5], -1)
+        delta = delta + 1
+      end
+      if status == 'queued' or status == 'running' then
+        local attempts, started = tostring(tonumber(j[8]) + 1), j[20] or now
+        redis.call('HSET', key, 'status', 'running', 'lease_owner', worker,
+          'lease_until_ms', until_ms, 'attempts', attempts, 'started_at_ms', started)
+        redis.call('ZADD', running, until_ms, id)
+        j[6], j[8], j[11], j[12], j[20] = 'running', attempts, worker, until_ms, started
+        out[#out + 1] = j
+      end
+    end
+  end
+  if delta ~= 0 then count('running', delta) end
+  return out
+end
+"
+    };
+}
+
+/// The body of a completion, shared by [`COMPLETE`] and
+/// [`COMPLETE_AND_LEASE`]: `complete(id, worker, result, now)` returns 1
+/// when it took effect (the caller takes one from the `running` count).
+macro_rules! complete_fn {
+    () => {
+        r"
+local function complete(id, worker, result, now)
+  local key = jobkey(id)
+  local j = redis.call('HMGET', key, 'status', 'lease_owner')
+  if j[1] ~= 'running' or j[2] ~= worker then return 0 end
+  -- unlease, but for the count.
+  redis.call('ZREM', running, id)
+  redis.call('ZREM', ready, id)
+  redis.call('HDEL', key, 'lease_owner', 'lease_until_ms', 'error')
+  redis.call('HSET', key, 'status', 'completed', 'result', result, 'finished_at_ms', now)
+  redis.call('ZADD', finished, now, id)
+  count('completed', 1)
+  return 1
+end
+"
+    };
+}
+
+/// The fields of a leased job in the lease script's answer, in its order.
+const LEASED_FIELDS: [&str; 22] = [
+    "id",
+    "owner",
+    "route",
+    "request",
+    "priority",
+    "status",
+    "dead",
+    "attempts",
+    "max_attempts",
+    "run_after_ms",
+    "lease_owner",
+    "lease_until_ms",
+    "deadline_ms",
+    "webhook_url",
+    "idempotency_key",
+    "result",
+    "error",
+    "webhook",
+    "created_at_ms",
+    "started_at_ms",
+    "finished_at_ms",
+    "seq",
+];
+
+/// ARGV: base, worker, limit, now, lease until. Returns the leased jobs
+/// (values of [`LEASED_FIELDS`]), in rank order.
 const LEASE: &str = concat!(
     prelude!(),
+    lease_fn!(),
     r"
-local worker, limit, now, until_ms = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now)) do
-  local key = jobkey(id)
-  unqueue(id, key)
-  redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
-    'error', 'the deadline passed before the job could start')
-  redis.call('ZADD', finished, now, id)
-  count('failed', 1)
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
-  local key = jobkey(id)
-  local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
-  redis.call('ZREM', running, id)
-  if tonumber(j[1]) >= tonumber(j[2]) then
-    local message = 'the lease of the last attempt expired (its worker stopped)'
-    if j[3] then message = j[3] .. '; ' .. message end
-    unlease(id, key)
-    redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
-    redis.call('ZADD', dead, now, id)
-    count('failed', 1)
-    count('dead', 1)
-  else
-    redis.call('ZADD', ready, j[4], id)
-  end
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
-  redis.call('ZREM', delayed, id)
-  redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
-end
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', ready, 0, limit - 1)) do
-  local key = jobkey(id)
-  if redis.call('HGET', key, 'status') == 'queued' then
-    unqueue(id, key)
-    count('running', 1)
-  else
-    redis.call('ZREM', ready, id)
-  end
-  redis.call('HSET', key, 'status', 'running', 'lease_owner', worker, 'lease_until_ms', until_ms)
-  redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSETNX', key, 'started_at_ms', now)
-  redis.call('ZADD', running, until_ms, id)
-  out[#out + 1] = redis.call('HGETALL', key)
-end
-return out
+return lease(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], 0)
 "
 );
 
@@ -206,17 +298,25 @@ return 1
 /// ARGV: base, id, worker, result, now. Returns 1 when completed.
 const COMPLETE: &str = concat!(
     prelude!(),
+    complete_fn!(),
     r"
-local id, worker, now = ARGV[2], ARGV[3], ARGV[5]
-local key = jobkey(id)
-local j = redis.call('HMGET', key, 'status', 'lease_owner')
-if j[1] ~= 'running' or j[2] ~= worker then return 0 end
-unlease(id, key)
-redis.call('HSET', key, 'status', 'completed', 'result', ARGV[4], 'finished_at_ms', now)
-redis.call('HDEL', key, 'error')
-redis.call('ZADD', finished, now, id)
-count('completed', 1)
+if complete(ARGV[2], ARGV[3], ARGV[4], ARGV[5]) == 0 then return 0 end
+count('running', -1)
 return 1
+"
+);
+
+/// ARGV: base, id, worker, result, now, limit, lease until. Completes as
+/// [`COMPLETE`], then leases as [`LEASE`], whether or not the completion
+/// took effect. Returns `{1 | 0, the leased jobs as LEASE answers them}`.
+const COMPLETE_AND_LEASE: &str = concat!(
+    prelude!(),
+    complete_fn!(),
+    lease_fn!(),
+    r"
+local worker, now = ARGV[3], ARGV[5]
+local done = complete(ARGV[2], worker, ARGV[4], now)
+return {done, lease(worker, tonumber(ARGV[6]), now, ARGV[7], -done)}
 "
 );
 
@@ -351,6 +451,7 @@ struct Scripts {
     lease: Lua,
     heartbeat: Lua,
     complete: Lua,
+    complete_and_lease: Lua,
     fail: Lua,
     cancel: Lua,
     retry_dead: Lua,
@@ -419,6 +520,7 @@ impl RedisQueue {
                 lease: Lua::new(LEASE),
                 heartbeat: Lua::new(HEARTBEAT),
                 complete: Lua::new(COMPLETE),
+                complete_and_lease: Lua::new(COMPLETE_AND_LEASE),
                 fail: Lua::new(FAIL),
                 cancel: Lua::new(CANCEL),
                 retry_dead: Lua::new(RETRY_DEAD),
@@ -519,12 +621,54 @@ fn job_from_fields(fields: Vec<String>) -> Result<Option<(i64, Job)>, QueueError
     Ok(Some((required_number("seq")?, job)))
 }
 
+/// A job the lease script answered: the values of [`LEASED_FIELDS`].
+fn leased(values: Vec<Option<String>>) -> Result<Job, QueueError> {
+    if values.len() != LEASED_FIELDS.len() {
+        return Err(invalid(format!("a leased job of {} fields", values.len())));
+    }
+    let mut fields = Vec::with_capacity(2 * values.len());
+    for (field, value) in LEASED_FIELDS.iter().zip(values) {
+        if let Some(value) = value {
+            fields.extend([(*field).to_owned(), value]);
+        }
+    }
+    existing(fields)
+}
+
 fn job(fields: Vec<String>) -> Result<Option<Job>, QueueError> {
     Ok(job_from_fields(fields)?.map(|(_, job)| job))
 }
 
 fn existing(fields: Vec<String>) -> Result<Job, QueueError> {
     job(fields)?.ok_or_else(|| invalid("a script answered no job"))
+}
+
+/// The job that the submit script created from `job` at `now_ms`: its
+/// fields as the script wrote them, so no reply has to carry them.
+fn queued(job: NewJob, now_ms: i64) -> Job {
+    Job {
+        id: job.id,
+        owner: job.owner,
+        route: job.route,
+        request: job.request,
+        priority: job.priority.min(MAX_PRIORITY),
+        status: JobStatus::Queued,
+        dead: false,
+        attempts: 0,
+        max_attempts: job.max_attempts.max(1),
+        run_after_ms: now_ms,
+        lease_owner: None,
+        lease_until_ms: None,
+        deadline_ms: job.deadline_ms,
+        webhook_url: job.webhook_url,
+        idempotency_key: job.idempotency_key,
+        result: None,
+        error: None,
+        webhook: None,
+        created_at_ms: now_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+    }
 }
 
 /// A score or number as Redis writes it.
@@ -569,7 +713,7 @@ impl Queue for RedisQueue {
         let (outcome, fields): (String, Vec<String>) =
             self.eval(&self.scripts.submit, &args).await?;
         match outcome.as_str() {
-            "created" => Ok((existing(fields)?, true)),
+            "created" => Ok((queued(job, now_ms), true)),
             "existing" => Ok((existing(fields)?, false)),
             "duplicate" => Err(QueueError::Duplicate(job.id)),
             other => Err(invalid(format!("the submit script answered {other:?}"))),
@@ -602,8 +746,8 @@ impl Queue for RedisQueue {
             now_ms.saturating_add(lease_ms).to_string(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let answer: Vec<Vec<String>> = self.eval(&self.scripts.lease, &args).await?;
-        answer.into_iter().map(existing).collect()
+        let answer: Vec<Vec<Option<String>>> = self.eval(&self.scripts.lease, &args).await?;
+        answer.into_iter().map(leased).collect()
     }
 
     async fn heartbeat(
@@ -628,6 +772,33 @@ impl Queue for RedisQueue {
         let (result, now) = (result.to_string(), now_ms.to_string());
         let done: i64 = self.eval(&self.scripts.complete, &[id, worker, &result, &now]).await?;
         Ok(done == 1)
+    }
+
+    async fn complete_and_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &Value,
+        limit: usize,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<(bool, Vec<Job>), QueueError> {
+        if limit == 0 {
+            return Ok((self.complete(id, worker, result, now_ms).await?, Vec::new()));
+        }
+        let args = [
+            result.to_string(),
+            now_ms.to_string(),
+            limit.to_string(),
+            now_ms.saturating_add(lease_ms).to_string(),
+        ];
+        let (done, answer): (i64, Vec<Vec<Option<String>>>) = self
+            .eval(
+                &self.scripts.complete_and_lease,
+                &[id, worker, &args[0], &args[1], &args[2], &args[3]],
+            )
+            .await?;
+        Ok((done == 1, answer.into_iter().map(leased).collect::<Result<_, _>>()?))
     }
 
     async fn fail(
