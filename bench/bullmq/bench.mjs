@@ -146,7 +146,7 @@ async function run(mode, removeOnComplete) {
   const queue = new Queue(name, { connection });
   await queue.waitUntilReady();
   try {
-    const warm = Math.min(500, Math.max(1, Math.floor(JOBS / 10)));
+    const warm = Math.min(2000, Math.max(1, Math.floor(JOBS / 5)));
     await submit(queue, mode, 'warm', warm, removeOnComplete);
     const warmed = await processAll(name, 'warm', warm);
     if (warmed.completed !== warm) throw new Error(`warm-up completed ${warmed.completed} of ${warm}`);

@@ -2,20 +2,25 @@
 //! handler, on SQLite (a temporary file) and on Redis (a fresh key prefix
 //! per run). Each configuration: phase A, `CONCURRENCY` producer tasks
 //! submit `JOBS` jobs between them; phase B, `CONCURRENCY` worker tasks
-//! each loop `lease(BATCH)` → `complete` every leased job, until the queue
-//! is empty. Reports submit, process (from the first completion to the
-//! last, as `bench/bullmq/bench.mjs` times BullMQ; from the workers' start
-//! in the JSON line) and whole (A + B) jobs/s, and the
-//! per-job end-to-end time, submit → complete (which, phases being one
-//! after the other, is mostly the job's wait in the queue). A warm-up of a
-//! few hundred jobs runs first; the run ends with a check that every job
+//! each loop `lease(BATCH)` → `complete` every leased job, the last one
+//! with `complete_and_lease(BATCH)`, which leases the next ones in the same
+//! step (as BullMQ's worker fetches its next job when it finishes one;
+//! `FETCH_NEXT=0`: `complete`, then `lease`), until the queue is empty.
+//!
+//! Reports submit, process (from the first completion to the last, as
+//! `bench/bullmq/bench.mjs` times BullMQ; in the JSON line also from the
+//! workers' start) and whole (A + B) jobs/s, the per-job end-to-end time,
+//! submit → complete (the phases being one after the other, that is mostly
+//! the job's wait in the queue), and on Redis what Redis did per job (INFO
+//! commandstats and cpu). A warm-up of `JOBS / 5` jobs (at most 2,000), as
+//! in BullMQ's bench, runs first; each run ends with a check that every job
 //! was completed once and that nothing is left queued or running.
 //!
 //! Run with `cargo bench -p floodgate-core --bench queue`. Environment:
 //! `JOBS` (10000), `CONCURRENCY` (16), `BATCH` (the lease limit, 1 as
 //! BullMQ takes one job at a time), `EXTRA_BATCH` (16: a second run with
-//! that limit; 0 for none), `BACKENDS` (`sqlite,redis`), and
-//! `FLOODGATE_BENCH_REDIS_URL` (`redis://127.0.0.1:6379`). One line per
+//! that limit; 0 for none), `FETCH_NEXT` (1), `BACKENDS` (`sqlite,redis`),
+//! and `FLOODGATE_BENCH_REDIS_URL` (`redis://127.0.0.1:6379`). One line per
 //! configuration, and one `JSON {…}` line for scripts (`bench/queue.sh`).
 
 #![expect(
@@ -192,11 +197,15 @@ async fn submit_all(
 }
 
 /// Leases and completes from `concurrency` tasks until the queue is empty;
-/// returns how many completions took effect.
+/// returns how many completions took effect. With `fetch_next`, a worker
+/// completes the last job of each lease with `complete_and_lease` (as
+/// BullMQ's worker asks for its next job when it finishes one), else with
+/// `complete` and then a `lease`.
 async fn process_all(
     q: &Arc<dyn Queue>,
     concurrency: usize,
     batch: usize,
+    fetch_next: bool,
     times: Option<Arc<Times>>,
 ) -> usize {
     let done = Arc::new(AtomicUsize::new(0));
@@ -206,21 +215,33 @@ async fn process_all(
         tasks.push(tokio::spawn(async move {
             let worker = format!("bench-w{w}");
             let result = Value::Null;
-            loop {
-                let jobs = q.lease(&worker, batch, LEASE_MS, now_ms()).await.unwrap();
-                if jobs.is_empty() {
-                    return;
+            let finished = |id: &str| {
+                done.fetch_add(1, Ordering::Relaxed);
+                if let Some(times) = &times
+                    && let Some(i) = id.strip_prefix("job_").and_then(|n| n.parse::<usize>().ok())
+                {
+                    times.completed[i].store(times.now(), Ordering::Relaxed);
                 }
-                for job in jobs {
-                    // The no-op handler.
+            };
+            let mut jobs = q.lease(&worker, batch, LEASE_MS, now_ms()).await.unwrap();
+            while let Some(last) = jobs.pop() {
+                // The no-op handler, for each job in turn.
+                for job in &jobs {
                     assert!(q.complete(&job.id, &worker, &result, now_ms()).await.unwrap());
-                    done.fetch_add(1, Ordering::Relaxed);
-                    if let Some(times) = &times
-                        && let Some(i) =
-                            job.id.strip_prefix("job_").and_then(|n| n.parse::<usize>().ok())
-                    {
-                        times.completed[i].store(times.now(), Ordering::Relaxed);
-                    }
+                    finished(&job.id);
+                }
+                if fetch_next {
+                    let (completed, next) = q
+                        .complete_and_lease(&last.id, &worker, &result, batch, LEASE_MS, now_ms())
+                        .await
+                        .unwrap();
+                    assert!(completed);
+                    finished(&last.id);
+                    jobs = next;
+                } else {
+                    assert!(q.complete(&last.id, &worker, &result, now_ms()).await.unwrap());
+                    finished(&last.id);
+                    jobs = q.lease(&worker, batch, LEASE_MS, now_ms()).await.unwrap();
                 }
             }
         }));
@@ -231,17 +252,20 @@ async fn process_all(
     done.load(Ordering::Relaxed)
 }
 
-async fn run(
-    q: Arc<dyn Queue>,
-    redis: Option<&RedisConnections>,
+#[derive(Clone, Copy)]
+struct Setup {
     jobs: usize,
     concurrency: usize,
     batch: usize,
-) -> Run {
-    let warm = (jobs / 10).clamp(1, 500);
+    fetch_next: bool,
+}
+
+async fn run(q: Arc<dyn Queue>, redis: Option<&RedisConnections>, setup: &Setup) -> Run {
+    let Setup { jobs, concurrency, batch, fetch_next } = *setup;
+    let warm = (jobs / 5).clamp(1, 2000);
     let warm_ids: Vec<String> = (0..warm).map(|i| format!("warm_{i:08}")).collect();
     submit_all(&q, Arc::new(warm_ids), concurrency, None).await;
-    assert_eq!(process_all(&q, concurrency, batch, None).await, warm);
+    assert_eq!(process_all(&q, concurrency, batch, fetch_next, None).await, warm);
 
     let ids: Arc<Vec<String>> = Arc::new((0..jobs).map(|i| format!("job_{i:08}")).collect());
     let times = Arc::new(Times::new(jobs));
@@ -252,7 +276,7 @@ async fn run(
     let submit_work = redis_since(redis, before).await;
     let before = RedisWork::sample(redis).await;
     let started = Instant::now();
-    let completed = process_all(&q, concurrency, batch, Some(times.clone())).await;
+    let completed = process_all(&q, concurrency, batch, fetch_next, Some(times.clone())).await;
     let process = started.elapsed();
     let process_work = redis_since(redis, before).await;
     assert_eq!(completed, jobs, "every job completed once");
@@ -272,7 +296,9 @@ async fn run(
     Run { redis: submit_work.zip(process_work), submit, process, first_to_last, e2e }
 }
 
-fn report(backend: &str, jobs: usize, concurrency: usize, batch: usize, r: &Run) {
+fn report(backend: &str, setup: &Setup, r: &Run) {
+    let Setup { jobs, concurrency, batch, fetch_next } = *setup;
+    let next = if fetch_next { "complete_and_lease" } else { "complete, lease" };
     let per_s = |d: Duration| jobs as f64 / d.as_secs_f64();
     let (submit, whole) = (per_s(r.submit), per_s(r.submit + r.process));
     // From the first completion to the last: `jobs - 1` intervals.
@@ -281,7 +307,7 @@ fn report(backend: &str, jobs: usize, concurrency: usize, batch: usize, r: &Run)
     println!(
         "floodgate {backend:<7} jobs={jobs} concurrency={concurrency} batch={batch:<3} \
          submit={submit:>8.0} jobs/s  process={process:>8.0} jobs/s  whole={whole:>8.0} jobs/s  \
-         e2e p50={:.1} ms p99={:.1} ms",
+         e2e p50={:.1} ms p99={:.1} ms  [{next}]",
         ms(0.50),
         ms(0.99),
     );
@@ -301,7 +327,7 @@ fn report(backend: &str, jobs: usize, concurrency: usize, batch: usize, r: &Run)
     }
     let line = json!({
         "engine": "floodgate", "backend": backend, "jobs": jobs, "concurrency": concurrency,
-        "batch": batch, "submit_s": r.submit.as_secs_f64(), "process_s": r.process.as_secs_f64(),
+        "batch": batch, "fetch_next": fetch_next, "submit_s": r.submit.as_secs_f64(), "process_s": r.process.as_secs_f64(),
         "submit_per_s": submit, "process_per_s": process,
         "process_from_start_per_s": per_s(r.process), "whole_per_s": whole,
         "e2e_p50_ms": ms(0.50), "e2e_p99_ms": ms(0.99),
@@ -343,11 +369,13 @@ async fn main() {
     if extra > 0 && !batches.contains(&extra) {
         batches.push(extra);
     }
+    let fetch_next = env("FETCH_NEXT", 1) != 0;
     let backends = std::env::var("BACKENDS").unwrap_or_else(|_| "sqlite,redis".to_string());
     let url = std::env::var("FLOODGATE_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         for &batch in &batches {
+            let setup = Setup { jobs, concurrency, batch, fetch_next };
             match backend {
                 "sqlite" => {
                     let dir = tempfile::tempdir().unwrap();
@@ -355,17 +383,19 @@ async fn main() {
                     let q: Arc<dyn Queue> = Arc::new(
                         SqliteQueue::open(&format!("sqlite://{}", path.display())).await.unwrap(),
                     );
-                    let r = run(q, None, jobs, concurrency, batch).await;
-                    report(backend, jobs, concurrency, batch, &r);
+                    let r = run(q, None, &setup).await;
+                    report(backend, &setup, &r);
                 }
                 "redis" => {
-                    let prefix = format!("fgqbench{}:", uuid::Uuid::new_v4().simple());
+                    // As short as a deployment's (`floodgate:`) or BullMQ's queue keys.
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    let prefix = format!("fgbench-{}:", &id[..8]);
                     let connections =
                         RedisConnections::connect(&url, 0).await.expect("Redis answers");
                     let q: Arc<dyn Queue> =
                         Arc::new(RedisQueue::with_connections(connections.clone(), &prefix));
-                    let r = run(q, Some(&connections), jobs, concurrency, batch).await;
-                    report(backend, jobs, concurrency, batch, &r);
+                    let r = run(q, Some(&connections), &setup).await;
+                    report(backend, &setup, &r);
                     delete_prefix(&connections, &prefix).await;
                 }
                 other => panic!("unknown backend {other:?} (sqlite, redis)"),
