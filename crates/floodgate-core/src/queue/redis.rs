@@ -6,10 +6,12 @@
 //!   and `rank`, `(10 - priority) · 2^40 + seq`;
 //! - `ready`: a sorted set of the jobs a lease takes next, scored by rank,
 //!   so strict priority, then FIFO;
-//! - `delayed`: queued jobs whose `run_after_ms` (the score) has not come;
+//! - `timers`: a sorted set of what a lease must act on when its time
+//!   comes, the score that time: `w:{id}` a queued job whose `run_after_ms`
+//!   has not come (a retry's backoff), `d:{id}` a queued job's
+//!   `deadline_ms`, `r:{id}` a leased job's `lease_until_ms` (so a lease
+//!   finds all that came due with one read);
 //! - `queued`: every queued job by `run_after_ms` (for `oldest_wait_ms`);
-//! - `deadlines`: queued jobs with a deadline, by `deadline_ms`;
-//! - `running`: leased jobs by `lease_until_ms`;
 //! - `dead`: dead letters by `finished_at_ms`; `finished`: the other final
 //!   jobs by `finished_at_ms` (what `purge` deletes);
 //! - `idem`: a hash from owner and idempotency key to the job's id;
@@ -24,7 +26,9 @@
 //! A lease first fails queued jobs past their deadline and dead-letters
 //! expired leases on their last attempt, then moves due delayed jobs and
 //! the other expired leases into `ready` (an expired lease stays `running`,
-//! as in SQLite, until it is leased again or its worker heartbeats).
+//! as in SQLite, until it is leased again or its worker heartbeats). A
+//! worker done with a job completes it and leases its next in one script
+//! ([`Queue::complete_and_lease`]).
 //!
 //! The scripts build job keys from the prefix, so in a Redis Cluster the
 //! prefix must carry a `{…}` hash tag; a single Redis needs nothing.
@@ -43,24 +47,46 @@ use crate::state::redis::RedisConnections;
 const PURGE_BATCH: usize = 1000;
 
 /// The names every script starts with. KEYS are always [`RedisQueue::keys`];
-/// ARGV[1] is the prefix of job keys.
+/// ARGV[1] is the prefix of job keys. The helpers a script calls follow it
+/// (each is a closure Redis makes at every call, so a script takes only
+/// those it needs).
 macro_rules! prelude {
     () => {
         r"
-local ready, delayed, queued, deadlines, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local dead, finished, idem, counts, seq = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local ready, timers, queued, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local finished, idem, counts, seq = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local base = ARGV[1]
 local function jobkey(id) return base .. id end
 local function count(field, by) redis.call('HINCRBY', counts, field, by) end
+"
+    };
+}
+
+macro_rules! idem_fn {
+    () => {
+        r"
 local function idem_field(owner, key) return string.len(owner) .. ':' .. owner .. key end
+"
+    };
+}
+
+macro_rules! unqueue_fn {
+    () => {
+        r"
 -- Takes a queued job out of the queued sets.
 local function unqueue(id, key)
   redis.call('ZREM', ready, id)
-  redis.call('ZREM', delayed, id)
+  redis.call('ZREM', timers, 'w:' .. id, 'd:' .. id)
   redis.call('ZREM', queued, id)
-  redis.call('ZREM', deadlines, id)
   count('pending:' .. redis.call('HGET', key, 'priority'), -1)
 end
+"
+    };
+}
+
+macro_rules! enqueue_fn {
+    () => {
+        r"
 -- Puts a job (status queued already) into the queued sets.
 local function enqueue(id, key, run_after, now)
   local j = redis.call('HMGET', key, 'priority', 'rank', 'deadline_ms')
@@ -68,18 +94,32 @@ local function enqueue(id, key, run_after, now)
   if tonumber(run_after) <= tonumber(now) then
     redis.call('ZADD', ready, j[2], id)
   else
-    redis.call('ZADD', delayed, run_after, id)
+    redis.call('ZADD', timers, run_after, 'w:' .. id)
   end
-  if j[3] then redis.call('ZADD', deadlines, j[3], id) end
+  if j[3] then redis.call('ZADD', timers, j[3], 'd:' .. id) end
   count('pending:' .. j[1], 1)
 end
+"
+    };
+}
+
+macro_rules! unlease_fn {
+    () => {
+        r"
 -- Takes a running job out of the running sets.
 local function unlease(id, key)
-  redis.call('ZREM', running, id)
+  redis.call('ZREM', timers, 'r:' .. id)
   redis.call('ZREM', ready, id)
   redis.call('HDEL', key, 'lease_owner', 'lease_until_ms')
   count('running', -1)
 end
+"
+    };
+}
+
+macro_rules! forget_fn {
+    () => {
+        r"
 -- Forgets a final job.
 local function forget(id, key)
   local j = redis.call('HMGET', key, 'owner', 'idempotency_key')
@@ -99,6 +139,7 @@ end
 /// the fields only of an existing job (the caller knows a new job's).
 const SUBMIT: &str = concat!(
     prelude!(),
+    idem_fn!(),
     r"
 local id, priority, now = ARGV[2], ARGV[5], ARGV[7]
 local optional = {}
@@ -125,7 +166,7 @@ if ikey then redis.call('HSET', idem, idem_field(optional['owner'] or '', ikey),
 -- What enqueue does, from what is known here (the job runs from now).
 redis.call('ZADD', queued, now, id)
 redis.call('ZADD', ready, rank, id)
-if optional['deadline_ms'] then redis.call('ZADD', deadlines, optional['deadline_ms'], id) end
+if optional['deadline_ms'] then redis.call('ZADD', timers, optional['deadline_ms'], 'd:' .. id) end
 count('pending:' .. priority, 1)
 return {'created', {}}
 "
@@ -143,33 +184,50 @@ macro_rules! lease_fn {
     () => {
         r"
 local function lease(worker, limit, now, until_ms, delta)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now)) do
-    local key = jobkey(id)
-    unqueue(id, key)
-    redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
-      'error', 'the deadline passed before the job could start')
-    redis.call('ZADD', finished, now, id)
-    count('failed', 1)
-  end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
-    local key = jobkey(id)
-    local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
-    redis.call('ZREM', running, id)
-    if tonumber(j[1]) >= tonumber(j[2]) then
-      local message = 'the lease of the last attempt expired (its worker stopped)'
-      if j[3] then message = j[3] .. '; ' .. message end
-      unlease(id, key)
-      redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
-      redis.call('ZADD', dead, now, id)
-      count('failed', 1)
-      count('dead', 1)
-    else
-      redis.call('ZADD', ready, j[4], id)
+  -- What came due, in one read: deadlines and leases that passed (before
+  -- now), delayed jobs whose time came (now included).
+  local due = redis.call('ZRANGEBYSCORE', timers, '-inf', now, 'WITHSCORES')
+  if #due > 0 then
+    local t = tonumber(now)
+    local deadlines, expired, delayed = {}, {}, {}
+    for i = 1, #due, 2 do
+      local kind, id = string.sub(due[i], 1, 1), string.sub(due[i], 3)
+      if kind == 'w' then
+        delayed[#delayed + 1] = id
+      elseif tonumber(due[i + 1]) < t then
+        if kind == 'd' then deadlines[#deadlines + 1] = id else expired[#expired + 1] = id end
+      end
     end
-  end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
-    redis.call('ZREM', delayed, id)
-    redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
+    for _, id in ipairs(deadlines) do
+      local key = jobkey(id)
+      unqueue(id, key)
+      redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
+        'error', 'the deadline passed before the job could start')
+      redis.call('ZADD', finished, now, id)
+      count('failed', 1)
+    end
+    for _, id in ipairs(expired) do
+      local key = jobkey(id)
+      local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
+      redis.call('ZREM', timers, 'r:' .. id)
+      if tonumber(j[1]) >= tonumber(j[2]) then
+        local message = 'the lease of the last attempt expired (its worker stopped)'
+        if j[3] then message = j[3] .. '; ' .. message end
+        unlease(id, key)
+        redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
+        redis.call('ZADD', dead, now, id)
+        count('failed', 1)
+        count('dead', 1)
+      else
+        redis.call('ZADD', ready, j[4], id)
+      end
+    end
+    for _, id in ipairs(delayed) do
+      -- Unless its deadline failed it just now.
+      if redis.call('ZREM', timers, 'w:' .. id) == 1 then
+        redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
+      end
+    end
   end
   local out = {}
   while #out < limit do
@@ -187,9 +245,9 @@ local function lease(worker, limit, now, until_ms, delta)
         'created_at_ms', 'started_at_ms', 'finished_at_ms', 'seq')
       local status = j[6]
       if status == 'queued' then
-        -- unqueue, but for ready (done) and delayed (a job in ready is not there).
+        -- unqueue, but for ready (done) and the delay (a job in ready has none).
         redis.call('ZREM', queued, id)
-        if j[13] then redis.call('ZREM', deadlines, id) end
+        if j[13] then redis.call('ZREM', timers, 'd:' .. id) end
         count('pending:' .. j[5], -1)
         delta = delta + 1
       end
@@ -197,7 +255,7 @@ local function lease(worker, limit, now, until_ms, delta)
         local attempts, started = tostring(tonumber(j[8]) + 1), j[20] or now
         redis.call('HSET', key, 'status', 'running', 'lease_owner', worker,
           'lease_until_ms', until_ms, 'attempts', attempts, 'started_at_ms', started)
-        redis.call('ZADD', running, until_ms, id)
+        redis.call('ZADD', timers, until_ms, 'r:' .. id)
         j[6], j[8], j[11], j[12], j[20] = 'running', attempts, worker, until_ms, started
         out[#out + 1] = j
       end
@@ -221,7 +279,7 @@ local function complete(id, worker, result, now)
   local j = redis.call('HMGET', key, 'status', 'lease_owner')
   if j[1] ~= 'running' or j[2] ~= worker then return 0 end
   -- unlease, but for the count.
-  redis.call('ZREM', running, id)
+  redis.call('ZREM', timers, 'r:' .. id)
   redis.call('ZREM', ready, id)
   redis.call('HDEL', key, 'lease_owner', 'lease_until_ms', 'error')
   redis.call('HSET', key, 'status', 'completed', 'result', result, 'finished_at_ms', now)
@@ -263,6 +321,8 @@ const LEASED_FIELDS: [&str; 22] = [
 /// (values of [`LEASED_FIELDS`]), in rank order.
 const LEASE: &str = concat!(
     prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
     lease_fn!(),
     r"
 return lease(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], 0)
@@ -290,7 +350,7 @@ local j = redis.call('HMGET', key, 'status', 'lease_owner')
 if j[1] ~= 'running' or j[2] ~= worker then return 0 end
 redis.call('HSET', key, 'lease_until_ms', until_ms)
 redis.call('ZREM', ready, id)
-redis.call('ZADD', running, until_ms, id)
+redis.call('ZADD', timers, until_ms, 'r:' .. id)
 return 1
 "
 );
@@ -311,6 +371,8 @@ return 1
 /// took effect. Returns `{1 | 0, the leased jobs as LEASE answers them}`.
 const COMPLETE_AND_LEASE: &str = concat!(
     prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
     complete_fn!(),
     lease_fn!(),
     r"
@@ -324,6 +386,8 @@ return {done, lease(worker, tonumber(ARGV[6]), now, ARGV[7], -done)}
 /// `not_leased`, `retrying` or `dead`.
 const FAIL: &str = concat!(
     prelude!(),
+    enqueue_fn!(),
+    unlease_fn!(),
     r"
 local id, worker, message, now, retry_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local key = jobkey(id)
@@ -346,6 +410,8 @@ return 'dead'
 /// ARGV: base, id, now. Returns the job's fields (none: no such job).
 const CANCEL: &str = concat!(
     prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
     r"
 local id, now = ARGV[2], ARGV[3]
 local key = jobkey(id)
@@ -367,6 +433,7 @@ return redis.call('HGETALL', key)
 /// ARGV: base, id, now. Returns the job's fields (none: no such dead letter).
 const RETRY_DEAD: &str = concat!(
     prelude!(),
+    enqueue_fn!(),
     r"
 local id, now = ARGV[2], ARGV[3]
 local key = jobkey(id)
@@ -384,6 +451,8 @@ return redis.call('HGETALL', key)
 /// ARGV: base, id. Returns 1 when a dead letter was deleted.
 const DELETE_DEAD: &str = concat!(
     prelude!(),
+    idem_fn!(),
+    forget_fn!(),
     r"
 local id = ARGV[2]
 local key = jobkey(id)
@@ -399,6 +468,8 @@ return 1
 /// ARGV: base, before, batch. Returns how many it deleted.
 const PURGE: &str = concat!(
     prelude!(),
+    idem_fn!(),
+    forget_fn!(),
     r"
 local ids = redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
@@ -496,21 +567,10 @@ impl RedisQueue {
     /// are loaded by their first use.
     pub fn with_connections(connections: RedisConnections, prefix: &str) -> RedisQueue {
         let prefix = format!("{prefix}q:");
-        let keys = [
-            "ready",
-            "delayed",
-            "queued",
-            "deadlines",
-            "running",
-            "dead",
-            "finished",
-            "idem",
-            "counts",
-            "seq",
-        ]
-        .iter()
-        .map(|name| format!("{prefix}{name}"))
-        .collect();
+        let keys = ["ready", "timers", "queued", "dead", "finished", "idem", "counts", "seq"]
+            .iter()
+            .map(|name| format!("{prefix}{name}"))
+            .collect();
         RedisQueue {
             connections,
             prefix,

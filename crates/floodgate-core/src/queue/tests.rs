@@ -468,3 +468,42 @@ async fn submit_returns_the_job_as_stored() {
         assert_eq!((full.priority, full.max_attempts), (MAX_PRIORITY, 1), "{}", q.name());
     }
 }
+
+#[tokio::test]
+async fn backoffs_deadlines_and_leases_come_due_at_their_time() {
+    for (q, _dir) in queues().await {
+        let name = q.name();
+        // a: a deadline at 300 while it waits out a retry's backoff, to 500.
+        q.submit(NewJob { deadline_ms: Some(300), ..job("a", 5) }, 0).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 0).await.unwrap()), ["a"], "{name}");
+        let retrying = q.fail("a", "w", "503", Some(500), 10).await.unwrap();
+        assert_eq!(retrying, Failed::Retrying { run_after_ms: 500 }, "{name}");
+        // b: leased until 1,000. c: its backoff ends at 200.
+        q.submit(job("b", 5), 20).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 980, 20).await.unwrap()), ["b"], "{name}");
+        q.submit(job("c", 5), 30).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 30).await.unwrap()), ["c"], "{name}");
+        q.fail("c", "w", "503", Some(200), 40).await.unwrap();
+        // At 200 c's backoff is over; b's lease holds.
+        assert_eq!(ids(&q.lease("w2", 5, 1000, 200).await.unwrap()), ["c"], "{name}");
+        // At 300 a's deadline has not passed yet: a still waits.
+        assert!(q.lease("w2", 5, 1000, 300).await.unwrap().is_empty(), "{name}");
+        assert_eq!(q.get("a").await.unwrap().unwrap().status, JobStatus::Queued, "{name}");
+        // At 301 it has: a failed, and is not leased after its backoff either.
+        assert!(q.lease("w2", 5, 1000, 301).await.unwrap().is_empty(), "{name}");
+        let a = q.get("a").await.unwrap().unwrap();
+        assert_eq!((a.status, a.dead), (JobStatus::Failed, false), "{name}");
+        assert!(a.error.unwrap().contains("deadline"), "{name}");
+        assert!(q.lease("w2", 5, 1000, 600).await.unwrap().is_empty(), "{name}");
+        // At 1,000 b's lease holds; at 1,001 b is another worker's.
+        assert!(q.lease("w3", 5, 1000, 1000).await.unwrap().is_empty(), "{name}");
+        let b = q.lease("w3", 5, 1000, 1001).await.unwrap();
+        assert_eq!((ids(&b), b[0].attempts), (vec!["b"], 2), "{name}");
+        let stats = q.stats(1001).await.unwrap();
+        assert_eq!(
+            (stats.failed, stats.running, stats.pending.iter().sum::<u64>()),
+            (1, 2, 0),
+            "{name}"
+        );
+    }
+}
