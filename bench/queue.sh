@@ -112,7 +112,8 @@ print(f"Redis {env['redis']}; BullMQ {env['bullmq']} (ioredis {env['ioredis']}, 
       f"{env['rustc']}; {env['cpus']} CPUs. Jobs/s through the queue alone, a no-op handler; "
       "process is timed from the first completion to the last; "
       "e2e is submit → complete, mostly the wait in the queue (all jobs are submitted before the workers start). "
-      "Redis columns: its work during the process phase (INFO commandstats and cpu), per job.\n")
+      "Redis columns: its work during the process phase (INFO commandstats and cpu), per job; "
+      "client CPU: the bench process's own during the process phase, per job.\n")
 rows = []
 for path in sorted(glob.glob(f"{out}/*-*.txt")):
     m = re.match(r"(\d+)-", os.path.basename(path))
@@ -126,8 +127,8 @@ def label(r):
     return "Floodgate " + r["backend"]
 def is_ours(r): return r["engine"] == "floodgate" and r["backend"] == "redis" and r["batch"] == batch
 def is_ref(r): return r["engine"] == "bullmq" and r["mode"] == "add" and not r["remove_on_complete"]
-print("| repeat | backend | jobs | concurrency | batch | submit jobs/s | process jobs/s | whole jobs/s | e2e p50 ms | e2e p99 ms | Redis scripts/job | Redis commands/job | Redis CPU µs/job | Redis busy | ratio ours/BullMQ: submit | process |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| repeat | backend | jobs | concurrency | batch | submit jobs/s | process jobs/s | whole jobs/s | e2e p50 ms | e2e p99 ms | Redis scripts/job | Redis commands/job | Redis CPU µs/job | Redis busy | client CPU µs/job | ratio ours/BullMQ: submit | process |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 ratios = []
 order = lambda r: (r["repeat"], r["engine"] != "floodgate", r["backend"], r["batch"], r.get("mode", ""), r.get("remove_on_complete", False))
 for r in sorted(rows, key=order):
@@ -137,6 +138,8 @@ for r in sorted(rows, key=order):
              f"{r['submit_per_s']:,.0f}", f"{r['process_per_s']:,.0f}", f"{r['whole_per_s']:,.0f}",
              f"{r['e2e_p50_ms']:.0f}", f"{r['e2e_p99_ms']:.0f}"]
     cells += [f"{w['scripts_per_job']:.2f}", f"{w['commands_per_job']:.1f}", f"{w['cpu_us_per_job']:.1f}", f"{100 * w['busy']:.0f} %"] if w else ["–"] * 4
+    c = r.get("client_cpu_us_per_job")
+    cells += [f"{c['process']:.1f}" if c else "–"]
     if r["engine"] == "floodgate" and r["backend"] == "redis" and ref:
         s, p = r["submit_per_s"] / ref["submit_per_s"], r["process_per_s"] / ref["process_per_s"]
         cells += [f"{s:.2f}×", f"**{p:.2f}×**" if is_ours(r) else f"{p:.2f}×"]

@@ -152,12 +152,16 @@ async function run(mode, removeOnComplete) {
     if (warmed.completed !== warm) throw new Error(`warm-up completed ${warmed.completed} of ${warm}`);
 
     let before = await redisWork();
+    let cpu = process.cpuUsage();
     const t0 = performance.now();
     const submitted = await submit(queue, mode, 'job', JOBS, removeOnComplete);
     const submitMs = performance.now() - t0;
+    const submitCpu = process.cpuUsage(cpu);
     const submitWork = workSince(before, await redisWork(), JOBS, submitMs);
     before = await redisWork();
+    cpu = process.cpuUsage();
     const p = await processAll(name, 'job', JOBS);
+    const processCpu = process.cpuUsage(cpu);
     const processWork = workSince(before, await redisWork(), JOBS, p.last - p.started);
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed');
     const left = counts.waiting + counts.active + counts.delayed + counts.prioritized + counts.failed;
@@ -186,6 +190,10 @@ async function run(mode, removeOnComplete) {
       whole_per_s: perS(JOBS, submitMs + (p.last - p.started)),
       e2e_p50_ms: quantile(e2e, 0.5),
       e2e_p99_ms: quantile(e2e, 0.99),
+      client_cpu_us_per_job: {
+        submit: (submitCpu.user + submitCpu.system) / JOBS,
+        process: (processCpu.user + processCpu.system) / JOBS,
+      },
       redis: { submit: submitWork, process: processWork },
       version: VERSION,
     };
@@ -194,6 +202,10 @@ async function run(mode, removeOnComplete) {
       `bullmq    redis   jobs=${JOBS} concurrency=${CONCURRENCY} batch=1   ` +
         `submit=${r.submit_per_s.toFixed(0).padStart(8)} jobs/s  process=${r.process_per_s.toFixed(0).padStart(8)} jobs/s  ` +
         `whole=${r.whole_per_s.toFixed(0).padStart(8)} jobs/s  e2e p50=${r.e2e_p50_ms.toFixed(1)} ms p99=${r.e2e_p99_ms.toFixed(1)} ms  [${label}]`,
+    );
+    console.log(
+      `  client CPU: ${r.client_cpu_us_per_job.submit.toFixed(1)} µs per job submitting, ` +
+        `${r.client_cpu_us_per_job.process.toFixed(1)} µs per job processing`,
     );
     console.log(`  redis during submit:  ${describe(submitWork)}`);
     console.log(`  redis during process: ${describe(processWork)}`);

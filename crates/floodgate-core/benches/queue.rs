@@ -160,9 +160,24 @@ async fn redis_since(
     Some(RedisWork::sample(connections).await?.since(before?))
 }
 
+/// This process's CPU time so far, every thread's (Linux: the first field
+/// of each thread's `schedstat`, in ns); zero where there is none.
+fn own_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
 struct Run {
     /// Redis's work during submit and during process (Redis only).
     redis: Option<(RedisWork, RedisWork)>,
+    /// The bench's own CPU time (the client's) during submit and process.
+    client: (Duration, Duration),
     submit: Duration,
     /// From the workers' start to the last completion.
     process: Duration,
@@ -270,14 +285,18 @@ async fn run(q: Arc<dyn Queue>, redis: Option<&RedisConnections>, setup: &Setup)
     let ids: Arc<Vec<String>> = Arc::new((0..jobs).map(|i| format!("job_{i:08}")).collect());
     let times = Arc::new(Times::new(jobs));
     let before = RedisWork::sample(redis).await;
+    let cpu = own_cpu();
     let started = Instant::now();
     submit_all(&q, ids, concurrency, Some(times.clone())).await;
     let submit = started.elapsed();
+    let submit_cpu = own_cpu().saturating_sub(cpu);
     let submit_work = redis_since(redis, before).await;
     let before = RedisWork::sample(redis).await;
+    let cpu = own_cpu();
     let started = Instant::now();
     let completed = process_all(&q, concurrency, batch, fetch_next, Some(times.clone())).await;
     let process = started.elapsed();
+    let process_cpu = own_cpu().saturating_sub(cpu);
     let process_work = redis_since(redis, before).await;
     assert_eq!(completed, jobs, "every job completed once");
 
@@ -293,7 +312,14 @@ async fn run(q: Arc<dyn Queue>, redis: Option<&RedisConnections>, setup: &Setup)
         e2e.record(c.saturating_sub(s) / 1000).unwrap();
     }
     let first_to_last = Duration::from_nanos(last.saturating_sub(first));
-    Run { redis: submit_work.zip(process_work), submit, process, first_to_last, e2e }
+    Run {
+        redis: submit_work.zip(process_work),
+        client: (submit_cpu, process_cpu),
+        submit,
+        process,
+        first_to_last,
+        e2e,
+    }
 }
 
 fn report(backend: &str, setup: &Setup, r: &Run) {
@@ -304,12 +330,18 @@ fn report(backend: &str, setup: &Setup, r: &Run) {
     // From the first completion to the last: `jobs - 1` intervals.
     let process = jobs.saturating_sub(1) as f64 / r.first_to_last.as_secs_f64();
     let ms = |q: f64| r.e2e.value_at_quantile(q) as f64 / 1000.0;
+    let client_us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / jobs as f64;
     println!(
         "floodgate {backend:<7} jobs={jobs} concurrency={concurrency} batch={batch:<3} \
          submit={submit:>8.0} jobs/s  process={process:>8.0} jobs/s  whole={whole:>8.0} jobs/s  \
          e2e p50={:.1} ms p99={:.1} ms  [{next}]",
         ms(0.50),
         ms(0.99),
+    );
+    println!(
+        "  client CPU: {:.1} µs per job submitting, {:.1} µs per job processing",
+        client_us(r.client.0),
+        client_us(r.client.1),
     );
     if let Some((submit_work, process_work)) = r.redis {
         let per_job = |w: RedisWork, wall: Duration| {
@@ -331,6 +363,7 @@ fn report(backend: &str, setup: &Setup, r: &Run) {
         "submit_per_s": submit, "process_per_s": process,
         "process_from_start_per_s": per_s(r.process), "whole_per_s": whole,
         "e2e_p50_ms": ms(0.50), "e2e_p99_ms": ms(0.99),
+        "client_cpu_us_per_job": {"submit": client_us(r.client.0), "process": client_us(r.client.1)},
         "redis": r.redis.map(|(s, p)| json!({"submit": s.json(jobs, r.submit), "process": p.json(jobs, r.process)})),
     });
     println!("JSON {line}");
