@@ -3,9 +3,11 @@
 # jobs/s through the queue alone (a no-op handler), submit and process, at
 # the same job count and concurrency. Each repeat runs, in turn:
 #   1. ours: `cargo bench -p floodgate-core --bench queue` (its binary),
-#      SQLite at BATCH and EXTRA_BATCH, then Redis at BATCH, then Redis at
-#      EXTRA_BATCH (each a separate process, the Redis ones on a fresh key
-#      prefix);
+#      SQLite at BATCH and EXTRA_BATCH, then Redis at BATCH (workers finish
+#      a job with complete_and_lease, as BullMQ's fetch the next job when
+#      they finish one), the same with FETCH_NEXT=0 (complete, then lease),
+#      then Redis at EXTRA_BATCH (each a separate process, the Redis ones
+#      on a fresh key prefix);
 #   2. BullMQ (bench/bullmq/bench.mjs): `add` from CONCURRENCY producers,
 #      then `addBulk`, each with a Worker of `concurrency: CONCURRENCY`,
 #      completed jobs kept (as ours keeps results); REMOVE=1 adds runs with
@@ -18,7 +20,9 @@
 # is bounded (JOBS jobs, and a timeout per process).
 #
 #   bench/queue.sh               full run: JOBS=10000, REPEATS=3
-#   QUICK=1 bench/queue.sh       a short smoke run: JOBS=2000, REPEATS=1
+#   QUICK=1 bench/queue.sh       a short smoke run: JOBS=2000, REPEATS=1 (its ratios
+#                                mean nothing: BullMQ, node's JIT, needs ~10,000 jobs
+#                                to reach its pace)
 #   JOBS, CONCURRENCY (16), BATCH (1), EXTRA_BATCH (16, 0 for none), REPEATS,
 #   REMOVE=1, FLOODGATE_BENCH_REDIS_URL (redis://127.0.0.1:6379)
 set -euo pipefail
@@ -95,6 +99,7 @@ bullmq() { # repeat mode
 for i in $(seq "$REPEATS"); do
   ours "$i" sqlite BACKENDS=sqlite BATCH="$BATCH" EXTRA_BATCH="$EXTRA_BATCH"
   ours "$i" redis-b"$BATCH" BACKENDS=redis BATCH="$BATCH" EXTRA_BATCH=0
+  ours "$i" redis-b"$BATCH"-nofetch BACKENDS=redis BATCH="$BATCH" EXTRA_BATCH=0 FETCH_NEXT=0
   if [ "$EXTRA_BATCH" -gt 0 ] && [ "$EXTRA_BATCH" != "$BATCH" ]; then
     ours "$i" redis-b"$EXTRA_BATCH" BACKENDS=redis BATCH="$EXTRA_BATCH" EXTRA_BATCH=0
   fi
@@ -124,13 +129,13 @@ for path in sorted(glob.glob(f"{out}/*-*.txt")):
 def label(r):
     if r["engine"] == "bullmq":
         return "BullMQ " + ("addBulk" if r["mode"] == "bulk" else "add") + (", removeOnComplete" if r["remove_on_complete"] else "")
-    return "Floodgate " + r["backend"]
-def is_ours(r): return r["engine"] == "floodgate" and r["backend"] == "redis" and r["batch"] == batch
+    return "Floodgate " + r["backend"] + ("" if r.get("fetch_next", True) else " (complete, then lease)")
+def is_ours(r): return r["engine"] == "floodgate" and r["backend"] == "redis" and r["batch"] == batch and r.get("fetch_next", True)
 def is_ref(r): return r["engine"] == "bullmq" and r["mode"] == "add" and not r["remove_on_complete"]
 print("| repeat | backend | jobs | concurrency | batch | submit jobs/s | process jobs/s | whole jobs/s | e2e p50 ms | e2e p99 ms | Redis scripts/job | Redis commands/job | Redis CPU µs/job | Redis busy | client CPU µs/job | ratio ours/BullMQ: submit | process |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 ratios = []
-order = lambda r: (r["repeat"], r["engine"] != "floodgate", r["backend"], r["batch"], r.get("mode", ""), r.get("remove_on_complete", False))
+order = lambda r: (r["repeat"], r["engine"] != "floodgate", r["backend"], r["batch"], not r.get("fetch_next", True), r.get("mode", ""), r.get("remove_on_complete", False))
 for r in sorted(rows, key=order):
     ref = next((x for x in rows if is_ref(x) and x["repeat"] == r["repeat"]), None)
     w = (r.get("redis") or {}).get("process")
@@ -151,9 +156,11 @@ print()
 if ratios:
     med = lambda xs: statistics.median(xs)
     ps = [p for _, p in ratios]
-    print(f"Floodgate on Redis (batch {batch}) against BullMQ `add`, same repeat: process "
+    print(f"Floodgate on Redis (batch {batch}, complete_and_lease) against BullMQ `add`, same repeat: process "
           f"{', '.join(f'{p:.2f}×' for p in ps)} (median {med(ps):.2f}×, min {min(ps):.2f}×); submit "
           f"{', '.join(f'{s:.2f}×' for s, _ in ratios)} (median {med([s for s, _ in ratios]):.2f}×). Target: process ≥ 2×.")
+    if rows and min(r["jobs"] for r in rows) < 10000:
+        print("\nFewer than 10,000 jobs: BullMQ (node's JIT) has not reached its pace, so these ratios overstate ours.")
 else:
     print("No ratio: a run is missing (see run.log).")
 PY
