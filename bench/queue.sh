@@ -129,7 +129,8 @@ for path in sorted(glob.glob(f"{out}/*-*.txt")):
 def label(r):
     if r["engine"] == "bullmq":
         return "BullMQ " + ("addBulk" if r["mode"] == "bulk" else "add") + (", removeOnComplete" if r["remove_on_complete"] else "")
-    return "Floodgate " + r["backend"] + ("" if r.get("fetch_next", True) else " (complete, then lease)")
+    busy = f" ({r['busy_retries']} calls retried: database is locked)" if r.get("busy_retries") else ""
+    return "Floodgate " + r["backend"] + ("" if r.get("fetch_next", True) else " (complete, then lease)") + busy
 def is_ours(r): return r["engine"] == "floodgate" and r["backend"] == "redis" and r["batch"] == batch and r.get("fetch_next", True)
 def is_ref(r): return r["engine"] == "bullmq" and r["mode"] == "add" and not r["remove_on_complete"]
 print("| repeat | backend | jobs | concurrency | batch | submit jobs/s | process jobs/s | whole jobs/s | e2e p50 ms | e2e p99 ms | Redis scripts/job | Redis commands/job | Redis CPU µs/job | Redis busy | client CPU µs/job | ratio ours/BullMQ: submit | process |")
