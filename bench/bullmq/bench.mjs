@@ -1,15 +1,19 @@
 // BullMQ through the same experiment as `cargo bench -p floodgate-core
 // --bench queue`, on the same Redis: phase A, submit JOBS jobs; phase B, one
 // Worker with `concurrency: CONCURRENCY` and a no-op processor runs them
-// all. Submit is measured two ways, as separate runs: `add` from
-// CONCURRENCY concurrent producers (one job per call, as Floodgate's
-// submit) and `addBulk` in chunks of BULK_CHUNK. Process throughput is
-// timed from the first to the JOBS-th `completed` event (also from
-// `worker.run()`, in the JSON line). Completed jobs are kept
-// (`removeOnComplete: false`), as Floodgate keeps results; REMOVE=1 adds
-// runs with `removeOnComplete: true`. Each run: a fresh queue name, a
-// warm-up of a few hundred jobs first, a check that every job completed
-// and none is left, and the queue obliterated at the end.
+// all (a BullMQ worker fetches its next job as it finishes one, as ours do
+// with complete_and_lease). Submit is measured two ways, as separate runs:
+// `add` from CONCURRENCY concurrent producers (one job per call, as
+// Floodgate's submit) and `addBulk` in chunks of BULK_CHUNK. Jobs carry an
+// id of ours and 3 attempts, as Floodgate's, and no priority (BullMQ's
+// faster path: a plain wait list). Process throughput is timed from the
+// first to the JOBS-th `completed` event (also from `worker.run()`, in the
+// JSON line). Completed jobs are kept (`removeOnComplete: false`), as
+// Floodgate keeps results; REMOVE=1 adds runs with `removeOnComplete:
+// true`. Each run: a fresh queue name, a warm-up of JOBS / 5 jobs (at most
+// 2,000; node's JIT needs them), a check that every job completed and none
+// is left, and the queue obliterated at the end. Also reported: what Redis
+// did per job (INFO commandstats and cpu) and node's own CPU per job.
 //
 //   JOBS=10000 CONCURRENCY=16 node bench.mjs
 //   (FLOODGATE_BENCH_REDIS_URL, default redis://127.0.0.1:6379; MODES=add,bulk)
