@@ -186,6 +186,21 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<bool, QueueError>;
 
+    /// [`Queue::complete`], then [`Queue::lease`] of up to `limit` jobs for
+    /// the same worker (whether or not the completion took effect), in one
+    /// step: one round trip on Redis, one transaction on SQLite. A worker
+    /// that finished a job asks for its next one with it, as BullMQ's
+    /// `moveToFinished` fetches the next job. `limit` 0 only completes.
+    async fn complete_and_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &Value,
+        limit: usize,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<(bool, Vec<Job>), QueueError>;
+
     /// Records a failed attempt: queued again from `retry_at_ms` while
     /// attempts remain (and `retry_at_ms` is given), else a dead letter.
     async fn fail(

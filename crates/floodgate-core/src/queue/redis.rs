@@ -6,10 +6,12 @@
 //!   and `rank`, `(10 - priority) · 2^40 + seq`;
 //! - `ready`: a sorted set of the jobs a lease takes next, scored by rank,
 //!   so strict priority, then FIFO;
-//! - `delayed`: queued jobs whose `run_after_ms` (the score) has not come;
+//! - `timers`: a sorted set of what a lease must act on when its time
+//!   comes, the score that time: `w:{id}` a queued job whose `run_after_ms`
+//!   has not come (a retry's backoff), `d:{id}` a queued job's
+//!   `deadline_ms`, `r:{id}` a leased job's `lease_until_ms` (so a lease
+//!   finds all that came due with one read);
 //! - `queued`: every queued job by `run_after_ms` (for `oldest_wait_ms`);
-//! - `deadlines`: queued jobs with a deadline, by `deadline_ms`;
-//! - `running`: leased jobs by `lease_until_ms`;
 //! - `dead`: dead letters by `finished_at_ms`; `finished`: the other final
 //!   jobs by `finished_at_ms` (what `purge` deletes);
 //! - `idem`: a hash from owner and idempotency key to the job's id;
@@ -24,7 +26,9 @@
 //! A lease first fails queued jobs past their deadline and dead-letters
 //! expired leases on their last attempt, then moves due delayed jobs and
 //! the other expired leases into `ready` (an expired lease stays `running`,
-//! as in SQLite, until it is leased again or its worker heartbeats).
+//! as in SQLite, until it is leased again or its worker heartbeats). A
+//! worker done with a job completes it and leases its next in one script
+//! ([`Queue::complete_and_lease`]).
 //!
 //! The scripts build job keys from the prefix, so in a Redis Cluster the
 //! prefix must carry a `{…}` hash tag; a single Redis needs nothing.
@@ -43,24 +47,46 @@ use crate::state::redis::RedisConnections;
 const PURGE_BATCH: usize = 1000;
 
 /// The names every script starts with. KEYS are always [`RedisQueue::keys`];
-/// ARGV[1] is the prefix of job keys.
+/// ARGV[1] is the prefix of job keys. The helpers a script calls follow it
+/// (each is a closure Redis makes at every call, so a script takes only
+/// those it needs).
 macro_rules! prelude {
     () => {
         r"
-local ready, delayed, queued, deadlines, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local dead, finished, idem, counts, seq = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local ready, timers, queued, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local finished, idem, counts, seq = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local base = ARGV[1]
 local function jobkey(id) return base .. id end
 local function count(field, by) redis.call('HINCRBY', counts, field, by) end
+"
+    };
+}
+
+macro_rules! idem_fn {
+    () => {
+        r"
 local function idem_field(owner, key) return string.len(owner) .. ':' .. owner .. key end
+"
+    };
+}
+
+macro_rules! unqueue_fn {
+    () => {
+        r"
 -- Takes a queued job out of the queued sets.
 local function unqueue(id, key)
   redis.call('ZREM', ready, id)
-  redis.call('ZREM', delayed, id)
+  redis.call('ZREM', timers, 'w:' .. id, 'd:' .. id)
   redis.call('ZREM', queued, id)
-  redis.call('ZREM', deadlines, id)
   count('pending:' .. redis.call('HGET', key, 'priority'), -1)
 end
+"
+    };
+}
+
+macro_rules! enqueue_fn {
+    () => {
+        r"
 -- Puts a job (status queued already) into the queued sets.
 local function enqueue(id, key, run_after, now)
   local j = redis.call('HMGET', key, 'priority', 'rank', 'deadline_ms')
@@ -68,18 +94,32 @@ local function enqueue(id, key, run_after, now)
   if tonumber(run_after) <= tonumber(now) then
     redis.call('ZADD', ready, j[2], id)
   else
-    redis.call('ZADD', delayed, run_after, id)
+    redis.call('ZADD', timers, run_after, 'w:' .. id)
   end
-  if j[3] then redis.call('ZADD', deadlines, j[3], id) end
+  if j[3] then redis.call('ZADD', timers, j[3], 'd:' .. id) end
   count('pending:' .. j[1], 1)
 end
+"
+    };
+}
+
+macro_rules! unlease_fn {
+    () => {
+        r"
 -- Takes a running job out of the running sets.
 local function unlease(id, key)
-  redis.call('ZREM', running, id)
+  redis.call('ZREM', timers, 'r:' .. id)
   redis.call('ZREM', ready, id)
   redis.call('HDEL', key, 'lease_owner', 'lease_until_ms')
   count('running', -1)
 end
+"
+    };
+}
+
+macro_rules! forget_fn {
+    () => {
+        r"
 -- Forgets a final job.
 local function forget(id, key)
   local j = redis.call('HMGET', key, 'owner', 'idempotency_key')
@@ -95,11 +135,13 @@ end
 
 /// ARGV: base, id, route, request, priority, max_attempts, now, then pairs
 /// of optional field and value (owner, idempotency_key, deadline_ms,
-/// webhook_url). Returns `{'created' | 'existing' | 'duplicate', fields}`.
+/// webhook_url). Returns `{'created' | 'existing' | 'duplicate', fields}`,
+/// the fields only of an existing job (the caller knows a new job's).
 const SUBMIT: &str = concat!(
     prelude!(),
+    idem_fn!(),
     r"
-local id, now = ARGV[2], ARGV[7]
+local id, priority, now = ARGV[2], ARGV[5], ARGV[7]
 local optional = {}
 for i = 8, #ARGV, 2 do optional[ARGV[i]] = ARGV[i + 1] end
 local ikey = optional['idempotency_key']
@@ -111,69 +153,179 @@ if ikey then
   end
 end
 local key = jobkey(id)
-if redis.call('EXISTS', key) == 1 then return {'duplicate', {}} end
+-- Creates the hash unless the job exists: the duplicate check and the first field at once.
+if redis.call('HSETNX', key, 'id', id) == 0 then return {'duplicate', {}} end
 local n = redis.call('INCR', seq)
-local rank = string.format('%d', (10 - tonumber(ARGV[5])) * 1099511627776 + n)
-redis.call('HSET', key, 'id', id, 'route', ARGV[3], 'request', ARGV[4], 'priority', ARGV[5],
-  'status', 'queued', 'dead', '0', 'attempts', '0', 'max_attempts', ARGV[6],
-  'run_after_ms', now, 'created_at_ms', now, 'seq', n, 'rank', rank)
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+local rank = string.format('%d', (10 - tonumber(priority)) * 1099511627776 + n)
+local fields = {'route', ARGV[3], 'request', ARGV[4], 'priority', priority, 'status', 'queued',
+  'dead', '0', 'attempts', '0', 'max_attempts', ARGV[6], 'run_after_ms', now, 'created_at_ms', now,
+  'seq', n, 'rank', rank}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', key, unpack(fields))
 if ikey then redis.call('HSET', idem, idem_field(optional['owner'] or '', ikey), id) end
-enqueue(id, key, now, now)
-return {'created', redis.call('HGETALL', key)}
+-- What enqueue does, from what is known here (the job runs from now).
+redis.call('ZADD', queued, now, id)
+redis.call('ZADD', ready, rank, id)
+if optional['deadline_ms'] then redis.call('ZADD', timers, optional['deadline_ms'], 'd:' .. id) end
+count('pending:' .. priority, 1)
+return {'created', {}}
 "
 );
 
-/// ARGV: base, worker, limit, now, lease until. Returns the leased jobs'
-/// fields, in rank order.
+/// The body of a lease, shared by [`LEASE`] and [`COMPLETE_AND_LEASE`]:
+/// `lease(worker, limit, now, until_ms, delta)` leases up to `limit` jobs
+/// and returns them in rank order, each as the values of
+/// [`LEASED_FIELDS`] (read with the one `HMGET` the lease needs anyway,
+/// not a second `HGETALL`: a reply that Lua takes in and gives back out
+/// costs Redis more than the command); `delta` is the change of the
+/// `running` count the script made already, written with the lease's own
+/// in one `HINCRBY` (none when they cancel out).
+macro_rules! lease_fn {
+    () => {
+        r"
+local function lease(worker, limit, now, until_ms, delta)
+  -- What came due, in one read: deadlines and leases that passed (before
+  -- now), delayed jobs whose time came (now included).
+  local due = redis.call('ZRANGEBYSCORE', timers, '-inf', now, 'WITHSCORES')
+  if #due > 0 then
+    local t = tonumber(now)
+    local deadlines, expired, delayed = {}, {}, {}
+    for i = 1, #due, 2 do
+      local kind, id = string.sub(due[i], 1, 1), string.sub(due[i], 3)
+      if kind == 'w' then
+        delayed[#delayed + 1] = id
+      elseif tonumber(due[i + 1]) < t then
+        if kind == 'd' then deadlines[#deadlines + 1] = id else expired[#expired + 1] = id end
+      end
+    end
+    for _, id in ipairs(deadlines) do
+      local key = jobkey(id)
+      unqueue(id, key)
+      redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
+        'error', 'the deadline passed before the job could start')
+      redis.call('ZADD', finished, now, id)
+      count('failed', 1)
+    end
+    for _, id in ipairs(expired) do
+      local key = jobkey(id)
+      local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
+      redis.call('ZREM', timers, 'r:' .. id)
+      if tonumber(j[1]) >= tonumber(j[2]) then
+        local message = 'the lease of the last attempt expired (its worker stopped)'
+        if j[3] then message = j[3] .. '; ' .. message end
+        unlease(id, key)
+        redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
+        redis.call('ZADD', dead, now, id)
+        count('failed', 1)
+        count('dead', 1)
+      else
+        redis.call('ZADD', ready, j[4], id)
+      end
+    end
+    for _, id in ipairs(delayed) do
+      -- Unless its deadline failed it just now.
+      if redis.call('ZREM', timers, 'w:' .. id) == 1 then
+        redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
+      end
+    end
+  end
+  local out = {}
+  while #out < limit do
+    -- Taken out of ready at once; a job there is queued, or running with
+    -- its lease expired.
+    local taken = redis.call('ZPOPMIN', ready, limit - #out)
+    if #taken == 0 then break end
+    for i = 1, #taken, 2 do
+      local id = taken[i]
+      local key = jobkey(id)
+      -- Every field of a Job, in the order of LEASED_FIELDS.
+      local j = redis.call('HMGET', key, 'id', 'owner', 'route', 'request', 'priority', 'status',
+        'dead', 'attempts', 'max_attempts', 'run_after_ms', 'lease_owner', 'lease_until_ms',
+        'deadline_ms', 'webhook_url', 'idempotency_key', 'result', 'error', 'webhook',
+        'created_at_ms', 'started_at_ms', 'finished_at_ms', 'seq')
+      local status = j[6]
+      if status == 'queued' then
+        -- unqueue, but for ready (done) and the delay (a job in ready has none).
+        redis.call('ZREM', queued, id)
+        if j[13] then redis.call('ZREM', timers, 'd:' .. id) end
+        count('pending:' .. j[5], -1)
+        delta = delta + 1
+      end
+      if status == 'queued' or status == 'running' then
+        local attempts, started = tostring(tonumber(j[8]) + 1), j[20] or now
+        redis.call('HSET', key, 'status', 'running', 'lease_owner', worker,
+          'lease_until_ms', until_ms, 'attempts', attempts, 'started_at_ms', started)
+        redis.call('ZADD', timers, until_ms, 'r:' .. id)
+        j[6], j[8], j[11], j[12], j[20] = 'running', attempts, worker, until_ms, started
+        out[#out + 1] = j
+      end
+    end
+  end
+  if delta ~= 0 then count('running', delta) end
+  return out
+end
+"
+    };
+}
+
+/// The body of a completion, shared by [`COMPLETE`] and
+/// [`COMPLETE_AND_LEASE`]: `complete(id, worker, result, now)` returns 1
+/// when it took effect (the caller takes one from the `running` count).
+macro_rules! complete_fn {
+    () => {
+        r"
+local function complete(id, worker, result, now)
+  local key = jobkey(id)
+  local j = redis.call('HMGET', key, 'status', 'lease_owner')
+  if j[1] ~= 'running' or j[2] ~= worker then return 0 end
+  -- unlease, but for the count.
+  redis.call('ZREM', timers, 'r:' .. id)
+  redis.call('ZREM', ready, id)
+  redis.call('HDEL', key, 'lease_owner', 'lease_until_ms', 'error')
+  redis.call('HSET', key, 'status', 'completed', 'result', result, 'finished_at_ms', now)
+  redis.call('ZADD', finished, now, id)
+  count('completed', 1)
+  return 1
+end
+"
+    };
+}
+
+/// The fields of a leased job in the lease script's answer, in its order.
+const LEASED_FIELDS: [&str; 22] = [
+    "id",
+    "owner",
+    "route",
+    "request",
+    "priority",
+    "status",
+    "dead",
+    "attempts",
+    "max_attempts",
+    "run_after_ms",
+    "lease_owner",
+    "lease_until_ms",
+    "deadline_ms",
+    "webhook_url",
+    "idempotency_key",
+    "result",
+    "error",
+    "webhook",
+    "created_at_ms",
+    "started_at_ms",
+    "finished_at_ms",
+    "seq",
+];
+
+/// ARGV: base, worker, limit, now, lease until. Returns the leased jobs
+/// (values of [`LEASED_FIELDS`]), in rank order.
 const LEASE: &str = concat!(
     prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
+    lease_fn!(),
     r"
-local worker, limit, now, until_ms = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now)) do
-  local key = jobkey(id)
-  unqueue(id, key)
-  redis.call('HSET', key, 'status', 'failed', 'finished_at_ms', now,
-    'error', 'the deadline passed before the job could start')
-  redis.call('ZADD', finished, now, id)
-  count('failed', 1)
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
-  local key = jobkey(id)
-  local j = redis.call('HMGET', key, 'attempts', 'max_attempts', 'error', 'rank')
-  redis.call('ZREM', running, id)
-  if tonumber(j[1]) >= tonumber(j[2]) then
-    local message = 'the lease of the last attempt expired (its worker stopped)'
-    if j[3] then message = j[3] .. '; ' .. message end
-    unlease(id, key)
-    redis.call('HSET', key, 'status', 'failed', 'dead', '1', 'finished_at_ms', now, 'error', message)
-    redis.call('ZADD', dead, now, id)
-    count('failed', 1)
-    count('dead', 1)
-  else
-    redis.call('ZADD', ready, j[4], id)
-  end
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
-  redis.call('ZREM', delayed, id)
-  redis.call('ZADD', ready, redis.call('HGET', jobkey(id), 'rank'), id)
-end
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', ready, 0, limit - 1)) do
-  local key = jobkey(id)
-  if redis.call('HGET', key, 'status') == 'queued' then
-    unqueue(id, key)
-    count('running', 1)
-  else
-    redis.call('ZREM', ready, id)
-  end
-  redis.call('HSET', key, 'status', 'running', 'lease_owner', worker, 'lease_until_ms', until_ms)
-  redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSETNX', key, 'started_at_ms', now)
-  redis.call('ZADD', running, until_ms, id)
-  out[#out + 1] = redis.call('HGETALL', key)
-end
-return out
+return lease(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], 0)
 "
 );
 
@@ -198,7 +350,7 @@ local j = redis.call('HMGET', key, 'status', 'lease_owner')
 if j[1] ~= 'running' or j[2] ~= worker then return 0 end
 redis.call('HSET', key, 'lease_until_ms', until_ms)
 redis.call('ZREM', ready, id)
-redis.call('ZADD', running, until_ms, id)
+redis.call('ZADD', timers, until_ms, 'r:' .. id)
 return 1
 "
 );
@@ -206,17 +358,27 @@ return 1
 /// ARGV: base, id, worker, result, now. Returns 1 when completed.
 const COMPLETE: &str = concat!(
     prelude!(),
+    complete_fn!(),
     r"
-local id, worker, now = ARGV[2], ARGV[3], ARGV[5]
-local key = jobkey(id)
-local j = redis.call('HMGET', key, 'status', 'lease_owner')
-if j[1] ~= 'running' or j[2] ~= worker then return 0 end
-unlease(id, key)
-redis.call('HSET', key, 'status', 'completed', 'result', ARGV[4], 'finished_at_ms', now)
-redis.call('HDEL', key, 'error')
-redis.call('ZADD', finished, now, id)
-count('completed', 1)
+if complete(ARGV[2], ARGV[3], ARGV[4], ARGV[5]) == 0 then return 0 end
+count('running', -1)
 return 1
+"
+);
+
+/// ARGV: base, id, worker, result, now, limit, lease until. Completes as
+/// [`COMPLETE`], then leases as [`LEASE`], whether or not the completion
+/// took effect. Returns `{1 | 0, the leased jobs as LEASE answers them}`.
+const COMPLETE_AND_LEASE: &str = concat!(
+    prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
+    complete_fn!(),
+    lease_fn!(),
+    r"
+local worker, now = ARGV[3], ARGV[5]
+local done = complete(ARGV[2], worker, ARGV[4], now)
+return {done, lease(worker, tonumber(ARGV[6]), now, ARGV[7], -done)}
 "
 );
 
@@ -224,6 +386,8 @@ return 1
 /// `not_leased`, `retrying` or `dead`.
 const FAIL: &str = concat!(
     prelude!(),
+    enqueue_fn!(),
+    unlease_fn!(),
     r"
 local id, worker, message, now, retry_at = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local key = jobkey(id)
@@ -246,6 +410,8 @@ return 'dead'
 /// ARGV: base, id, now. Returns the job's fields (none: no such job).
 const CANCEL: &str = concat!(
     prelude!(),
+    unqueue_fn!(),
+    unlease_fn!(),
     r"
 local id, now = ARGV[2], ARGV[3]
 local key = jobkey(id)
@@ -267,6 +433,7 @@ return redis.call('HGETALL', key)
 /// ARGV: base, id, now. Returns the job's fields (none: no such dead letter).
 const RETRY_DEAD: &str = concat!(
     prelude!(),
+    enqueue_fn!(),
     r"
 local id, now = ARGV[2], ARGV[3]
 local key = jobkey(id)
@@ -284,6 +451,8 @@ return redis.call('HGETALL', key)
 /// ARGV: base, id. Returns 1 when a dead letter was deleted.
 const DELETE_DEAD: &str = concat!(
     prelude!(),
+    idem_fn!(),
+    forget_fn!(),
     r"
 local id = ARGV[2]
 local key = jobkey(id)
@@ -299,6 +468,8 @@ return 1
 /// ARGV: base, before, batch. Returns how many it deleted.
 const PURGE: &str = concat!(
     prelude!(),
+    idem_fn!(),
+    forget_fn!(),
     r"
 local ids = redis.call('ZRANGEBYSCORE', finished, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
@@ -351,6 +522,7 @@ struct Scripts {
     lease: Lua,
     heartbeat: Lua,
     complete: Lua,
+    complete_and_lease: Lua,
     fail: Lua,
     cancel: Lua,
     retry_dead: Lua,
@@ -395,21 +567,10 @@ impl RedisQueue {
     /// are loaded by their first use.
     pub fn with_connections(connections: RedisConnections, prefix: &str) -> RedisQueue {
         let prefix = format!("{prefix}q:");
-        let keys = [
-            "ready",
-            "delayed",
-            "queued",
-            "deadlines",
-            "running",
-            "dead",
-            "finished",
-            "idem",
-            "counts",
-            "seq",
-        ]
-        .iter()
-        .map(|name| format!("{prefix}{name}"))
-        .collect();
+        let keys = ["ready", "timers", "queued", "dead", "finished", "idem", "counts", "seq"]
+            .iter()
+            .map(|name| format!("{prefix}{name}"))
+            .collect();
         RedisQueue {
             connections,
             prefix,
@@ -419,6 +580,7 @@ impl RedisQueue {
                 lease: Lua::new(LEASE),
                 heartbeat: Lua::new(HEARTBEAT),
                 complete: Lua::new(COMPLETE),
+                complete_and_lease: Lua::new(COMPLETE_AND_LEASE),
                 fail: Lua::new(FAIL),
                 cancel: Lua::new(CANCEL),
                 retry_dead: Lua::new(RETRY_DEAD),
@@ -519,12 +681,54 @@ fn job_from_fields(fields: Vec<String>) -> Result<Option<(i64, Job)>, QueueError
     Ok(Some((required_number("seq")?, job)))
 }
 
+/// A job the lease script answered: the values of [`LEASED_FIELDS`].
+fn leased(values: Vec<Option<String>>) -> Result<Job, QueueError> {
+    if values.len() != LEASED_FIELDS.len() {
+        return Err(invalid(format!("a leased job of {} fields", values.len())));
+    }
+    let mut fields = Vec::with_capacity(2 * values.len());
+    for (field, value) in LEASED_FIELDS.iter().zip(values) {
+        if let Some(value) = value {
+            fields.extend([(*field).to_owned(), value]);
+        }
+    }
+    existing(fields)
+}
+
 fn job(fields: Vec<String>) -> Result<Option<Job>, QueueError> {
     Ok(job_from_fields(fields)?.map(|(_, job)| job))
 }
 
 fn existing(fields: Vec<String>) -> Result<Job, QueueError> {
     job(fields)?.ok_or_else(|| invalid("a script answered no job"))
+}
+
+/// The job that the submit script created from `job` at `now_ms`: its
+/// fields as the script wrote them, so no reply has to carry them.
+fn queued(job: NewJob, now_ms: i64) -> Job {
+    Job {
+        id: job.id,
+        owner: job.owner,
+        route: job.route,
+        request: job.request,
+        priority: job.priority.min(MAX_PRIORITY),
+        status: JobStatus::Queued,
+        dead: false,
+        attempts: 0,
+        max_attempts: job.max_attempts.max(1),
+        run_after_ms: now_ms,
+        lease_owner: None,
+        lease_until_ms: None,
+        deadline_ms: job.deadline_ms,
+        webhook_url: job.webhook_url,
+        idempotency_key: job.idempotency_key,
+        result: None,
+        error: None,
+        webhook: None,
+        created_at_ms: now_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+    }
 }
 
 /// A score or number as Redis writes it.
@@ -569,7 +773,7 @@ impl Queue for RedisQueue {
         let (outcome, fields): (String, Vec<String>) =
             self.eval(&self.scripts.submit, &args).await?;
         match outcome.as_str() {
-            "created" => Ok((existing(fields)?, true)),
+            "created" => Ok((queued(job, now_ms), true)),
             "existing" => Ok((existing(fields)?, false)),
             "duplicate" => Err(QueueError::Duplicate(job.id)),
             other => Err(invalid(format!("the submit script answered {other:?}"))),
@@ -602,8 +806,8 @@ impl Queue for RedisQueue {
             now_ms.saturating_add(lease_ms).to_string(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let answer: Vec<Vec<String>> = self.eval(&self.scripts.lease, &args).await?;
-        answer.into_iter().map(existing).collect()
+        let answer: Vec<Vec<Option<String>>> = self.eval(&self.scripts.lease, &args).await?;
+        answer.into_iter().map(leased).collect()
     }
 
     async fn heartbeat(
@@ -628,6 +832,33 @@ impl Queue for RedisQueue {
         let (result, now) = (result.to_string(), now_ms.to_string());
         let done: i64 = self.eval(&self.scripts.complete, &[id, worker, &result, &now]).await?;
         Ok(done == 1)
+    }
+
+    async fn complete_and_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &Value,
+        limit: usize,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<(bool, Vec<Job>), QueueError> {
+        if limit == 0 {
+            return Ok((self.complete(id, worker, result, now_ms).await?, Vec::new()));
+        }
+        let args = [
+            result.to_string(),
+            now_ms.to_string(),
+            limit.to_string(),
+            now_ms.saturating_add(lease_ms).to_string(),
+        ];
+        let (done, answer): (i64, Vec<Vec<Option<String>>>) = self
+            .eval(
+                &self.scripts.complete_and_lease,
+                &[id, worker, &args[0], &args[1], &args[2], &args[3]],
+            )
+            .await?;
+        Ok((done == 1, answer.into_iter().map(leased).collect::<Result<_, _>>()?))
     }
 
     async fn fail(

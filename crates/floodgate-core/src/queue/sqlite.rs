@@ -157,6 +157,78 @@ fn jobs_from_rows(rows: &[SqliteRow]) -> Result<Vec<Job>, QueueError> {
     Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }
 
+/// The lease of [`Queue::lease`], in the transaction open on `conn`.
+async fn lease_in(
+    conn: &mut sqlx::SqliteConnection,
+    worker: &str,
+    limit: usize,
+    lease_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Job>, QueueError> {
+    // Queued jobs whose deadline passed never start.
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', finished_at_ms = ?, \
+             error = 'the deadline passed before the job could start' \
+             WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?",
+    )
+    .bind(now_ms)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    // A lease that expired on the last attempt: its worker stopped.
+    sqlx::query(
+            "UPDATE jobs SET status = 'failed', dead = 1, finished_at_ms = ?, \
+             lease_owner = NULL, lease_until_ms = NULL, \
+             error = COALESCE(error || '; ', '') || 'the lease of the last attempt expired (its worker stopped)' \
+             WHERE status = 'running' AND lease_until_ms < ? AND attempts >= max_attempts",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', lease_owner = ?, lease_until_ms = ?, \
+             attempts = attempts + 1, started_at_ms = COALESCE(started_at_ms, ?) \
+             WHERE seq IN (SELECT seq FROM jobs \
+               WHERE (status = 'queued' AND run_after_ms <= ?) \
+                  OR (status = 'running' AND lease_until_ms < ?) \
+               ORDER BY priority DESC, seq LIMIT ?) \
+             RETURNING {COLUMNS}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(worker)
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+    jobs_from_rows(&rows)
+}
+
+/// The completion of [`Queue::complete`] on `conn`; `true` when it took effect.
+async fn complete_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    worker: &str,
+    result: &Value,
+    now_ms: i64,
+) -> Result<bool, QueueError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'completed', result = ?, error = NULL, finished_at_ms = ?, \
+         lease_owner = NULL, lease_until_ms = NULL \
+         WHERE id = ? AND status = 'running' AND lease_owner = ?",
+    )
+    .bind(result.to_string())
+    .bind(now_ms)
+    .bind(id)
+    .bind(worker)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[async_trait]
 impl Queue for SqliteQueue {
     fn name(&self) -> &'static str {
@@ -225,49 +297,7 @@ impl Queue for SqliteQueue {
             return Ok(Vec::new());
         }
         let mut conn = self.begin().await?;
-        let result = async {
-            // Queued jobs whose deadline passed never start.
-            sqlx::query(
-                "UPDATE jobs SET status = 'failed', finished_at_ms = ?, \
-                 error = 'the deadline passed before the job could start' \
-                 WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?",
-            )
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-            // A lease that expired on the last attempt: its worker stopped.
-            sqlx::query(
-                "UPDATE jobs SET status = 'failed', dead = 1, finished_at_ms = ?, \
-                 lease_owner = NULL, lease_until_ms = NULL, \
-                 error = COALESCE(error || '; ', '') || 'the lease of the last attempt expired (its worker stopped)' \
-                 WHERE status = 'running' AND lease_until_ms < ? AND attempts >= max_attempts",
-            )
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-            let sql = format!(
-                "UPDATE jobs SET status = 'running', lease_owner = ?, lease_until_ms = ?, \
-                 attempts = attempts + 1, started_at_ms = COALESCE(started_at_ms, ?) \
-                 WHERE seq IN (SELECT seq FROM jobs \
-                   WHERE (status = 'queued' AND run_after_ms <= ?) \
-                      OR (status = 'running' AND lease_until_ms < ?) \
-                   ORDER BY priority DESC, seq LIMIT ?) \
-                 RETURNING {COLUMNS}"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(worker)
-                .bind(now_ms.saturating_add(lease_ms))
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&mut *conn)
-                .await?;
-            jobs_from_rows(&rows)
-        }
-        .await;
+        let result = lease_in(&mut conn, worker, limit, lease_ms, now_ms).await;
         settle(conn, result).await
     }
 
@@ -297,18 +327,31 @@ impl Queue for SqliteQueue {
         result: &Value,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'completed', result = ?, error = NULL, finished_at_ms = ?, \
-             lease_owner = NULL, lease_until_ms = NULL \
-             WHERE id = ? AND status = 'running' AND lease_owner = ?",
-        )
-        .bind(result.to_string())
-        .bind(now_ms)
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        complete_in(&mut conn, id, worker, result, now_ms).await
+    }
+
+    async fn complete_and_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &Value,
+        limit: usize,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<(bool, Vec<Job>), QueueError> {
+        let mut conn = self.begin().await?;
+        let result = async {
+            let done = complete_in(&mut conn, id, worker, result, now_ms).await?;
+            let jobs = if limit == 0 {
+                Vec::new()
+            } else {
+                lease_in(&mut conn, worker, limit, lease_ms, now_ms).await?
+            };
+            Ok((done, jobs))
+        }
+        .await;
+        settle(conn, result).await
     }
 
     async fn fail(

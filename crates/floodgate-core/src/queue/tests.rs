@@ -335,6 +335,10 @@ async fn every_backend_ends_a_mixed_history_alike() {
         q.cancel(&first[3].id, 120).await.unwrap();
         // first[4]'s lease expires at 200; the deadlines (150) pass.
         let second = q.lease("w2", 3, 100, 201).await.unwrap();
+        // w2 finishes its first with its next lease, in one step.
+        let (done, third_of_w2) =
+            q.complete_and_lease(&second[2].id, "w2", &json!({"n": 2}), 1, 100, 240).await.unwrap();
+        assert!(done, "{}: {third_of_w2:?}", q.name());
         assert!(q.heartbeat(&second[0].id, "w2", 1000, 250).await.unwrap());
         q.cancel(&second[1].id, 260).await.unwrap();
         let third = q.lease("w3", 20, 100, 400).await.unwrap();
@@ -384,5 +388,122 @@ async fn the_webhook_status_is_kept_on_the_job() {
         assert_eq!(q.get("a").await.unwrap().unwrap().webhook, Some(status), "{}", q.name());
         assert!(!q.set_webhook("missing", &json!({})).await.unwrap(), "{}", q.name());
         assert!(q.get("missing").await.unwrap().is_none(), "{}", q.name());
+    }
+}
+
+#[tokio::test]
+async fn complete_and_lease_completes_under_the_lease_then_leases_the_next() {
+    for (q, _dir) in queues().await {
+        let name = q.name();
+        for (id, priority) in [("a", 5u8), ("b", 9), ("c", 5), ("d", 0)] {
+            q.submit(job(id, priority), 0).await.unwrap();
+        }
+        assert_eq!(ids(&q.lease("w1", 1, 1000, 10).await.unwrap()), ["b"], "{name}");
+        // Done with b: the next two, in strict priority then FIFO.
+        let (done, next) =
+            q.complete_and_lease("b", "w1", &json!({"n": 1}), 2, 1000, 20).await.unwrap();
+        assert!(done, "{name}");
+        assert_eq!(ids(&next), ["a", "c"], "{name}");
+        assert!(
+            next.iter().all(|j| j.status == JobStatus::Running
+                && j.lease_owner.as_deref() == Some("w1")
+                && j.lease_until_ms == Some(1020)
+                && j.attempts == 1),
+            "{name}: {next:?}"
+        );
+        let b = q.get("b").await.unwrap().unwrap();
+        assert_eq!(
+            (b.status, b.result, b.finished_at_ms),
+            (JobStatus::Completed, Some(json!({"n": 1})), Some(20)),
+            "{name}"
+        );
+        assert_eq!(b.lease_owner, None, "{name}");
+        // Another worker's completion does nothing, but it still gets work.
+        let (done, next) =
+            q.complete_and_lease("a", "w2", &json!("stolen"), 1, 1000, 30).await.unwrap();
+        assert!(!done, "{name}");
+        assert_eq!(ids(&next), ["d"], "{name}");
+        assert_eq!(q.get("a").await.unwrap().unwrap().status, JobStatus::Running, "{name}");
+        // Limit 0 only completes.
+        let (done, next) = q.complete_and_lease("c", "w1", &json!(3), 0, 1000, 40).await.unwrap();
+        assert!(done && next.is_empty(), "{name}");
+        // After a's lease (to 1,020) expired, w2 finishing d takes a over.
+        let (done, next) = q.complete_and_lease("d", "w2", &json!(4), 5, 1000, 1100).await.unwrap();
+        assert!(done, "{name}");
+        assert_eq!(ids(&next), ["a"], "{name}");
+        assert_eq!((next[0].attempts, next[0].lease_owner.as_deref()), (2, Some("w2")), "{name}");
+        // The first worker wakes up: its result is refused, its next lease empty.
+        let (done, next) =
+            q.complete_and_lease("a", "w1", &json!("late"), 1, 1000, 1200).await.unwrap();
+        assert!(!done && next.is_empty(), "{name}");
+        assert!(q.complete("a", "w2", &json!(5), 1300).await.unwrap(), "{name}");
+        let stats = q.stats(1300).await.unwrap();
+        assert_eq!(
+            (stats.completed, stats.running, stats.pending.iter().sum::<u64>()),
+            (4, 0, 0),
+            "{name}: {stats:?}"
+        );
+        assert_eq!(q.get("a").await.unwrap().unwrap().result, Some(json!(5)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn submit_returns_the_job_as_stored() {
+    for (q, _dir) in queues().await {
+        let full = NewJob {
+            idempotency_key: Some("k".into()),
+            deadline_ms: Some(9_000),
+            webhook_url: Some("https://example.test/hook".into()),
+            max_attempts: 0,
+            ..job("full", 42)
+        };
+        let bare = NewJob { owner: None, ..job("bare", 0) };
+        for new in [full, bare] {
+            let (submitted, created) = q.submit(new, 7).await.unwrap();
+            assert!(created, "{}", q.name());
+            let stored = q.get(&submitted.id).await.unwrap().unwrap();
+            assert_eq!(submitted, stored, "{}", q.name());
+        }
+        let full = q.get("full").await.unwrap().unwrap();
+        assert_eq!((full.priority, full.max_attempts), (MAX_PRIORITY, 1), "{}", q.name());
+    }
+}
+
+#[tokio::test]
+async fn backoffs_deadlines_and_leases_come_due_at_their_time() {
+    for (q, _dir) in queues().await {
+        let name = q.name();
+        // a: a deadline at 300 while it waits out a retry's backoff, to 500.
+        q.submit(NewJob { deadline_ms: Some(300), ..job("a", 5) }, 0).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 0).await.unwrap()), ["a"], "{name}");
+        let retrying = q.fail("a", "w", "503", Some(500), 10).await.unwrap();
+        assert_eq!(retrying, Failed::Retrying { run_after_ms: 500 }, "{name}");
+        // b: leased until 1,000. c: its backoff ends at 200.
+        q.submit(job("b", 5), 20).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 980, 20).await.unwrap()), ["b"], "{name}");
+        q.submit(job("c", 5), 30).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 30).await.unwrap()), ["c"], "{name}");
+        q.fail("c", "w", "503", Some(200), 40).await.unwrap();
+        // At 200 c's backoff is over; b's lease holds.
+        assert_eq!(ids(&q.lease("w2", 5, 1000, 200).await.unwrap()), ["c"], "{name}");
+        // At 300 a's deadline has not passed yet: a still waits.
+        assert!(q.lease("w2", 5, 1000, 300).await.unwrap().is_empty(), "{name}");
+        assert_eq!(q.get("a").await.unwrap().unwrap().status, JobStatus::Queued, "{name}");
+        // At 301 it has: a failed, and is not leased after its backoff either.
+        assert!(q.lease("w2", 5, 1000, 301).await.unwrap().is_empty(), "{name}");
+        let a = q.get("a").await.unwrap().unwrap();
+        assert_eq!((a.status, a.dead), (JobStatus::Failed, false), "{name}");
+        assert!(a.error.unwrap().contains("deadline"), "{name}");
+        assert!(q.lease("w2", 5, 1000, 600).await.unwrap().is_empty(), "{name}");
+        // At 1,000 b's lease holds; at 1,001 b is another worker's.
+        assert!(q.lease("w3", 5, 1000, 1000).await.unwrap().is_empty(), "{name}");
+        let b = q.lease("w3", 5, 1000, 1001).await.unwrap();
+        assert_eq!((ids(&b), b[0].attempts), (vec!["b"], 2), "{name}");
+        let stats = q.stats(1001).await.unwrap();
+        assert_eq!(
+            (stats.failed, stats.running, stats.pending.iter().sum::<u64>()),
+            (1, 2, 0),
+            "{name}"
+        );
     }
 }
