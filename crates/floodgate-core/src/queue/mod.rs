@@ -201,6 +201,18 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<(bool, Vec<Job>), QueueError>;
 
+    /// Gives a leased job back without counting its attempt: queued again
+    /// from `run_after_ms`, its error unchanged. For attempts that never
+    /// ran (the node shut down, the owner's own rate limit said wait);
+    /// `false` (and nothing changed) when `worker` does not hold the lease.
+    async fn release(
+        &self,
+        id: &str,
+        worker: &str,
+        run_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, QueueError>;
+
     /// Records a failed attempt: queued again from `retry_at_ms` while
     /// attempts remain (and `retry_at_ms` is given), else a dead letter.
     async fn fail(

@@ -407,6 +407,24 @@ return 'dead'
 "
 );
 
+/// ARGV: base, id, worker, now, run after. Returns 1 when released.
+const RELEASE: &str = concat!(
+    prelude!(),
+    enqueue_fn!(),
+    unlease_fn!(),
+    r"
+local id, worker, now, run_after = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = jobkey(id)
+local j = redis.call('HMGET', key, 'status', 'lease_owner', 'attempts')
+if j[1] ~= 'running' or j[2] ~= worker then return 0 end
+unlease(id, key)
+redis.call('HSET', key, 'status', 'queued', 'run_after_ms', run_after,
+  'attempts', math.max(tonumber(j[3]) - 1, 0))
+enqueue(id, key, run_after, now)
+return 1
+"
+);
+
 /// ARGV: base, id, now. Returns the job's fields (none: no such job).
 const CANCEL: &str = concat!(
     prelude!(),
@@ -530,6 +548,7 @@ struct Scripts {
     purge: Lua,
     dead_letters: Lua,
     set_webhook: Lua,
+    release: Lua,
 }
 
 pub struct RedisQueue {
@@ -588,6 +607,7 @@ impl RedisQueue {
                 purge: Lua::new(PURGE),
                 dead_letters: Lua::new(DEAD_LETTERS),
                 set_webhook: Lua::new(SET_WEBHOOK),
+                release: Lua::new(RELEASE),
             },
         }
     }
@@ -879,6 +899,18 @@ impl Queue for RedisQueue {
             ("not_leased", _) => Ok(Failed::NotLeased),
             (other, _) => Err(invalid(format!("the fail script answered {other:?}"))),
         }
+    }
+
+    async fn release(
+        &self,
+        id: &str,
+        worker: &str,
+        run_after_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let (now, run_after) = (now_ms.to_string(), run_after_ms.to_string());
+        let done: i64 = self.eval(&self.scripts.release, &[id, worker, &now, &run_after]).await?;
+        Ok(done == 1)
     }
 
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {

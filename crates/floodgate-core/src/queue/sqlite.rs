@@ -406,6 +406,26 @@ impl Queue for SqliteQueue {
         settle(conn, result).await
     }
 
+    async fn release(
+        &self,
+        id: &str,
+        worker: &str,
+        run_after_ms: i64,
+        _now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', run_after_ms = ?, attempts = MAX(attempts - 1, 0), \
+             lease_owner = NULL, lease_until_ms = NULL \
+             WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        )
+        .bind(run_after_ms)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
         sqlx::query(
             "UPDATE jobs SET status = 'cancelled', finished_at_ms = ?, lease_owner = NULL, \

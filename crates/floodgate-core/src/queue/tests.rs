@@ -507,3 +507,28 @@ async fn backoffs_deadlines_and_leases_come_due_at_their_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_released_job_runs_again_without_its_attempt_counting() {
+    for (q, _dir) in queues().await {
+        let name = q.name();
+        q.submit(job("a", 5), 0).await.unwrap();
+        let leased = q.lease("w1", 1, 1000, 10).await.unwrap();
+        assert_eq!(leased[0].attempts, 1, "{name}");
+        assert!(!q.release("a", "w2", 50, 20).await.unwrap(), "{name}: not w2's lease");
+        assert!(q.release("a", "w1", 50, 20).await.unwrap(), "{name}");
+        let released = q.get("a").await.unwrap().unwrap();
+        assert_eq!((released.status, released.attempts), (JobStatus::Queued, 0), "{name}");
+        assert!(q.lease("w2", 1, 1000, 40).await.unwrap().is_empty(), "{name}: not before 50");
+        let again = q.lease("w2", 1, 1000, 50).await.unwrap();
+        assert_eq!(again[0].attempts, 1, "{name}");
+        assert!(!q.complete("a", "w1", &json!(1), 60).await.unwrap(), "{name}: w1 let go");
+        assert!(q.complete("a", "w2", &json!(1), 60).await.unwrap(), "{name}");
+        let stats = q.stats(70).await.unwrap();
+        assert_eq!(
+            (stats.running, stats.completed, stats.pending.iter().sum::<u64>()),
+            (0, 1, 0),
+            "{name}"
+        );
+    }
+}
