@@ -339,7 +339,8 @@ pub async fn work(
             Ok(leased) => {
                 failing = false;
                 for job in leased {
-                    tasks.spawn(run_leased(app.clone(), worker.clone(), job, abort.clone()));
+                    let (worker, abort) = (worker.clone(), abort.clone());
+                    tasks.spawn(run_chain(app.clone(), worker, job, abort, draining.clone()));
                 }
             }
             Err(error) => {
@@ -368,7 +369,7 @@ pub async fn try_run_one(app: &AppState) -> Result<Option<String>, QueueError> {
         return Ok(None);
     };
     let id = job.id.clone();
-    run_leased(app.clone(), worker, job, CancellationToken::new()).await;
+    run_leased(app.clone(), worker, job, CancellationToken::new(), More::Never).await;
     Ok(Some(id))
 }
 
@@ -390,7 +391,13 @@ impl Drop for Running<'_> {
 }
 
 /// One attempt of a leased job.
-async fn run_leased(app: AppState, worker: String, job: Job, abort: CancellationToken) {
+async fn run_leased(
+    app: AppState,
+    worker: String,
+    job: Job,
+    abort: CancellationToken,
+    more: More,
+) -> Option<Job> {
     let jobs = app.jobs.clone();
     let started = Instant::now();
     let now = now_ms();
@@ -455,39 +462,71 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
         () = abort.cancelled() => Err(Stopped::Shutdown),
     };
     let seconds = started.elapsed().as_secs_f64();
+    let mut next = None;
     let label = match outcome {
         Err(Stopped::LostLease) => "lost_lease",
         Err(Stopped::Cancelled) => "cancelled",
         Err(Stopped::Shutdown) => {
-            // Given back at once (counted as a failed attempt), rather than
-            // left to its lease's expiry.
-            let message = "the node shut down before the job finished";
+            // Given back at once, its attempt not counted, rather than left
+            // to its lease's expiry.
             let now = now_ms();
-            match jobs.queue.fail(&job.id, &worker, message, Some(now), now).await {
-                Ok(Failed::Dead) => finished(&jobs, dead(job, message, now)),
-                Ok(_) => {}
-                Err(error) => backend_error("fail", &error),
+            if let Err(error) = jobs.queue.release(&job.id, &worker, now, now).await {
+                backend_error("release", &error);
             }
             "released"
         }
-        Ok(Ok(result)) => match jobs.queue.complete(&job.id, &worker, &result, now_ms()).await {
-            Ok(true) => {
-                let mut job = job;
-                job.status = JobStatus::Completed;
-                job.result = Some(result);
-                job.finished_at_ms = Some(now_ms());
-                job.lease_owner = None;
-                job.lease_until_ms = None;
-                finished(&jobs, job);
-                "completed"
+        Ok(Ok(result)) => {
+            let limit = usize::from(more.may_lease(&app));
+            let now = now_ms();
+            match jobs
+                .queue
+                .complete_and_lease(&job.id, &worker, &result, limit, lease_ms, now)
+                .await
+            {
+                Ok((done, leased)) => {
+                    next = leased.into_iter().next();
+                    if done {
+                        let mut job = job;
+                        job.status = JobStatus::Completed;
+                        job.result = Some(result);
+                        job.finished_at_ms = Some(now);
+                        job.lease_owner = None;
+                        job.lease_until_ms = None;
+                        finished(&jobs, job);
+                        "completed"
+                    } else {
+                        "lost_lease"
+                    }
+                }
+                Err(error) => {
+                    // The lease expires and another attempt runs the job again.
+                    backend_error("complete", &error);
+                    "backend_error"
+                }
             }
-            Ok(false) => "lost_lease",
-            Err(error) => {
-                // The lease expires and another attempt runs the job again.
-                backend_error("complete", &error);
-                "backend_error"
+        }
+        Ok(Err(failure)) if must_wait(&failure) => {
+            // The owner's own limit (or the providers' capacity) said wait:
+            // the attempt never ran, so it does not count.
+            let wait = failure.retry_after.unwrap_or(Duration::from_secs(1));
+            let run_after = now_ms() + millis(wait.max(Duration::from_millis(100)));
+            match jobs.queue.release(&job.id, &worker, run_after, now_ms()).await {
+                Ok(true) => {
+                    jobs.event(
+                        &job.id,
+                        "retrying",
+                        json!({"id": job.id, "attempt": job.attempts, "error": failure.message,
+                               "retry_at": rfc3339(run_after), "attempt_counted": false}),
+                    );
+                    "waiting"
+                }
+                Ok(false) => "lost_lease",
+                Err(error) => {
+                    backend_error("release", &error);
+                    "backend_error"
+                }
             }
-        },
+        }
         Ok(Err(failure)) => {
             let retry_at = (failure.retryable && job.attempts < job.max_attempts).then(|| {
                 let mut backoff = Backoff::new(jobs.config.retry_base, jobs.config.retry_max);
@@ -504,7 +543,7 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
                         &job.id,
                         "retrying",
                         json!({"id": job.id, "attempt": job.attempts, "error": failure.message,
-                               "retry_at": rfc3339(run_after_ms)}),
+                               "retry_at": rfc3339(run_after_ms), "attempt_counted": true}),
                     );
                     "retried"
                 }
@@ -522,6 +561,61 @@ async fn run_leased(app: AppState, worker: String, job: Job, abort: Cancellation
     };
     metrics::counter!(metric::QUEUE_JOBS, "outcome" => label).increment(1);
     metrics::histogram!(metric::QUEUE_RUN, "outcome" => label).record(seconds);
+    next
+}
+
+/// Failures that say "not now" rather than "this failed": the owner's own
+/// rate, token or concurrency limit, or every provider key at its limit for
+/// as long as the job could wait. A request larger than a token limit
+/// (`tokens_exceeded` with no `retry-after`) never fits, so it fails.
+fn must_wait(failure: &crate::http::chat::JobFailure) -> bool {
+    match failure.code {
+        "rate_limit_exceeded"
+        | "concurrency_exceeded"
+        | "capacity_exceeded"
+        | "wait_queue_full" => true,
+        "tokens_exceeded" => failure.retry_after.is_some(),
+        _ => false,
+    }
+}
+
+/// Whether a worker that finished a job may take the next one at once.
+#[derive(Clone)]
+enum More {
+    /// Only while the node is not draining.
+    Unless(CancellationToken),
+    Never,
+}
+
+impl More {
+    fn may_lease(&self, app: &AppState) -> bool {
+        match self {
+            More::Unless(draining) => !draining.is_cancelled() && app.router.waiting() == 0,
+            More::Never => false,
+        }
+    }
+}
+
+/// A worker slot: runs its job, then the next one it leased on completing
+/// it, until there is none.
+async fn run_chain(
+    app: AppState,
+    worker: String,
+    job: Job,
+    abort: CancellationToken,
+    draining: CancellationToken,
+) {
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        next = run_leased(
+            app.clone(),
+            worker.clone(),
+            job,
+            abort.clone(),
+            More::Unless(draining.clone()),
+        )
+        .await;
+    }
 }
 
 /// The job as the queue has just recorded it: a dead letter.
