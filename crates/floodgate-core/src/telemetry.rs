@@ -218,7 +218,7 @@ fn describe() {
     );
     describe_counter!(
         metric::QUEUE_JOBS,
-        "Job attempts this node finished, by outcome (completed, retried, dead, cancelled, lost_lease) \
+        "Job attempts this node finished, by outcome (completed, retried, waiting, dead, cancelled, lost_lease, released) \
          and submissions (submitted)."
     );
     describe_histogram!(
