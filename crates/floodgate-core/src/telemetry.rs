@@ -56,6 +56,7 @@ pub mod metric {
     pub const QUEUE_PENDING: &str = "floodgate_queue_pending_jobs";
     pub const QUEUE_RUNNING: &str = "floodgate_queue_running_jobs";
     pub const QUEUE_OLDEST_WAIT: &str = "floodgate_queue_oldest_wait_seconds";
+    pub const QUEUE_FINISHED: &str = "floodgate_queue_finished_jobs";
     pub const QUEUE_JOBS: &str = "floodgate_queue_jobs_total";
     pub const QUEUE_WAIT: &str = "floodgate_queue_job_wait_seconds";
     pub const QUEUE_RUN: &str = "floodgate_queue_job_run_seconds";
@@ -215,6 +216,11 @@ fn describe() {
     describe_gauge!(
         metric::QUEUE_OLDEST_WAIT,
         "How long the oldest job that may run now has been waiting."
+    );
+    describe_gauge!(
+        metric::QUEUE_FINISHED,
+        "Jobs kept in the queue that finished, by status (completed, failed, dead, cancelled): \
+         the whole queue's totals (purged ones leave them)."
     );
     describe_counter!(
         metric::QUEUE_JOBS,

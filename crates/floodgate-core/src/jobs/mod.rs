@@ -158,6 +158,15 @@ impl Jobs {
                             .set(*count as f64);
                     }
                     metrics::gauge!(metric::QUEUE_RUNNING).set(stats.running as f64);
+                    for (status, count) in [
+                        ("completed", stats.completed),
+                        ("failed", stats.failed),
+                        ("dead", stats.dead),
+                        ("cancelled", stats.cancelled),
+                    ] {
+                        metrics::gauge!(metric::QUEUE_FINISHED, "status" => status)
+                            .set(count as f64);
+                    }
                     metrics::gauge!(metric::QUEUE_OLDEST_WAIT)
                         .set(stats.oldest_wait_ms.unwrap_or(0) as f64 / 1000.0);
                 }

@@ -722,7 +722,14 @@ async fn queue_metrics_count_jobs_by_outcome() {
     step(&app).await;
     assert_eq!(job(&app, &id).await["status"], "completed");
     let metrics = app.metrics().await;
+    // The queue's gauges are set every 5 s (the recorder is the process's:
+    // other tests' nodes set them too, so only their presence is checked).
+    eventually(|| async {
+        app.metrics().await.contains("floodgate_queue_finished_jobs{status=\"completed\"}")
+    })
+    .await;
     for name in [
+        "floodgate_queue_pending_jobs{priority=\"5\"}",
         "floodgate_queue_jobs_total{outcome=\"submitted\"}",
         "floodgate_queue_jobs_total{outcome=\"completed\"}",
         "floodgate_queue_job_wait_seconds_bucket",
