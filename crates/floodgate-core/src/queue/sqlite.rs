@@ -2,6 +2,11 @@
 //! ledger's writes never wait for the queue's, nor the other way round).
 //! Every change that reads before it writes runs in a `BEGIN IMMEDIATE`
 //! transaction, so two workers never lease the same job.
+//!
+//! Every statement is answered from an index (a test checks their query
+//! plans): the ones that find work use partial indexes of queued or
+//! running jobs only, and the counts of `stats` are kept in a table of
+//! their own, so the finished jobs kept for their TTL cost nothing.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,17 +15,123 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{Row, SqlSafeStr, Transaction};
 
 use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
 
-const COLUMNS: &str = "seq, id, owner, idempotency_key, route, request, priority, status, dead, \
-                       attempts, max_attempts, run_after_ms, lease_owner, lease_until_ms, \
-                       deadline_ms, webhook_url, result, error, webhook, created_at_ms, \
-                       started_at_ms, finished_at_ms";
+/// A job's columns, as [`job_from_row`] reads them (a macro, so that the
+/// statements below are constants).
+macro_rules! columns {
+    () => {
+        "seq, id, owner, idempotency_key, route, request, priority, status, dead, attempts, \
+         max_attempts, run_after_ms, lease_owner, lease_until_ms, deadline_ms, webhook_url, \
+         result, error, webhook, created_at_ms, started_at_ms, finished_at_ms"
+    };
+}
+
+const GET: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = ?1");
+
+const FIND_IDEMPOTENT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE COALESCE(owner, '') = ?1 AND idempotency_key = ?2"
+);
+
+const INSERT: &str = concat!(
+    "INSERT INTO jobs (id, owner, idempotency_key, route, request, priority, status, \
+     max_attempts, run_after_ms, deadline_ms, webhook_url, created_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?8) RETURNING ",
+    columns!()
+);
+
+/// The lease's first step, at `?1` = now: queued jobs whose deadline passed
+/// never start; a lease that expired on the last attempt is a dead letter
+/// (its worker stopped). Both found from their partial indexes.
+const SWEEP: &str = "UPDATE jobs SET status = 'failed', dead = (status = 'running'), \
+     finished_at_ms = ?1, lease_owner = NULL, lease_until_ms = NULL, \
+     error = CASE status WHEN 'queued' THEN 'the deadline passed before the job could start' \
+       ELSE COALESCE(error || '; ', '') || 'the lease of the last attempt expired (its worker stopped)' END \
+     WHERE seq IN ( \
+       SELECT seq FROM jobs \
+         WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?1 \
+       UNION ALL \
+       SELECT seq FROM jobs \
+         WHERE status = 'running' AND lease_until_ms < ?1 AND attempts >= max_attempts)";
+
+/// The lease's second step: up to `?4` jobs for worker `?1`, leased until
+/// `?2`, at `?3` = now. The best `?4` queued jobs that may run (read in
+/// order from `jobs_queued`) and the best `?4` expired leases (from
+/// `jobs_leased`, sorted: there are few) are merged, and the best `?4` of
+/// both taken, so strict priority then FIFO holds across the two.
+const PICK: &str = concat!(
+    "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until_ms = ?2, \
+     attempts = attempts + 1, started_at_ms = COALESCE(started_at_ms, ?3) \
+     WHERE seq IN (SELECT seq FROM ( \
+       SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
+         WHERE status = 'queued' AND run_after_ms <= ?3 ORDER BY priority DESC, seq LIMIT ?4) \
+       UNION ALL \
+       SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
+         WHERE status = 'running' AND lease_until_ms < ?3 ORDER BY priority DESC, seq LIMIT ?4) \
+     ) ORDER BY priority DESC, seq LIMIT ?4) \
+     RETURNING ",
+    columns!()
+);
+
+const COMPLETE: &str = "UPDATE jobs SET status = 'completed', result = ?1, error = NULL, \
+     finished_at_ms = ?2, lease_owner = NULL, lease_until_ms = NULL \
+     WHERE id = ?3 AND status = 'running' AND lease_owner = ?4";
+
+const HEARTBEAT: &str = "UPDATE jobs SET lease_until_ms = ?1 \
+     WHERE id = ?2 AND status = 'running' AND lease_owner = ?3";
+
+const RELEASE: &str = "UPDATE jobs SET status = 'queued', run_after_ms = ?1, \
+     attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_until_ms = NULL \
+     WHERE id = ?2 AND status = 'running' AND lease_owner = ?3";
+
+/// A failed attempt of job `?1` under worker `?2`'s lease, error `?3`:
+/// queued again from `?4` while attempts remain and `?4` is given, else a
+/// dead letter finished at `?5`. One statement: no read before the write.
+const FAIL: &str = "UPDATE jobs SET \
+     status = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
+     dead = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN dead ELSE 1 END, \
+     run_after_ms = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN ?4 ELSE run_after_ms END, \
+     finished_at_ms = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN finished_at_ms ELSE ?5 END, \
+     error = ?3, lease_owner = NULL, lease_until_ms = NULL \
+     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2 \
+     RETURNING status";
+
+const CANCEL: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', finished_at_ms = ?1, lease_owner = NULL, \
+     lease_until_ms = NULL WHERE id = ?2 AND status IN ('queued', 'running') RETURNING ",
+    columns!()
+);
+
+const COUNTS: &str = "SELECT status, dead, priority, n FROM job_counts WHERE n != 0";
+
+const OLDEST: &str =
+    "SELECT MIN(run_after_ms) FROM jobs WHERE status = 'queued' AND run_after_ms <= ?1";
+
+const DEAD_LETTERS: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM jobs WHERE dead = 1 ORDER BY finished_at_ms, seq LIMIT ?1"
+);
+
+const RETRY_DEAD: &str = concat!(
+    "UPDATE jobs SET status = 'queued', dead = 0, attempts = 0, run_after_ms = ?1, \
+     finished_at_ms = NULL WHERE id = ?2 AND dead = 1 RETURNING ",
+    columns!()
+);
+
+const DELETE_DEAD: &str = "DELETE FROM jobs WHERE id = ?1 AND dead = 1";
+
+const SET_WEBHOOK: &str = "UPDATE jobs SET webhook = ?1 WHERE id = ?2";
+
+const PURGE: &str = "DELETE FROM jobs WHERE dead = 0 AND finished_at_ms IS NOT NULL \
+     AND finished_at_ms < ?1 AND status IN ('completed', 'failed', 'cancelled')";
 
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
@@ -45,6 +156,10 @@ fn migrator() -> Migrator {
         include_str!("migrations/0001_jobs.sql").into_sql_str(),
         false,
     )])
+}
+
+fn limit_arg(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 impl SqliteQueue {
@@ -78,35 +193,15 @@ impl SqliteQueue {
         self.pool.close().await;
     }
 
-    async fn begin(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, QueueError> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(conn)
+    /// A write transaction (`BEGIN IMMEDIATE`); dropped uncommitted, it
+    /// rolls back.
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, QueueError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, QueueError> {
-        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(GET).bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
-    }
-}
-
-/// Ends a transaction begun with [`SqliteQueue::begin`]: commits when
-/// `result` is a success, rolls back otherwise (the connection returns to
-/// the pool with no transaction open).
-async fn settle<T>(
-    mut conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    result: Result<T, QueueError>,
-) -> Result<T, QueueError> {
-    match result {
-        Ok(value) => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(value)
-        }
-        Err(error) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err(error)
-        }
     }
 }
 
@@ -165,43 +260,12 @@ async fn lease_in(
     lease_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<Job>, QueueError> {
-    // Queued jobs whose deadline passed never start.
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', finished_at_ms = ?, \
-             error = 'the deadline passed before the job could start' \
-             WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?",
-    )
-    .bind(now_ms)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
-    // A lease that expired on the last attempt: its worker stopped.
-    sqlx::query(
-            "UPDATE jobs SET status = 'failed', dead = 1, finished_at_ms = ?, \
-             lease_owner = NULL, lease_until_ms = NULL, \
-             error = COALESCE(error || '; ', '') || 'the lease of the last attempt expired (its worker stopped)' \
-             WHERE status = 'running' AND lease_until_ms < ? AND attempts >= max_attempts",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    let sql = format!(
-        "UPDATE jobs SET status = 'running', lease_owner = ?, lease_until_ms = ?, \
-             attempts = attempts + 1, started_at_ms = COALESCE(started_at_ms, ?) \
-             WHERE seq IN (SELECT seq FROM jobs \
-               WHERE (status = 'queued' AND run_after_ms <= ?) \
-                  OR (status = 'running' AND lease_until_ms < ?) \
-               ORDER BY priority DESC, seq LIMIT ?) \
-             RETURNING {COLUMNS}"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(SWEEP).bind(now_ms).execute(&mut *conn).await?;
+    let rows = sqlx::query(PICK)
         .bind(worker)
         .bind(now_ms.saturating_add(lease_ms))
         .bind(now_ms)
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(limit_arg(limit))
         .fetch_all(&mut *conn)
         .await?;
     jobs_from_rows(&rows)
@@ -215,18 +279,42 @@ async fn complete_in(
     result: &Value,
     now_ms: i64,
 ) -> Result<bool, QueueError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'completed', result = ?, error = NULL, finished_at_ms = ?, \
-         lease_owner = NULL, lease_until_ms = NULL \
-         WHERE id = ? AND status = 'running' AND lease_owner = ?",
-    )
-    .bind(result.to_string())
-    .bind(now_ms)
-    .bind(id)
-    .bind(worker)
-    .execute(&mut *conn)
-    .await?;
+    let done = sqlx::query(COMPLETE)
+        .bind(result.to_string())
+        .bind(now_ms)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// [`INSERT`]s `job`.
+async fn insert(
+    conn: &mut sqlx::SqliteConnection,
+    job: &NewJob,
+    now_ms: i64,
+) -> Result<Job, QueueError> {
+    let row = sqlx::query(INSERT)
+        .bind(&job.id)
+        .bind(&job.owner)
+        .bind(&job.idempotency_key)
+        .bind(&job.route)
+        .bind(job.request.to_string())
+        .bind(i64::from(job.priority.min(MAX_PRIORITY)))
+        .bind(i64::from(job.max_attempts.max(1)))
+        .bind(now_ms)
+        .bind(job.deadline_ms)
+        .bind(&job.webhook_url)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                QueueError::Duplicate(job.id.clone())
+            }
+            _ => failed(e),
+        })?;
+    Ok(job_from_row(&row)?.1)
 }
 
 #[async_trait]
@@ -236,50 +324,23 @@ impl Queue for SqliteQueue {
     }
 
     async fn submit(&self, job: NewJob, now_ms: i64) -> Result<(Job, bool), QueueError> {
-        let mut conn = self.begin().await?;
-        let result = async {
-            if let Some(key) = &job.idempotency_key {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE COALESCE(owner, '') = ? AND idempotency_key = ?"
-                );
-                let existing = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(job.owner.clone().unwrap_or_default())
-                    .bind(key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(row) = existing {
-                    return Ok((job_from_row(&row)?.1, false));
-                }
-            }
-            let sql = format!(
-                "INSERT INTO jobs (id, owner, idempotency_key, route, request, priority, status, \
-                 max_attempts, run_after_ms, deadline_ms, webhook_url, created_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&job.id)
-                .bind(&job.owner)
-                .bind(&job.idempotency_key)
-                .bind(&job.route)
-                .bind(job.request.to_string())
-                .bind(i64::from(job.priority.min(MAX_PRIORITY)))
-                .bind(i64::from(job.max_attempts.max(1)))
-                .bind(now_ms)
-                .bind(job.deadline_ms)
-                .bind(&job.webhook_url)
-                .bind(now_ms)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.is_unique_violation() => {
-                        QueueError::Duplicate(job.id.clone())
-                    }
-                    _ => failed(e),
-                })?;
-            Ok((job_from_row(&row)?.1, true))
-        }
-        .await;
-        settle(conn, result).await
+        let Some(key) = &job.idempotency_key else {
+            // Nothing to read first: one statement.
+            let mut conn = self.pool.acquire().await?;
+            return Ok((insert(&mut conn, &job, now_ms).await?, true));
+        };
+        let mut tx = self.begin().await?;
+        let existing = sqlx::query(FIND_IDEMPOTENT)
+            .bind(job.owner.clone().unwrap_or_default())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let submitted = match existing {
+            Some(row) => (job_from_row(&row)?.1, false),
+            None => (insert(&mut tx, &job, now_ms).await?, true),
+        };
+        tx.commit().await?;
+        Ok(submitted)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
@@ -296,9 +357,10 @@ impl Queue for SqliteQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.begin().await?;
-        let result = lease_in(&mut conn, worker, limit, lease_ms, now_ms).await;
-        settle(conn, result).await
+        let mut tx = self.begin().await?;
+        let jobs = lease_in(&mut tx, worker, limit, lease_ms, now_ms).await?;
+        tx.commit().await?;
+        Ok(jobs)
     }
 
     async fn heartbeat(
@@ -308,15 +370,13 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET lease_until_ms = ? \
-             WHERE id = ? AND status = 'running' AND lease_owner = ?",
-        )
-        .bind(now_ms.saturating_add(lease_ms))
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(HEARTBEAT)
+            .bind(now_ms.saturating_add(lease_ms))
+            .bind(id)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -340,18 +400,15 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<(bool, Vec<Job>), QueueError> {
-        let mut conn = self.begin().await?;
-        let result = async {
-            let done = complete_in(&mut conn, id, worker, result, now_ms).await?;
-            let jobs = if limit == 0 {
-                Vec::new()
-            } else {
-                lease_in(&mut conn, worker, limit, lease_ms, now_ms).await?
-            };
-            Ok((done, jobs))
-        }
-        .await;
-        settle(conn, result).await
+        let mut tx = self.begin().await?;
+        let done = complete_in(&mut tx, id, worker, result, now_ms).await?;
+        let jobs = if limit == 0 {
+            Vec::new()
+        } else {
+            lease_in(&mut tx, worker, limit, lease_ms, now_ms).await?
+        };
+        tx.commit().await?;
+        Ok((done, jobs))
     }
 
     async fn fail(
@@ -362,48 +419,20 @@ impl Queue for SqliteQueue {
         retry_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<Failed, QueueError> {
-        let mut conn = self.begin().await?;
-        let result = async {
-            let row = sqlx::query(
-                "SELECT attempts, max_attempts FROM jobs \
-                 WHERE id = ? AND status = 'running' AND lease_owner = ?",
-            )
+        let mut conn = self.pool.acquire().await?;
+        let status: Option<String> = sqlx::query_scalar(FAIL)
             .bind(id)
             .bind(worker)
+            .bind(error)
+            .bind(retry_at_ms)
+            .bind(now_ms)
             .fetch_optional(&mut *conn)
             .await?;
-            let Some(row) = row else { return Ok(Failed::NotLeased) };
-            let attempts: i64 = row.try_get("attempts")?;
-            let max_attempts: i64 = row.try_get("max_attempts")?;
-            match retry_at_ms {
-                Some(run_after_ms) if attempts < max_attempts => {
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'queued', run_after_ms = ?, error = ?, \
-                         lease_owner = NULL, lease_until_ms = NULL WHERE id = ?",
-                    )
-                    .bind(run_after_ms)
-                    .bind(error)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(Failed::Retrying { run_after_ms })
-                }
-                _ => {
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'failed', dead = 1, error = ?, finished_at_ms = ?, \
-                         lease_owner = NULL, lease_until_ms = NULL WHERE id = ?",
-                    )
-                    .bind(error)
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(Failed::Dead)
-                }
-            }
-        }
-        .await;
-        settle(conn, result).await
+        Ok(match (status.as_deref(), retry_at_ms) {
+            (None, _) => Failed::NotLeased,
+            (Some("queued"), Some(run_after_ms)) => Failed::Retrying { run_after_ms },
+            _ => Failed::Dead,
+        })
     }
 
     async fn release(
@@ -413,55 +442,47 @@ impl Queue for SqliteQueue {
         run_after_ms: i64,
         _now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_after_ms = ?, attempts = MAX(attempts - 1, 0), \
-             lease_owner = NULL, lease_until_ms = NULL \
-             WHERE id = ? AND status = 'running' AND lease_owner = ?",
-        )
-        .bind(run_after_ms)
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(RELEASE)
+            .bind(run_after_ms)
+            .bind(id)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', finished_at_ms = ?, lease_owner = NULL, \
-             lease_until_ms = NULL WHERE id = ? AND status IN ('queued', 'running')",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        self.job(id).await
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(CANCEL).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
+        let row = match row {
+            Some(row) => Some(row),
+            // Final already, or no such job: as it is. (On this connection:
+            // an in-memory queue has no other.)
+            None => sqlx::query(GET).bind(id).fetch_optional(&mut *conn).await?,
+        };
+        row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
     }
 
     async fn stats(&self, now_ms: i64) -> Result<QueueStats, QueueError> {
+        // One read transaction: the counts and the oldest wait of one moment.
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(COUNTS).fetch_all(&mut *tx).await?;
+        let oldest: Option<i64> =
+            sqlx::query_scalar(OLDEST).bind(now_ms).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
         let mut stats = QueueStats::default();
-        let rows = sqlx::query(
-            "SELECT priority, COUNT(*) AS n FROM jobs WHERE status = 'queued' GROUP BY priority",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let priority: i64 = row.try_get("priority")?;
-            let n: i64 = row.try_get("n")?;
-            let slot = usize::try_from(priority).unwrap_or(0).min(usize::from(MAX_PRIORITY));
-            stats.pending[slot] += u64::try_from(n).unwrap_or(0);
-        }
-        let rows = sqlx::query(
-            "SELECT status, dead, COUNT(*) AS n FROM jobs WHERE status != 'queued' \
-             GROUP BY status, dead",
-        )
-        .fetch_all(&self.pool)
-        .await?;
         for row in rows {
             let status: String = row.try_get("status")?;
             let dead = row.try_get::<i64, _>("dead")? != 0;
+            let priority: i64 = row.try_get("priority")?;
             let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
             match JobStatus::parse(&status) {
+                Some(JobStatus::Queued) => {
+                    let slot =
+                        usize::try_from(priority).unwrap_or(0).min(usize::from(MAX_PRIORITY));
+                    stats.pending[slot] += n;
+                }
                 Some(JobStatus::Running) => stats.running += n,
                 Some(JobStatus::Completed) => stats.completed += n,
                 Some(JobStatus::Failed) => {
@@ -471,68 +492,99 @@ impl Queue for SqliteQueue {
                     }
                 }
                 Some(JobStatus::Cancelled) => stats.cancelled += n,
-                Some(JobStatus::Queued) | None => {}
+                None => {}
             }
         }
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(run_after_ms) FROM jobs WHERE status = 'queued' AND run_after_ms <= ?",
-        )
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await?;
         stats.oldest_wait_ms = oldest.map(|t| now_ms.saturating_sub(t));
         Ok(stats)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE dead = 1 ORDER BY finished_at_ms, seq LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(DEAD_LETTERS).bind(limit_arg(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(|r| job_from_row(r).map(|(_, job)| job)).collect()
     }
 
     async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        let sql = format!(
-            "UPDATE jobs SET status = 'queued', dead = 0, attempts = 0, run_after_ms = ?, \
-             finished_at_ms = NULL WHERE id = ? AND dead = 1 RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(RETRY_DEAD).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
     }
 
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
-        let done = sqlx::query("DELETE FROM jobs WHERE id = ? AND dead = 1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(DELETE_DEAD).bind(id).execute(&mut *conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError> {
-        let done = sqlx::query("UPDATE jobs SET webhook = ? WHERE id = ?")
-            .bind(status.to_string())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let done =
+            sqlx::query(SET_WEBHOOK).bind(status.to_string()).bind(id).execute(&mut *conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn purge(&self, before_ms: i64) -> Result<u64, QueueError> {
-        let done = sqlx::query(
-            "DELETE FROM jobs WHERE dead = 0 AND status IN ('completed', 'failed', 'cancelled') \
-             AND finished_at_ms < ?",
-        )
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(PURGE).bind(before_ms).execute(&mut *conn).await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every statement the engine runs, by name.
+    const STATEMENTS: &[(&str, &str)] = &[
+        ("get", GET),
+        ("find_idempotent", FIND_IDEMPOTENT),
+        ("insert", INSERT),
+        ("sweep", SWEEP),
+        ("pick", PICK),
+        ("complete", COMPLETE),
+        ("heartbeat", HEARTBEAT),
+        ("release", RELEASE),
+        ("fail", FAIL),
+        ("cancel", CANCEL),
+        ("counts", COUNTS),
+        ("oldest", OLDEST),
+        ("dead_letters", DEAD_LETTERS),
+        ("retry_dead", RETRY_DEAD),
+        ("delete_dead", DELETE_DEAD),
+        ("set_webhook", SET_WEBHOOK),
+        ("purge", PURGE),
+    ];
+
+    /// Partial indexes that a statement may read in order from their
+    /// start: they hold only what that statement is after (queued jobs, in
+    /// lease order; dead letters), and it stops at its `LIMIT`.
+    const SCANNABLE: &[&str] =
+        &["SCAN jobs USING COVERING INDEX jobs_queued", "SCAN jobs USING INDEX jobs_dead"];
+
+    /// No statement reads the whole table, nor an index of every job: each
+    /// one searches an index, or reads one of the partial indexes above
+    /// in order (the finished jobs kept for their TTL are never read).
+    #[tokio::test]
+    async fn queue_statements_use_indexes() {
+        let q = SqliteQueue::open("sqlite::memory:").await.unwrap();
+        let mut plans = Vec::new();
+        for (name, sql) in STATEMENTS {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(explain)).fetch_all(&q.pool).await.unwrap();
+            for row in rows {
+                let detail: String = row.try_get("detail").unwrap();
+                plans.push(format!("{name}: {detail}"));
+                if detail.starts_with("SCAN jobs") {
+                    assert!(SCANNABLE.contains(&detail.as_str()), "{name} scans: {detail}\n{sql}");
+                }
+            }
+            if *name != "insert" {
+                let searched = plans.iter().any(|p| {
+                    p.starts_with(&format!("{name}: SEARCH jobs USING"))
+                        || p.starts_with(&format!("{name}: SCAN job"))
+                });
+                assert!(searched, "{name} uses no index: {plans:#?}");
+            }
+        }
     }
 }
