@@ -3,22 +3,33 @@
 //! Every change that reads before it writes runs in a `BEGIN IMMEDIATE`
 //! transaction, so two workers never lease the same job.
 //!
+//! This process's writes take turns on an in-process lock before they
+//! touch SQLite: SQLite has one writer at a time, and a connection that
+//! finds the database locked waits in its busy handler, which sleeps and
+//! tries again, so under contention the writers of one process would be
+//! ordered by ms-scale sleeps, and one could be passed over until its busy
+//! timeout ran out. The busy timeout stays for other processes. Reads run
+//! on the other connections of the pool beside a write (WAL).
+//!
 //! Every statement is answered from an index (a test checks their query
 //! plans): the ones that find work use partial indexes of queued or
 //! running jobs only, and the counts of `stats` are kept in a table of
 //! their own, so the finished jobs kept for their TTL cost nothing.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
 
@@ -136,6 +147,9 @@ const PURGE: &str = "DELETE FROM jobs WHERE dead = 0 AND finished_at_ms IS NOT N
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     pool: SqlitePool,
+    /// Held around each of this process's writes: they take turns here,
+    /// in the order they came, not in SQLite's busy handler.
+    writes: Arc<Mutex<()>>,
 }
 
 fn failed(error: impl std::fmt::Display) -> QueueError {
@@ -175,6 +189,7 @@ impl SqliteQueue {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Normal)
+            // For other processes' writes: this one's take turns in `writes`.
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             // An in-memory database lives only as long as its one connection.
@@ -185,7 +200,7 @@ impl SqliteQueue {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await.map_err(failed)?;
-        Ok(SqliteQueue { pool })
+        Ok(SqliteQueue { pool, writes: Arc::new(Mutex::new(())) })
     }
 
     /// Closes the pool (an in-memory queue is gone).
@@ -193,10 +208,21 @@ impl SqliteQueue {
         self.pool.close().await;
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`); dropped uncommitted, it
-    /// rolls back.
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, QueueError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A connection to write on, this process's turn to write held with it
+    /// (the turn first: a write waiting for its turn holds no connection).
+    async fn writer(&self) -> Result<(MutexGuard<'_, ()>, PoolConnection<Sqlite>), QueueError> {
+        let turn = self.writes.lock().await;
+        Ok((turn, self.pool.acquire().await?))
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`), with this process's turn to
+    /// write: keep the turn until the transaction is committed. Dropped
+    /// uncommitted, it rolls back.
+    async fn begin(
+        &self,
+    ) -> Result<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>), QueueError> {
+        let turn = self.writes.lock().await;
+        Ok((turn, self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, QueueError> {
@@ -326,10 +352,10 @@ impl Queue for SqliteQueue {
     async fn submit(&self, job: NewJob, now_ms: i64) -> Result<(Job, bool), QueueError> {
         let Some(key) = &job.idempotency_key else {
             // Nothing to read first: one statement.
-            let mut conn = self.pool.acquire().await?;
+            let (_turn, mut conn) = self.writer().await?;
             return Ok((insert(&mut conn, &job, now_ms).await?, true));
         };
-        let mut tx = self.begin().await?;
+        let (_turn, mut tx) = self.begin().await?;
         let existing = sqlx::query(FIND_IDEMPOTENT)
             .bind(job.owner.clone().unwrap_or_default())
             .bind(key)
@@ -357,7 +383,7 @@ impl Queue for SqliteQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
+        let (_turn, mut tx) = self.begin().await?;
         let jobs = lease_in(&mut tx, worker, limit, lease_ms, now_ms).await?;
         tx.commit().await?;
         Ok(jobs)
@@ -370,7 +396,7 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let done = sqlx::query(HEARTBEAT)
             .bind(now_ms.saturating_add(lease_ms))
             .bind(id)
@@ -387,7 +413,7 @@ impl Queue for SqliteQueue {
         result: &Value,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         complete_in(&mut conn, id, worker, result, now_ms).await
     }
 
@@ -400,7 +426,7 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<(bool, Vec<Job>), QueueError> {
-        let mut tx = self.begin().await?;
+        let (_turn, mut tx) = self.begin().await?;
         let done = complete_in(&mut tx, id, worker, result, now_ms).await?;
         let jobs = if limit == 0 {
             Vec::new()
@@ -419,7 +445,7 @@ impl Queue for SqliteQueue {
         retry_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<Failed, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let status: Option<String> = sqlx::query_scalar(FAIL)
             .bind(id)
             .bind(worker)
@@ -442,7 +468,7 @@ impl Queue for SqliteQueue {
         run_after_ms: i64,
         _now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let done = sqlx::query(RELEASE)
             .bind(run_after_ms)
             .bind(id)
@@ -453,8 +479,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (turn, mut conn) = self.writer().await?;
         let row = sqlx::query(CANCEL).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
+        drop(turn);
         let row = match row {
             Some(row) => Some(row),
             // Final already, or no such job: as it is. (On this connection:
@@ -505,26 +532,26 @@ impl Queue for SqliteQueue {
     }
 
     async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let row = sqlx::query(RETRY_DEAD).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
     }
 
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let done = sqlx::query(DELETE_DEAD).bind(id).execute(&mut *conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let done =
             sqlx::query(SET_WEBHOOK).bind(status.to_string()).bind(id).execute(&mut *conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn purge(&self, before_ms: i64) -> Result<u64, QueueError> {
-        let mut conn = self.pool.acquire().await?;
+        let (_turn, mut conn) = self.writer().await?;
         let done = sqlx::query(PURGE).bind(before_ms).execute(&mut *conn).await?;
         Ok(done.rows_affected())
     }
