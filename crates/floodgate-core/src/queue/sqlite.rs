@@ -3,19 +3,23 @@
 //! Every change that reads before it writes runs in a `BEGIN IMMEDIATE`
 //! transaction, so two workers never lease the same job.
 //!
-//! This process's writes take turns on an in-process lock before they
-//! touch SQLite: SQLite has one writer at a time, and a connection that
-//! finds the database locked waits in its busy handler, which sleeps and
-//! tries again, so under contention the writers of one process would be
+//! This process writes on one connection of its own, its writes taking
+//! turns on an in-process lock around it: SQLite has one writer at a time,
+//! and connections that find the database locked wait in its busy handler,
+//! which sleeps and tries again, so the writers of one process would be
 //! ordered by ms-scale sleeps, and one could be passed over until its busy
-//! timeout ran out. The busy timeout stays for other processes. Reads run
-//! on the other connections of the pool beside a write (WAL).
+//! timeout ran out. The busy timeout stays for other processes. One writer
+//! connection also keeps its page cache (a connection drops its cache when
+//! it finds that another one wrote) and its prepared statements warm. Reads
+//! run beside it on a pool of their own (WAL); in memory, where the one
+//! connection is the database, they take their turn on the writer's.
 //!
 //! Every statement is answered from an index (a test checks their query
 //! plans): the ones that find work use partial indexes of queued or
 //! running jobs only, and the counts of `stats` are kept in a table of
 //! their own, so the finished jobs kept for their TTL cost nothing.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +32,8 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
 
@@ -146,10 +150,48 @@ const PURGE: &str = "DELETE FROM jobs WHERE dead = 0 AND finished_at_ms IS NOT N
 
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
-    pool: SqlitePool,
-    /// Held around each of this process's writes: they take turns here,
-    /// in the order they came, not in SQLite's busy handler.
-    writes: Arc<Mutex<()>>,
+    /// The connection this process writes on; `None` once closed. Its lock
+    /// is each write's turn: they take turns in the order they came.
+    writer: Arc<Mutex<Option<Writer>>>,
+    /// Connections to read on beside the writer; `None` in memory.
+    reads: Option<SqlitePool>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: SqliteConnection,
+    /// A transaction was begun and not ended: its future was dropped
+    /// before it committed. The next turn rolls it back.
+    open: bool,
+}
+
+/// The writer, this process's turn to write held with it.
+type Turn<'a> = MappedMutexGuard<'a, Writer>;
+
+/// A connection to read on: one of the pool, or in memory the writer's.
+enum Reader<'a> {
+    Pool(PoolConnection<Sqlite>),
+    Writer(Turn<'a>),
+}
+
+impl Deref for Reader<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Reader::Pool(conn) => conn,
+            Reader::Writer(turn) => &turn.conn,
+        }
+    }
+}
+
+impl DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Reader::Pool(conn) => conn,
+            Reader::Writer(turn) => &mut turn.conn,
+        }
+    }
 }
 
 fn failed(error: impl std::fmt::Display) -> QueueError {
@@ -189,45 +231,93 @@ impl SqliteQueue {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Normal)
-            // For other processes' writes: this one's take turns in `writes`.
+            // For other processes' writes: this one's take turns on `writer`.
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database lives only as long as its one connection.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(u32::from(in_memory))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        migrator().run(&pool).await.map_err(failed)?;
-        Ok(SqliteQueue { pool, writes: Arc::new(Mutex::new(())) })
+        let mut conn = options.connect().await?;
+        migrator().run(&mut conn).await.map_err(failed)?;
+        let reads = if in_memory {
+            // An in-memory database is its one connection's.
+            None
+        } else {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(3)
+                .min_connections(0)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                // A local file's connection does not go stale: no ping first.
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await?;
+            Some(pool)
+        };
+        let writer = Writer { conn, open: false };
+        Ok(SqliteQueue { writer: Arc::new(Mutex::new(Some(writer))), reads })
     }
 
-    /// Closes the pool (an in-memory queue is gone).
+    /// Closes the connections (an in-memory queue is gone); every call
+    /// after this fails.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if let Some(pool) = &self.reads {
+            pool.close().await;
+        }
+        // The last one closed: it checkpoints the WAL into the file.
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = writer.conn.close().await;
+        }
     }
 
-    /// A connection to write on, this process's turn to write held with it
-    /// (the turn first: a write waiting for its turn holds no connection).
-    async fn writer(&self) -> Result<(MutexGuard<'_, ()>, PoolConnection<Sqlite>), QueueError> {
-        let turn = self.writes.lock().await;
-        Ok((turn, self.pool.acquire().await?))
+    /// This process's turn to write, on the writer.
+    async fn turn(&self) -> Result<Turn<'_>, QueueError> {
+        let writer = self.writer.lock().await;
+        let mut turn = MutexGuard::try_map(writer, Option::as_mut)
+            .map_err(|_| failed("the queue is closed"))?;
+        if turn.open {
+            // Not committed, so undone (an error: it was not open after all).
+            let _ = sqlx::query("ROLLBACK").execute(&mut turn.conn).await;
+            turn.open = false;
+        }
+        Ok(turn)
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`), with this process's turn to
-    /// write: keep the turn until the transaction is committed. Dropped
-    /// uncommitted, it rolls back.
-    async fn begin(
-        &self,
-    ) -> Result<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>), QueueError> {
-        let turn = self.writes.lock().await;
-        Ok((turn, self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    /// A write transaction (`BEGIN IMMEDIATE`) on the writer; end it with
+    /// [`settle`], keeping the turn until then.
+    async fn begin(&self) -> Result<Turn<'_>, QueueError> {
+        let mut turn = self.turn().await?;
+        turn.open = true;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut turn.conn).await?;
+        Ok(turn)
+    }
+
+    async fn reader(&self) -> Result<Reader<'_>, QueueError> {
+        Ok(match &self.reads {
+            Some(pool) => Reader::Pool(pool.acquire().await?),
+            None => Reader::Writer(self.turn().await?),
+        })
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, QueueError> {
-        let row = sqlx::query(GET).bind(id).fetch_optional(&self.pool).await?;
+        let mut conn = self.reader().await?;
+        let row = sqlx::query(GET).bind(id).fetch_optional(&mut *conn).await?;
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
+    }
+}
+
+/// Ends a transaction begun with [`SqliteQueue::begin`]: commits when
+/// `result` is a success, rolls back otherwise.
+async fn settle<T>(mut turn: Turn<'_>, result: Result<T, QueueError>) -> Result<T, QueueError> {
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = sqlx::query(end).execute(&mut turn.conn).await;
+    match (result, ended) {
+        (Ok(value), Ok(_)) => {
+            turn.open = false;
+            Ok(value)
+        }
+        // The commit failed: the next turn rolls back (it is still open).
+        (Ok(_), Err(error)) => Err(error.into()),
+        (Err(error), ended) => {
+            turn.open = ended.is_err();
+            Err(error)
+        }
     }
 }
 
@@ -280,7 +370,7 @@ fn jobs_from_rows(rows: &[SqliteRow]) -> Result<Vec<Job>, QueueError> {
 
 /// The lease of [`Queue::lease`], in the transaction open on `conn`.
 async fn lease_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut SqliteConnection,
     worker: &str,
     limit: usize,
     lease_ms: i64,
@@ -299,7 +389,7 @@ async fn lease_in(
 
 /// The completion of [`Queue::complete`] on `conn`; `true` when it took effect.
 async fn complete_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut SqliteConnection,
     id: &str,
     worker: &str,
     result: &Value,
@@ -316,11 +406,7 @@ async fn complete_in(
 }
 
 /// [`INSERT`]s `job`.
-async fn insert(
-    conn: &mut sqlx::SqliteConnection,
-    job: &NewJob,
-    now_ms: i64,
-) -> Result<Job, QueueError> {
+async fn insert(conn: &mut SqliteConnection, job: &NewJob, now_ms: i64) -> Result<Job, QueueError> {
     let row = sqlx::query(INSERT)
         .bind(&job.id)
         .bind(&job.owner)
@@ -343,6 +429,16 @@ async fn insert(
     Ok(job_from_row(&row)?.1)
 }
 
+/// The rows of [`COUNTS`] and the oldest wait's start, on `conn`.
+async fn counts_on(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+) -> Result<(Vec<SqliteRow>, Option<i64>), QueueError> {
+    let rows = sqlx::query(COUNTS).fetch_all(&mut *conn).await?;
+    let oldest = sqlx::query_scalar(OLDEST).bind(now_ms).fetch_one(&mut *conn).await?;
+    Ok((rows, oldest))
+}
+
 #[async_trait]
 impl Queue for SqliteQueue {
     fn name(&self) -> &'static str {
@@ -352,21 +448,23 @@ impl Queue for SqliteQueue {
     async fn submit(&self, job: NewJob, now_ms: i64) -> Result<(Job, bool), QueueError> {
         let Some(key) = &job.idempotency_key else {
             // Nothing to read first: one statement.
-            let (_turn, mut conn) = self.writer().await?;
-            return Ok((insert(&mut conn, &job, now_ms).await?, true));
+            let mut turn = self.turn().await?;
+            return Ok((insert(&mut turn.conn, &job, now_ms).await?, true));
         };
-        let (_turn, mut tx) = self.begin().await?;
-        let existing = sqlx::query(FIND_IDEMPOTENT)
-            .bind(job.owner.clone().unwrap_or_default())
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let submitted = match existing {
-            Some(row) => (job_from_row(&row)?.1, false),
-            None => (insert(&mut tx, &job, now_ms).await?, true),
-        };
-        tx.commit().await?;
-        Ok(submitted)
+        let mut turn = self.begin().await?;
+        let submitted = async {
+            let existing = sqlx::query(FIND_IDEMPOTENT)
+                .bind(job.owner.clone().unwrap_or_default())
+                .bind(key)
+                .fetch_optional(&mut turn.conn)
+                .await?;
+            Ok(match existing {
+                Some(row) => (job_from_row(&row)?.1, false),
+                None => (insert(&mut turn.conn, &job, now_ms).await?, true),
+            })
+        }
+        .await;
+        settle(turn, submitted).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
@@ -383,10 +481,9 @@ impl Queue for SqliteQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let (_turn, mut tx) = self.begin().await?;
-        let jobs = lease_in(&mut tx, worker, limit, lease_ms, now_ms).await?;
-        tx.commit().await?;
-        Ok(jobs)
+        let mut turn = self.begin().await?;
+        let jobs = lease_in(&mut turn.conn, worker, limit, lease_ms, now_ms).await;
+        settle(turn, jobs).await
     }
 
     async fn heartbeat(
@@ -396,12 +493,12 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
+        let mut turn = self.turn().await?;
         let done = sqlx::query(HEARTBEAT)
             .bind(now_ms.saturating_add(lease_ms))
             .bind(id)
             .bind(worker)
-            .execute(&mut *conn)
+            .execute(&mut turn.conn)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -413,8 +510,8 @@ impl Queue for SqliteQueue {
         result: &Value,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
-        complete_in(&mut conn, id, worker, result, now_ms).await
+        let mut turn = self.turn().await?;
+        complete_in(&mut turn.conn, id, worker, result, now_ms).await
     }
 
     async fn complete_and_lease(
@@ -426,15 +523,18 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<(bool, Vec<Job>), QueueError> {
-        let (_turn, mut tx) = self.begin().await?;
-        let done = complete_in(&mut tx, id, worker, result, now_ms).await?;
-        let jobs = if limit == 0 {
-            Vec::new()
-        } else {
-            lease_in(&mut tx, worker, limit, lease_ms, now_ms).await?
-        };
-        tx.commit().await?;
-        Ok((done, jobs))
+        let mut turn = self.begin().await?;
+        let outcome = async {
+            let done = complete_in(&mut turn.conn, id, worker, result, now_ms).await?;
+            let jobs = if limit == 0 {
+                Vec::new()
+            } else {
+                lease_in(&mut turn.conn, worker, limit, lease_ms, now_ms).await?
+            };
+            Ok((done, jobs))
+        }
+        .await;
+        settle(turn, outcome).await
     }
 
     async fn fail(
@@ -445,14 +545,14 @@ impl Queue for SqliteQueue {
         retry_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<Failed, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
+        let mut turn = self.turn().await?;
         let status: Option<String> = sqlx::query_scalar(FAIL)
             .bind(id)
             .bind(worker)
             .bind(error)
             .bind(retry_at_ms)
             .bind(now_ms)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut turn.conn)
             .await?;
         Ok(match (status.as_deref(), retry_at_ms) {
             (None, _) => Failed::NotLeased,
@@ -468,36 +568,39 @@ impl Queue for SqliteQueue {
         run_after_ms: i64,
         _now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
+        let mut turn = self.turn().await?;
         let done = sqlx::query(RELEASE)
             .bind(run_after_ms)
             .bind(id)
             .bind(worker)
-            .execute(&mut *conn)
+            .execute(&mut turn.conn)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn cancel(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        let (turn, mut conn) = self.writer().await?;
-        let row = sqlx::query(CANCEL).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
-        drop(turn);
-        let row = match row {
-            Some(row) => Some(row),
-            // Final already, or no such job: as it is. (On this connection:
-            // an in-memory queue has no other.)
-            None => sqlx::query(GET).bind(id).fetch_optional(&mut *conn).await?,
-        };
+        let mut turn = self.turn().await?;
+        let mut row =
+            sqlx::query(CANCEL).bind(now_ms).bind(id).fetch_optional(&mut turn.conn).await?;
+        if row.is_none() {
+            // Final already, or no such job: as it is.
+            row = sqlx::query(GET).bind(id).fetch_optional(&mut turn.conn).await?;
+        }
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
     }
 
     async fn stats(&self, now_ms: i64) -> Result<QueueStats, QueueError> {
-        // One read transaction: the counts and the oldest wait of one moment.
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(COUNTS).fetch_all(&mut *tx).await?;
-        let oldest: Option<i64> =
-            sqlx::query_scalar(OLDEST).bind(now_ms).fetch_one(&mut *tx).await?;
-        tx.commit().await?;
+        let (rows, oldest) = match &self.reads {
+            Some(pool) => {
+                // One read transaction: the counts and the oldest wait of one moment.
+                let mut tx = pool.begin().await?;
+                let counts = counts_on(&mut tx, now_ms).await?;
+                tx.commit().await?;
+                counts
+            }
+            // No write runs beside this one.
+            None => counts_on(&mut self.turn().await?.conn, now_ms).await?,
+        };
         let mut stats = QueueStats::default();
         for row in rows {
             let status: String = row.try_get("status")?;
@@ -527,32 +630,39 @@ impl Queue for SqliteQueue {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
-        let rows = sqlx::query(DEAD_LETTERS).bind(limit_arg(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(DEAD_LETTERS)
+            .bind(limit_arg(limit))
+            .fetch_all(&mut *self.reader().await?)
+            .await?;
         rows.iter().map(|r| job_from_row(r).map(|(_, job)| job)).collect()
     }
 
     async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<Job>, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
-        let row = sqlx::query(RETRY_DEAD).bind(now_ms).bind(id).fetch_optional(&mut *conn).await?;
+        let mut turn = self.turn().await?;
+        let row =
+            sqlx::query(RETRY_DEAD).bind(now_ms).bind(id).fetch_optional(&mut turn.conn).await?;
         row.map(|r| job_from_row(&r).map(|(_, job)| job)).transpose()
     }
 
     async fn delete_dead(&self, id: &str) -> Result<bool, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
-        let done = sqlx::query(DELETE_DEAD).bind(id).execute(&mut *conn).await?;
+        let mut turn = self.turn().await?;
+        let done = sqlx::query(DELETE_DEAD).bind(id).execute(&mut turn.conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn set_webhook(&self, id: &str, status: &Value) -> Result<bool, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
-        let done =
-            sqlx::query(SET_WEBHOOK).bind(status.to_string()).bind(id).execute(&mut *conn).await?;
+        let mut turn = self.turn().await?;
+        let done = sqlx::query(SET_WEBHOOK)
+            .bind(status.to_string())
+            .bind(id)
+            .execute(&mut turn.conn)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn purge(&self, before_ms: i64) -> Result<u64, QueueError> {
-        let (_turn, mut conn) = self.writer().await?;
-        let done = sqlx::query(PURGE).bind(before_ms).execute(&mut *conn).await?;
+        let mut turn = self.turn().await?;
+        let done = sqlx::query(PURGE).bind(before_ms).execute(&mut turn.conn).await?;
         Ok(done.rows_affected())
     }
 }
@@ -562,25 +672,31 @@ mod tests {
     use super::*;
 
     /// Every statement the engine runs, by name.
-    const STATEMENTS: &[(&str, &str)] = &[
-        ("get", GET),
-        ("find_idempotent", FIND_IDEMPOTENT),
-        ("insert", INSERT),
-        ("sweep", SWEEP),
-        ("pick", PICK),
-        ("complete", COMPLETE),
-        ("heartbeat", HEARTBEAT),
-        ("release", RELEASE),
-        ("fail", FAIL),
-        ("cancel", CANCEL),
-        ("counts", COUNTS),
-        ("oldest", OLDEST),
-        ("dead_letters", DEAD_LETTERS),
-        ("retry_dead", RETRY_DEAD),
-        ("delete_dead", DELETE_DEAD),
-        ("set_webhook", SET_WEBHOOK),
-        ("purge", PURGE),
-    ];
+    fn statements() -> Vec<(&'static str, String)> {
+        let mut statements = vec![("pick", PICK.to_string())];
+        statements.extend(
+            [
+                ("get", GET),
+                ("find_idempotent", FIND_IDEMPOTENT),
+                ("insert", INSERT),
+                ("sweep", SWEEP),
+                ("complete", COMPLETE),
+                ("heartbeat", HEARTBEAT),
+                ("release", RELEASE),
+                ("fail", FAIL),
+                ("cancel", CANCEL),
+                ("counts", COUNTS),
+                ("oldest", OLDEST),
+                ("dead_letters", DEAD_LETTERS),
+                ("retry_dead", RETRY_DEAD),
+                ("delete_dead", DELETE_DEAD),
+                ("set_webhook", SET_WEBHOOK),
+                ("purge", PURGE),
+            ]
+            .map(|(name, sql)| (name, sql.to_string())),
+        );
+        statements
+    }
 
     /// Partial indexes that a statement may read in order from their
     /// start: they hold only what that statement is after (queued jobs, in
@@ -595,9 +711,12 @@ mod tests {
     async fn queue_statements_use_indexes() {
         let q = SqliteQueue::open("sqlite::memory:").await.unwrap();
         let mut plans = Vec::new();
-        for (name, sql) in STATEMENTS {
+        for (name, sql) in statements() {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(explain)).fetch_all(&q.pool).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(explain))
+                .fetch_all(&mut *q.reader().await.unwrap())
+                .await
+                .unwrap();
             for row in rows {
                 let detail: String = row.try_get("detail").unwrap();
                 plans.push(format!("{name}: {detail}"));
@@ -605,7 +724,7 @@ mod tests {
                     assert!(SCANNABLE.contains(&detail.as_str()), "{name} scans: {detail}\n{sql}");
                 }
             }
-            if *name != "insert" {
+            if name != "insert" {
                 let searched = plans.iter().any(|p| {
                     p.starts_with(&format!("{name}: SEARCH jobs USING"))
                         || p.starts_with(&format!("{name}: SCAN job"))
