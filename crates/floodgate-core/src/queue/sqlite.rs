@@ -1,7 +1,10 @@
 //! The embedded queue backend: one SQLite file of its own in WAL mode (the
 //! ledger's writes never wait for the queue's, nor the other way round).
-//! Every change that reads before it writes runs in a `BEGIN IMMEDIATE`
-//! transaction, so two workers never lease the same job.
+//! Every change is one statement where it can be: a statement is atomic
+//! (SQLite takes the write lock before it reads), so two workers never
+//! lease the same job; a lease, completion and all, is one. What must read
+//! before it writes in two (a submission with an idempotency key) runs in
+//! a `BEGIN IMMEDIATE` transaction.
 //!
 //! This process writes on one connection of its own, its writes taking
 //! turns on an in-process lock around it: SQLite has one writer at a time,
@@ -62,43 +65,75 @@ const INSERT: &str = concat!(
     columns!()
 );
 
-/// The lease's first step, at `?1` = now: queued jobs whose deadline passed
-/// never start; a lease that expired on the last attempt is a dead letter
-/// (its worker stopped). Both found from their partial indexes.
-const SWEEP: &str = "UPDATE jobs SET status = 'failed', dead = (status = 'running'), \
-     finished_at_ms = ?1, lease_owner = NULL, lease_until_ms = NULL, \
-     error = CASE status WHEN 'queued' THEN 'the deadline passed before the job could start' \
-       ELSE COALESCE(error || '; ', '') || 'the lease of the last attempt expired (its worker stopped)' END \
-     WHERE seq IN ( \
-       SELECT seq FROM jobs \
-         WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?1 \
-       UNION ALL \
-       SELECT seq FROM jobs \
-         WHERE status = 'running' AND lease_until_ms < ?1 AND attempts >= max_attempts)";
-
-/// The lease's second step: up to `limit` jobs for worker `?1`, leased
-/// until `?2`, at `?3` = now. The best `limit` queued jobs that may run
-/// (read in order from `jobs_queued`) and the best `limit` expired leases
-/// (from `jobs_leased`, sorted: there are few) are merged, and the best
-/// `limit` of both taken, so strict priority then FIFO holds across the
-/// two. The limit is written into the statement, not bound: SQLite plans
-/// for the value bound to a `LIMIT`, so a statement whose `LIMIT` is a
+/// A lease, in one statement (one round trip to SQLite's thread, one
+/// commit): up to `limit` jobs for worker `?1`, leased until `?2`, at `?3`
+/// = now, after the steps that come before it. Each row it changes is one
+/// step of [`Queue::complete_and_lease`], named in `todo.step`:
+///
+/// - `complete`: job `?5` (none when `?5` is NULL) completes with result
+///   `?4`, if `?1` holds its lease;
+/// - `deadline`: a queued job whose deadline passed never starts;
+/// - `expire`: a lease that expired on the last attempt is a dead letter
+///   (its worker stopped);
+/// - `lease`: the best `limit` queued jobs that may run (read in order
+///   from `jobs_queued`) and the best `limit` expired leases (from
+///   `jobs_leased`, sorted: there are few) are merged, and the best
+///   `limit` of both leased, so strict priority then FIFO holds across
+///   the two.
+///
+/// The steps take disjoint rows (a row the join meets twice would take one
+/// of them at random): `lease` passes over what `deadline` and `expire`
+/// take, as it would after them, and `expire` and `lease` pass over the
+/// job `complete` takes, as they would after it. `RETURNING` gives every
+/// row changed; their status tells the steps apart.
+///
+/// The limit is written into the statement, not bound: SQLite plans for
+/// the value bound to a `LIMIT`, so a statement whose `LIMIT` is a
 /// parameter is prepared again each time it is bound. This way each limit
 /// a worker asks for is one statement, prepared once.
-fn pick(limit: usize) -> String {
+fn lease_sql(limit: usize) -> String {
     format!(
         concat!(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until_ms = ?2, \
-             attempts = attempts + 1, started_at_ms = COALESCE(started_at_ms, ?3) \
-             WHERE seq IN (SELECT seq FROM ( \
-               SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
-                 WHERE status = 'queued' AND run_after_ms <= ?3 \
-                 ORDER BY priority DESC, seq LIMIT {limit}) \
+            "UPDATE jobs SET \
+               status = CASE todo.step WHEN 'lease' THEN 'running' \
+                 WHEN 'complete' THEN 'completed' ELSE 'failed' END, \
+               dead = CASE todo.step WHEN 'expire' THEN 1 ELSE dead END, \
+               attempts = attempts + (todo.step = 'lease'), \
+               lease_owner = CASE todo.step WHEN 'lease' THEN ?1 END, \
+               lease_until_ms = CASE todo.step WHEN 'lease' THEN ?2 END, \
+               started_at_ms = CASE todo.step WHEN 'lease' THEN COALESCE(started_at_ms, ?3) \
+                 ELSE started_at_ms END, \
+               finished_at_ms = CASE todo.step WHEN 'lease' THEN finished_at_ms ELSE ?3 END, \
+               result = CASE todo.step WHEN 'complete' THEN ?4 ELSE result END, \
+               error = CASE todo.step WHEN 'complete' THEN NULL \
+                 WHEN 'deadline' THEN 'the deadline passed before the job could start' \
+                 WHEN 'expire' THEN COALESCE(error || '; ', '') \
+                   || 'the lease of the last attempt expired (its worker stopped)' \
+                 ELSE error END \
+             FROM ( \
+               SELECT seq, 'complete' AS step FROM jobs \
+                 WHERE id = ?5 AND status = 'running' AND lease_owner = ?1 \
                UNION ALL \
-               SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
+               SELECT seq, 'deadline' FROM jobs \
+                 WHERE status = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms < ?3 \
+               UNION ALL \
+               SELECT seq, 'expire' FROM jobs \
                  WHERE status = 'running' AND lease_until_ms < ?3 \
+                   AND attempts >= max_attempts AND (id IS NOT ?5 OR lease_owner IS NOT ?1) \
+               UNION ALL \
+               SELECT seq, 'lease' FROM ( \
+                 SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
+                   WHERE status = 'queued' AND run_after_ms <= ?3 \
+                     AND (deadline_ms IS NULL OR deadline_ms >= ?3) \
+                   ORDER BY priority DESC, seq LIMIT {limit}) \
+                 UNION ALL \
+                 SELECT seq, priority FROM (SELECT seq, priority FROM jobs \
+                   WHERE status = 'running' AND lease_until_ms < ?3 \
+                     AND attempts < max_attempts AND (id IS NOT ?5 OR lease_owner IS NOT ?1) \
+                   ORDER BY priority DESC, seq LIMIT {limit}) \
                  ORDER BY priority DESC, seq LIMIT {limit}) \
-             ) ORDER BY priority DESC, seq LIMIT {limit}) \
+             ) AS todo \
+             WHERE jobs.seq = todo.seq \
              RETURNING ",
             columns!()
         ),
@@ -140,7 +175,7 @@ const COUNTS: &str = "SELECT status, dead, priority, n FROM job_counts WHERE n !
 const OLDEST: &str =
     "SELECT MIN(run_after_ms) FROM jobs WHERE status = 'queued' AND run_after_ms <= ?1";
 
-/// Its `LIMIT` is bound (see [`pick`]): an admin's call, seldom made.
+/// Its `LIMIT` is bound (see [`lease_sql`]): an admin's call, seldom made.
 const DEAD_LETTERS: &str = concat!(
     "SELECT ",
     columns!(),
@@ -373,29 +408,38 @@ fn job_from_row(row: &SqliteRow) -> Result<(i64, Job), QueueError> {
     ))
 }
 
-fn jobs_from_rows(rows: &[SqliteRow]) -> Result<Vec<Job>, QueueError> {
-    let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-    // RETURNING gives rows in no particular order: strict priority, then FIFO.
-    jobs.sort_by(|(seq_a, a), (seq_b, b)| b.priority.cmp(&a.priority).then(seq_a.cmp(seq_b)));
-    Ok(jobs.into_iter().map(|(_, job)| job).collect())
-}
-
-/// The lease of [`Queue::lease`], in the transaction open on `conn`.
-async fn lease_in(
+/// [`lease_sql`] for `worker`, after completing job `complete` (a job
+/// id and its result) if given: whether it completed, and the jobs leased.
+async fn lease_on(
     conn: &mut SqliteConnection,
     worker: &str,
+    complete: Option<(&str, &Value)>,
     limit: usize,
     lease_ms: i64,
     now_ms: i64,
-) -> Result<Vec<Job>, QueueError> {
-    sqlx::query(SWEEP).bind(now_ms).execute(&mut *conn).await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(pick(limit)))
+) -> Result<(bool, Vec<Job>), QueueError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(lease_sql(limit)))
         .bind(worker)
         .bind(now_ms.saturating_add(lease_ms))
         .bind(now_ms)
+        .bind(complete.map(|(_, result)| result.to_string()))
+        .bind(complete.map(|(id, _)| id))
         .fetch_all(&mut *conn)
         .await?;
-    jobs_from_rows(&rows)
+    let mut completed = false;
+    let mut leased = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (seq, job) = job_from_row(row)?;
+        match job.status {
+            JobStatus::Running => leased.push((seq, job)),
+            JobStatus::Completed => completed = true,
+            // Past its deadline, or its last lease expired.
+            _ => {}
+        }
+    }
+    // RETURNING gives rows in no particular order: strict priority, then FIFO.
+    leased.sort_by(|(seq_a, a), (seq_b, b)| b.priority.cmp(&a.priority).then(seq_a.cmp(seq_b)));
+    Ok((completed, leased.into_iter().map(|(_, job)| job).collect()))
 }
 
 /// The completion of [`Queue::complete`] on `conn`; `true` when it took effect.
@@ -492,9 +536,8 @@ impl Queue for SqliteQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut turn = self.begin().await?;
-        let jobs = lease_in(&mut turn.conn, worker, limit, lease_ms, now_ms).await;
-        settle(turn, jobs).await
+        let mut turn = self.turn().await?;
+        Ok(lease_on(&mut turn.conn, worker, None, limit, lease_ms, now_ms).await?.1)
     }
 
     async fn heartbeat(
@@ -534,18 +577,14 @@ impl Queue for SqliteQueue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<(bool, Vec<Job>), QueueError> {
-        let mut turn = self.begin().await?;
-        let outcome = async {
-            let done = complete_in(&mut turn.conn, id, worker, result, now_ms).await?;
-            let jobs = if limit == 0 {
-                Vec::new()
-            } else {
-                lease_in(&mut turn.conn, worker, limit, lease_ms, now_ms).await?
-            };
-            Ok((done, jobs))
+        let mut turn = self.turn().await?;
+        if limit == 0 {
+            return Ok((
+                complete_in(&mut turn.conn, id, worker, result, now_ms).await?,
+                Vec::new(),
+            ));
         }
-        .await;
-        settle(turn, outcome).await
+        lease_on(&mut turn.conn, worker, Some((id, result)), limit, lease_ms, now_ms).await
     }
 
     async fn fail(
@@ -684,13 +723,12 @@ mod tests {
 
     /// Every statement the engine runs, by name.
     fn statements() -> Vec<(&'static str, String)> {
-        let mut statements = vec![("pick 1", pick(1)), ("pick 16", pick(16))];
+        let mut statements = vec![("lease 1", lease_sql(1)), ("lease 16", lease_sql(16))];
         statements.extend(
             [
                 ("get", GET),
                 ("find_idempotent", FIND_IDEMPOTENT),
                 ("insert", INSERT),
-                ("sweep", SWEEP),
                 ("complete", COMPLETE),
                 ("heartbeat", HEARTBEAT),
                 ("release", RELEASE),

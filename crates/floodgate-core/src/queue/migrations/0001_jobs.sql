@@ -29,10 +29,11 @@ CREATE TABLE jobs (
 -- The same idempotency key of the same owner names one job ('' is the app's).
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (COALESCE(owner, ''), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- Queued jobs in lease order, strict priority then FIFO; run_after_ms is
--- there so that one waiting out a backoff is passed over without reading
--- its row.
-CREATE INDEX jobs_queued ON jobs (priority DESC, seq, run_after_ms) WHERE status = 'queued';
+-- Queued jobs in lease order, strict priority then FIFO; run_after_ms and
+-- deadline_ms are there so that one waiting out a backoff, or past its
+-- deadline, is passed over without reading its row.
+CREATE INDEX jobs_queued ON jobs (priority DESC, seq, run_after_ms, deadline_ms)
+    WHERE status = 'queued';
 -- The queued job that has waited longest (stats).
 CREATE INDEX jobs_queued_since ON jobs (run_after_ms) WHERE status = 'queued';
 -- Queued jobs whose deadline passes (the lease fails them).
