@@ -782,4 +782,33 @@ mod tests {
             }
         }
     }
+
+    /// A transaction whose future was dropped before it ended is rolled
+    /// back at the next turn, not left open under the next writes.
+    #[tokio::test]
+    async fn queue_a_dropped_transaction_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let q = SqliteQueue::open(&url).await.unwrap();
+        let new = |id: &str| NewJob {
+            id: id.to_string(),
+            owner: None,
+            route: "chat".to_string(),
+            request: Value::Null,
+            priority: 5,
+            max_attempts: 1,
+            webhook_url: None,
+            idempotency_key: None,
+            deadline_ms: None,
+        };
+        {
+            let mut turn = q.begin().await.unwrap();
+            insert(&mut turn.conn, &new("dropped"), 0).await.unwrap();
+            // Dropped here, as a cancelled call's future would be.
+        }
+        q.submit(new("next"), 1).await.unwrap();
+        assert!(q.get("dropped").await.unwrap().is_none());
+        assert!(q.get("next").await.unwrap().is_some(), "committed, not left in the dropped one");
+        assert_eq!(q.stats(2).await.unwrap().pending[5], 1);
+    }
 }
