@@ -359,8 +359,12 @@ async fn settle<T>(mut turn: Turn<'_>, result: Result<T, QueueError>) -> Result<
             turn.open = false;
             Ok(value)
         }
-        // The commit failed: the next turn rolls back (it is still open).
-        (Ok(_), Err(error)) => Err(error.into()),
+        (Ok(_), Err(error)) => {
+            // The commit failed: undone now, else at the next turn.
+            let undone = sqlx::query("ROLLBACK").execute(&mut turn.conn).await;
+            turn.open = undone.is_err();
+            Err(error.into())
+        }
         (Err(error), ended) => {
             turn.open = ended.is_err();
             Err(error)
