@@ -286,9 +286,11 @@ impl SqliteQueue {
             // An in-memory database is its one connection's.
             None
         } else {
+            // Opened now and kept open: a read never waits for a connection
+            // to be opened (nor fails to open one once the file is gone).
             let pool = SqlitePoolOptions::new()
                 .max_connections(3)
-                .min_connections(0)
+                .min_connections(3)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 // A local file's connection does not go stale: no ping first.
