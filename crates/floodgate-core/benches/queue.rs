@@ -16,7 +16,9 @@
 //! in BullMQ's bench, runs first; each run ends with a check that every job
 //! was completed once and that nothing is left queued or running. A call
 //! that SQLite answers "database is locked" (its 5 s busy timeout passed)
-//! is tried again, and counted in the report.
+//! is tried again, and counted in the report; there should be none, the
+//! queue's writes taking turns in-process (only another process writing
+//! the same file could cause one).
 //!
 //! Run with `cargo bench -p floodgate-core --bench queue`. Environment:
 //! `JOBS` (10000), `CONCURRENCY` (16), `BATCH` (the lease limit, 1 as
@@ -191,9 +193,9 @@ struct Run {
 }
 
 /// `$call.await.unwrap()`, but tried again (up to 100 times) while SQLite
-/// answers that the database is locked, its busy timeout (5 s) passed: one
-/// writer at a time, a connection can wait that long behind the others.
-/// Each such answer is counted in `$busy` and reported, not hidden.
+/// answers that the database is locked, its busy timeout (5 s) passed. The
+/// queue's own writes take turns on one connection, so none should; each
+/// such answer is counted in `$busy` and reported, not hidden.
 macro_rules! busy_retry {
     ($busy:expr, $call:expr) => {{
         let mut tries = 0;

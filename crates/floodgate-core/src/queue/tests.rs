@@ -532,3 +532,49 @@ async fn a_released_job_runs_again_without_its_attempt_counting() {
         );
     }
 }
+
+/// Thousands of finished jobs in the queue change nothing about a lease:
+/// it takes the same jobs in the same order (strict priority then FIFO,
+/// across queued jobs and expired leases), still fails what passed its
+/// deadline and passes over a backoff; the stats count the finished ones.
+#[tokio::test]
+async fn a_lease_is_the_same_among_thousands_of_finished_jobs() {
+    for (q, _dir) in queues().await {
+        let name = q.name();
+        for i in 0..5000 {
+            q.submit(job(&format!("old{i:04}"), (i % 11) as u8), i).await.unwrap();
+        }
+        loop {
+            let jobs = q.lease("w", 500, 1000, 10_000).await.unwrap();
+            if jobs.is_empty() {
+                break;
+            }
+            for j in &jobs {
+                assert!(q.complete(&j.id, "w", &json!(null), 10_001).await.unwrap(), "{name}");
+            }
+        }
+        // lost: leased by a worker that stops; its lease expires at 20,100.
+        q.submit(job("lost", 7), 20_000).await.unwrap();
+        assert_eq!(ids(&q.lease("stopped", 1, 100, 20_000).await.unwrap()), ["lost"], "{name}");
+        // retrying: waits out a backoff to 99,000.
+        q.submit(job("retrying", 10), 20_010).await.unwrap();
+        assert_eq!(ids(&q.lease("w", 1, 1000, 20_010).await.unwrap()), ["retrying"], "{name}");
+        q.fail("retrying", "w", "503", Some(99_000), 20_010).await.unwrap();
+        q.submit(NewJob { deadline_ms: Some(20_500), ..job("late", 10) }, 20_020).await.unwrap();
+        for (i, (id, priority)) in
+            [("a", 5u8), ("b", 9), ("c", 5), ("d", 0)].into_iter().enumerate()
+        {
+            q.submit(job(id, priority), 20_030 + i as i64).await.unwrap();
+        }
+        let first = q.lease("w2", 3, 1000, 21_000).await.unwrap();
+        assert_eq!(ids(&first), ["b", "lost", "a"], "{name}");
+        assert_eq!(first.iter().map(|j| j.attempts).collect::<Vec<_>>(), [1, 2, 1], "{name}");
+        assert_eq!(ids(&q.lease("w2", 10, 1000, 21_000).await.unwrap()), ["c", "d"], "{name}");
+        let late = q.get("late").await.unwrap().unwrap();
+        assert_eq!((late.status, late.dead), (JobStatus::Failed, false), "{name}");
+        let stats = q.stats(21_000).await.unwrap();
+        assert_eq!((stats.completed, stats.running, stats.failed), (5000, 5, 1), "{name}");
+        assert_eq!((stats.pending[10], stats.pending.iter().sum::<u64>()), (1, 1), "{name}");
+        assert_eq!(stats.oldest_wait_ms, None, "{name}: retrying waits until 99,000");
+    }
+}
