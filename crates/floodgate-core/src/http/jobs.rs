@@ -354,14 +354,15 @@ pub async fn events(
                             }
                         }
                     },
-                    _ = recheck.tick() => {
-                        if let Ok(Some(job)) = app.jobs.queue.get(&id).await
-                            && job.status.is_final()
-                        {
+                    _ = recheck.tick() => match app.jobs.queue.get(&id).await {
+                        Ok(Some(job)) if job.status.is_final() => {
                             let (event, data) = snapshot(&job);
                             return Some((Ok(sse(event, &data)), (app, id, sub, None, true)));
                         }
-                    }
+                        // Deleted meanwhile (a dead letter deleted, a result purged).
+                        Ok(None) => return None,
+                        Ok(Some(_)) | Err(_) => {}
+                    },
                     _ = keep_alive.tick() => {
                         return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (app, id, sub, None, false)));
                     }
