@@ -455,6 +455,9 @@ async fn run_leased(
             &request_id,
             admission,
             |choice, text| {
+                if !jobs.bus.wants(&topic) {
+                    return;
+                }
                 jobs.bus.publish(Message {
                     topic: topic.clone(),
                     event: "token".to_string(),

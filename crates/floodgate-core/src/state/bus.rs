@@ -146,6 +146,14 @@ impl Bus {
         self.deliver(message);
     }
 
+    /// Whether a message on `topic` could reach anyone: a listener here, or
+    /// (with Redis) on another node. Lets a publisher skip building
+    /// messages nobody hears.
+    pub fn wants(&self, topic: &str) -> bool {
+        self.redis.is_some()
+            || self.topics.lock().unwrap_or_else(PoisonError::into_inner).contains_key(topic)
+    }
+
     /// Topics with a listener on this node.
     pub fn topics(&self) -> usize {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner).len()
@@ -319,8 +327,10 @@ mod tests {
         assert_eq!(next(&mut two).await.data, json!(1));
         drop(one);
         assert_eq!(bus.topics(), 1);
+        assert!(bus.wants("job:1") && !bus.wants("job:2"));
         drop(two);
         assert_eq!(bus.topics(), 0);
+        assert!(!bus.wants("job:1"));
     }
 
     #[tokio::test]
