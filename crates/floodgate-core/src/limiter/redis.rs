@@ -21,11 +21,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::state::redis::RedisConnections;
+use crate::state::redis::{Lua, RedisConnections, is_noscript};
 use ::redis::aio::ConnectionManager;
-use ::redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, Script, ServerErrorKind, Value,
-};
+use ::redis::{Cmd, FromRedisValue, Pipeline, RedisError, Value};
 use async_trait::async_trait;
 
 use super::{
@@ -124,18 +122,6 @@ end
 return 0
 ";
 
-/// A script with its body, sent when Redis lost its script cache.
-struct Lua {
-    script: Script,
-    code: &'static str,
-}
-
-impl Lua {
-    fn new(code: &'static str) -> Lua {
-        Lua { script: Script::new(code), code }
-    }
-}
-
 pub struct RedisLimiter {
     connections: RedisConnections,
     prefix: String,
@@ -209,7 +195,7 @@ impl RedisLimiter {
         };
         let mut load = ::redis::pipe();
         for lua in [&limiter.admit, &limiter.adjust] {
-            load.cmd("SCRIPT").arg("LOAD").arg(lua.code).ignore();
+            load.cmd("SCRIPT").arg("LOAD").arg(lua.code()).ignore();
         }
         limiter.pipeline::<()>(&load).await?;
         Ok(limiter)
@@ -252,21 +238,13 @@ impl RedisLimiter {
         keys: &[String],
         args: &[String],
     ) -> Result<T, LimiterError> {
-        let call = |verb: &str, script: &str| {
-            let mut command = ::redis::cmd(verb);
-            command.arg(script).arg(keys.len());
-            for key in keys {
-                command.arg(key);
-            }
-            for arg in args {
-                command.arg(arg);
-            }
+        let call = |body: bool| {
+            let mut command = lua.command(body);
+            command.arg(keys.len()).arg(keys).arg(args);
             command
         };
-        match self.command(&call("EVALSHA", lua.script.get_hash())).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.command(&call("EVAL", lua.code)).await.map_err(failed)
-            }
+        match self.command(&call(false)).await {
+            Err(error) if is_noscript(&error) => self.command(&call(true)).await.map_err(failed),
             answer => answer.map_err(failed),
         }
     }
@@ -422,7 +400,7 @@ impl Limiter for RedisLimiter {
         for (key, rate, delta) in &settlement.adjust {
             pipeline
                 .cmd("EVALSHA")
-                .arg(self.adjust.script.get_hash())
+                .arg(self.adjust.hash())
                 .arg(1)
                 .arg(self.key(key))
                 .arg(rate.limit)
@@ -443,7 +421,7 @@ impl Limiter for RedisLimiter {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut connection = self.connection().await.map_err(failed)?;
         match pipeline.query_async::<()>(&mut connection).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            Err(error) if is_noscript(&error) => {
                 for (key, rate, delta) in &settlement.adjust {
                     self.adjust(key, *rate, *delta).await?;
                 }

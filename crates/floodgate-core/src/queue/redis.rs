@@ -36,12 +36,12 @@
 use std::collections::HashMap;
 
 use ::redis::aio::ConnectionManager;
-use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind};
+use ::redis::{FromRedisValue, RedisError};
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
-use crate::state::redis::RedisConnections;
+use crate::state::redis::{Lua, RedisConnections, is_noscript};
 
 /// Purge deletes this many jobs per script, so no script blocks Redis long.
 const PURGE_BATCH: usize = 1000;
@@ -523,18 +523,6 @@ return out
 "
 );
 
-/// A script with its body, sent when Redis lost its script cache.
-struct Lua {
-    script: Script,
-    code: &'static str,
-}
-
-impl Lua {
-    fn new(code: &'static str) -> Lua {
-        Lua { script: Script::new(code), code }
-    }
-}
-
 struct Scripts {
     submit: Lua,
     lease: Lua,
@@ -629,15 +617,15 @@ impl RedisQueue {
     /// prefix (ARGV[1]).
     async fn eval<T: FromRedisValue>(&self, lua: &Lua, args: &[&str]) -> Result<T, QueueError> {
         let base = self.job_key("");
-        let call = |verb: &str, script: &str| {
-            let mut command = ::redis::cmd(verb);
-            command.arg(script).arg(self.keys.len()).arg(&self.keys).arg(&base).arg(args);
+        let call = |body: bool| {
+            let mut command = lua.command(body);
+            command.arg(self.keys.len()).arg(&self.keys).arg(&base).arg(args);
             command
         };
         let mut connection = self.connection().await?;
-        match call("EVALSHA", lua.script.get_hash()).query_async(&mut connection).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                call("EVAL", lua.code).query_async(&mut connection).await.map_err(failed)
+        match call(false).query_async(&mut connection).await {
+            Err(error) if is_noscript(&error) => {
+                call(true).query_async(&mut connection).await.map_err(failed)
             }
             answer => answer.map_err(failed),
         }

@@ -87,6 +87,42 @@ impl RedisConnections {
     }
 }
 
+/// A Lua script run by its hash, with its body for when Redis lost its
+/// script cache (a restart, `SCRIPT FLUSH`): then one more round trip
+/// sends the body, which Redis caches again.
+#[derive(Debug)]
+pub struct Lua {
+    script: redis::Script,
+    code: &'static str,
+}
+
+impl Lua {
+    pub fn new(code: &'static str) -> Lua {
+        Lua { script: redis::Script::new(code), code }
+    }
+
+    pub fn hash(&self) -> &str {
+        self.script.get_hash()
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// `EVALSHA <hash>`, or with `body` `EVAL <script>`; the caller adds
+    /// the key count, keys and arguments.
+    pub fn command(&self, body: bool) -> redis::Cmd {
+        let mut command = redis::cmd(if body { "EVAL" } else { "EVALSHA" });
+        command.arg(if body { self.code } else { self.hash() });
+        command
+    }
+}
+
+/// Redis does not hold the script an `EVALSHA` named.
+pub fn is_noscript(error: &RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
 /// `text` matched literally by a Redis glob pattern (`SCAN MATCH`).
 pub fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
