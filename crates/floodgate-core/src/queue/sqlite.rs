@@ -23,18 +23,13 @@
 //! their own, so the finished jobs kept for their TTL cost nothing.
 
 use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{Sqlite, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -269,17 +264,9 @@ impl SqliteQueue {
     /// Opens (creating if needed) and migrates `url`: `sqlite://path` or
     /// `sqlite::memory:`. The file must be the queue's own, not the store's.
     pub async fn open(url: &str) -> Result<SqliteQueue, QueueError> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(if in_memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(SqliteSynchronous::Normal)
-            // For other processes' writes: this one's take turns on `writer`.
-            .busy_timeout(Duration::from_secs(5));
+        // Its busy timeout is for other processes' writes: this one's take
+        // turns on `writer`.
+        let (options, in_memory) = crate::store::sqlite::connect_options(url)?;
         let mut conn = options.connect().await?;
         migrator().run(&mut conn).await.map_err(failed)?;
         let reads = if in_memory {

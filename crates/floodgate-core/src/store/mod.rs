@@ -3,7 +3,7 @@
 
 mod postgres;
 mod sql;
-mod sqlite;
+pub(crate) mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
 

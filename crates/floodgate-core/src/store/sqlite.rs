@@ -117,6 +117,20 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// How every SQLite file here is opened (the store's and the job
+/// queue's): created when missing, WAL (or memory for an in-memory
+/// database, the `bool`), `synchronous = NORMAL`, and a 5 s wait for
+/// another connection's write lock.
+pub(crate) fn connect_options(url: &str) -> Result<(SqliteConnectOptions, bool), sqlx::Error> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(if in_memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    Ok((options, in_memory))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) and migrates `url` with the default pool.
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
@@ -127,16 +141,7 @@ impl SqliteStore {
     /// `sqlite::memory:`. An in-memory database ignores `pool`'s sizes.
     pub async fn open_with(url: &str, pool: &PoolConfig) -> Result<SqliteStore, StoreError> {
         pool.check()?;
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(if in_memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+        let (options, in_memory) = connect_options(url)?;
         // An in-memory database lives only as long as its one connection.
         let pool = if in_memory {
             SqlitePoolOptions::new()
