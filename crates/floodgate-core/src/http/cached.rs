@@ -348,7 +348,8 @@ fn decode(request: &Request, body: &Bytes) -> Option<ChatResponse> {
     .ok()
 }
 
-fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
+/// A complete answer's body in the client's format.
+pub(super) fn write_response(format: Format, resp: &ChatResponse) -> Bytes {
     match format {
         Format::Anthropic => anthropic::write_chat_response(resp),
         Format::OpenAi | Format::Gemini => openai::write_chat_response(resp),

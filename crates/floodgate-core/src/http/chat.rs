@@ -231,11 +231,7 @@ fn complete_response(
         resp.created = unix_now();
     }
     accounting.finish(Outcome::answered(&provider, &model, resp.usage, None).attempts(attempts));
-    let body = match format {
-        Format::Anthropic => anthropic::write_chat_response(&resp),
-        Format::OpenAi | Format::Gemini => openai::write_chat_response(&resp),
-    };
-    let mut response = json_response(body);
+    let mut response = json_response(cached::write_response(format, &resp));
     routed_headers(response.headers_mut(), &provider, &model, attempts);
     routing_headers(response.headers_mut(), waited, hedged);
     response
@@ -480,18 +476,16 @@ pub(crate) async fn run_job(
         }
     }
     let bytes = serde_json::to_vec(&body).map_err(|e| permanent(e.to_string(), 400))?;
-    let parsed = match format {
-        Format::Anthropic => anthropic::parse_chat_request(&bytes),
-        Format::OpenAi | Format::Gemini => openai::parse_chat_request(&bytes),
-    };
-    let req = parsed.map_err(|e| permanent(format!("the job's request is invalid: {e}"), 400))?;
+    let req = parse_request(format, &bytes)
+        .map_err(|e| permanent(format!("the job's request is invalid: {e}"), 400))?;
+    // The reader of the answer needs the request; `chat` takes it.
+    let mut reader = JobReader::new(format, &req);
     let client = Client { caller, rate: RateHeaders::default() };
     let id = RequestId(request_id.into());
     let mut info = RouteInfo::default();
     let headers = HeaderMap::new();
     let hints = ClientHints::default();
-    let result =
-        chat(app, &client, &headers, format, req.clone(), hints, admission, &id, &mut info).await;
+    let result = chat(app, &client, &headers, format, req, hints, admission, &id, &mut info).await;
     let response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -518,7 +512,6 @@ pub(crate) async fn run_job(
     };
     let mut stream = response.into_body();
     let mut parser = floodgate_protocol::sse::SseParser::new(4 << 20);
-    let mut reader = JobReader::new(format, &req);
     let mut collector = floodgate_protocol::StreamCollector::default();
     let mut ended = false;
     while !ended {
@@ -553,11 +546,20 @@ pub(crate) async fn run_job(
     if answer.created == 0 {
         answer.created = unix_now();
     }
-    let written = match format {
-        Format::Anthropic => anthropic::write_chat_response(&answer),
-        Format::OpenAi | Format::Gemini => openai::write_chat_response(&answer),
-    };
-    serde_json::from_slice(&written).map_err(|e| broken(format!("the answer is not JSON: {e}")))
+    serde_json::from_slice(&cached::write_response(format, &answer))
+        .map_err(|e| broken(format!("the answer is not JSON: {e}")))
+}
+
+/// A chat request body in `format` (`/v1/messages`' for Anthropic,
+/// `/v1/chat/completions`' otherwise) read into the canonical request.
+pub(super) fn parse_request(
+    format: Format,
+    bytes: &[u8],
+) -> Result<ChatRequest, floodgate_protocol::RequestError> {
+    match format {
+        Format::Anthropic => anthropic::parse_chat_request(bytes),
+        Format::OpenAi | Format::Gemini => openai::parse_chat_request(bytes),
+    }
 }
 
 /// Reads the gateway's own SSE back into canonical chunks.

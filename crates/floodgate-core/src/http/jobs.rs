@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use floodgate_protocol::{Format, RequestError, anthropic, openai};
+use floodgate_protocol::{Format, RequestError};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -131,11 +131,7 @@ pub async fn submit(
             },
         };
         let request_bytes = serde_json::to_vec(&request).unwrap_or_default();
-        let parsed = match format {
-            Format::Anthropic => anthropic::parse_chat_request(&request_bytes),
-            Format::OpenAi | Format::Gemini => openai::parse_chat_request(&request_bytes),
-        };
-        let parsed = parsed.map_err(|e| match e.param.as_deref() {
+        let parsed = super::chat::parse_request(format, &request_bytes).map_err(|e| match e.param.as_deref() {
             Some(p) => {
                 let message = e.message.strip_prefix(&format!("{p}: ")).unwrap_or(&e.message);
                 invalid(&format!("request.{p}"), message)
