@@ -524,12 +524,7 @@ async fn run_leased(
             let run_after = now_ms() + millis(wait.max(Duration::from_millis(100)));
             match jobs.queue.release(&job.id, &worker, run_after, now_ms()).await {
                 Ok(true) => {
-                    jobs.event(
-                        &job.id,
-                        "retrying",
-                        json!({"id": job.id, "attempt": job.attempts, "error": failure.message,
-                               "retry_at": rfc3339(run_after), "attempt_counted": false}),
-                    );
+                    retrying(&jobs, &job, &failure.message, run_after, false);
                     "waiting"
                 }
                 Ok(false) => "lost_lease",
@@ -551,12 +546,7 @@ async fn run_leased(
             let now = now_ms();
             match jobs.queue.fail(&job.id, &worker, &failure.message, retry_at, now).await {
                 Ok(Failed::Retrying { run_after_ms }) => {
-                    jobs.event(
-                        &job.id,
-                        "retrying",
-                        json!({"id": job.id, "attempt": job.attempts, "error": failure.message,
-                               "retry_at": rfc3339(run_after_ms), "attempt_counted": true}),
-                    );
+                    retrying(&jobs, &job, &failure.message, run_after_ms, true);
                     "retried"
                 }
                 Ok(Failed::Dead) => {
@@ -628,6 +618,13 @@ async fn run_chain(
         )
         .await;
     }
+}
+
+/// A job's `retrying` event: queued again to run from `run_after_ms`.
+fn retrying(jobs: &Jobs, job: &Job, error: &str, run_after_ms: i64, attempt_counted: bool) {
+    let data = json!({"id": job.id, "attempt": job.attempts, "error": error,
+                      "retry_at": rfc3339(run_after_ms), "attempt_counted": attempt_counted});
+    jobs.event(&job.id, "retrying", data);
 }
 
 /// The job as the queue has just recorded it: a dead letter.
