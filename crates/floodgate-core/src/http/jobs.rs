@@ -315,8 +315,8 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Response {
     let result = async {
-        visible(&app, &client, &id).await?;
-        // Listen first, then read: nothing that happens in between is lost.
+        // Listen first, then read: nothing that happens in between is lost
+        // (a refused read drops the subscription).
         let subscription = app.jobs.bus.subscribe(&jobs::topic(&id));
         let job = visible(&app, &client, &id).await?;
         let (event, data) = snapshot(&job);
