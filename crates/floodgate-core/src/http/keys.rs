@@ -24,6 +24,14 @@ use crate::time;
 
 const SCOPES: &[&str] = &["publish"];
 
+/// The most room patterns one key may list.
+const MAX_ROOMS: usize = 100;
+/// The longest room pattern, in characters.
+const MAX_ROOM_PATTERN: usize = 128;
+/// What a room pattern may be made of, for the messages that refuse one.
+const ROOM_CHARACTERS: &str =
+    "A-Z a-z 0-9 _ - . : @ and * (any run of characters), e.g. \"team-42-*\"";
+
 /// `Some(None)` for an explicit `null`, `None` when absent.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -48,6 +56,8 @@ struct KeyFields {
     budget_period: Option<BudgetPeriod>,
     metadata: Option<Value>,
     scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rooms: Option<Option<Vec<String>>>,
     /// RFC 3339, e.g. `2027-01-01T00:00:00Z`.
     #[serde(default, deserialize_with = "nullable")]
     expires_at: Option<Option<String>>,
@@ -58,7 +68,7 @@ fn parse_fields(bytes: &[u8]) -> Result<KeyFields, ApiError> {
         bytes,
         "key",
         "valid fields: name, models, rpm, tpm, max_concurrent, max_budget_usd, \
-         budget_period (day|month|total), metadata, scopes, expires_at",
+         budget_period (day|month|total), metadata, scopes, rooms, expires_at",
     )
 }
 
@@ -128,6 +138,12 @@ fn apply(app: &AppState, key: &mut VirtualKey, fields: KeyFields) -> Result<(), 
         }
         key.scopes = scopes;
     }
+    if let Some(rooms) = fields.rooms {
+        if let Some(list) = &rooms {
+            check_rooms(list).map_err(invalid)?;
+        }
+        key.rooms = rooms;
+    }
     if let Some(expires) = fields.expires_at {
         key.expires_at_ms = match expires {
             None => None,
@@ -139,6 +155,40 @@ fn apply(app: &AppState, key: &mut VirtualKey, fields: KeyFields) -> Result<(), 
         };
     }
     Ok(())
+}
+
+/// A key's room patterns: at most [`MAX_ROOMS`], each 1 to
+/// [`MAX_ROOM_PATTERN`] of [`ROOM_CHARACTERS`]. An empty list is fine: that
+/// key may use no room.
+fn check_rooms(rooms: &[String]) -> Result<(), String> {
+    if rooms.len() > MAX_ROOMS {
+        return Err(format!(
+            "rooms: {} patterns is too many; valid: at most {MAX_ROOMS}, or null for every room",
+            rooms.len()
+        ));
+    }
+    for (i, pattern) in rooms.iter().enumerate() {
+        // Counted before the characters are checked, so a long pattern is
+        // not echoed back whole.
+        let length = pattern.chars().count();
+        if !(1..=MAX_ROOM_PATTERN).contains(&length) {
+            return Err(format!(
+                "rooms[{i}] is {length} characters long; valid: 1 to {MAX_ROOM_PATTERN} \
+                 characters from {ROOM_CHARACTERS}"
+            ));
+        }
+        if let Some(bad) = pattern.chars().find(|c| !is_room_char(*c)) {
+            return Err(format!(
+                "rooms[{i}]: {pattern:?} holds {bad:?}; valid: 1 to {MAX_ROOM_PATTERN} \
+                 characters from {ROOM_CHARACTERS}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_room_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '*')
 }
 
 fn view(key: &VirtualKey) -> Value {
@@ -154,6 +204,7 @@ fn view(key: &VirtualKey) -> Value {
         "budget_period": key.budget_period.as_str(),
         "metadata": key.metadata,
         "scopes": key.scopes,
+        "rooms": key.rooms,
         "expires_at": key.expires_at_ms.map(time::rfc3339),
         "created_at": time::rfc3339(key.created_at_ms),
         "updated_at": time::rfc3339(key.updated_at_ms),
@@ -197,6 +248,7 @@ pub async fn create_key(State(app): State<AppState>, headers: HeaderMap, body: B
             budget_period: BudgetPeriod::Total,
             metadata: json!({}),
             scopes: Vec::new(),
+            rooms: None,
             expires_at_ms: None,
             created_at_ms: now,
             updated_at_ms: now,
@@ -420,4 +472,34 @@ pub async fn usage(
     }
     .await;
     admin(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_patterns_are_checked_at_their_bounds() {
+        let patterns = |n: usize, pattern: &str| vec![pattern.to_string(); n];
+        for fine in [
+            vec![],
+            patterns(MAX_ROOMS, "room"),
+            patterns(1, &"a".repeat(MAX_ROOM_PATTERN)),
+            vec!["*".into(), "team-42-*".into(), "Org_1.chat:general@eu".into()],
+        ] {
+            assert_eq!(check_rooms(&fine), Ok(()), "{fine:?}");
+        }
+        for (bad, expected) in [
+            (patterns(MAX_ROOMS + 1, "room"), "101 patterns"),
+            (patterns(1, &"a".repeat(MAX_ROOM_PATTERN + 1)), "rooms[0] is 129 characters"),
+            (vec!["ok".into(), String::new()], "rooms[1] is 0 characters"),
+            (patterns(1, "team 42"), "holds ' '"),
+            (patterns(1, "team/42"), "holds '/'"),
+            (patterns(1, "équipe"), "holds 'é'"),
+        ] {
+            let message = check_rooms(&bad).unwrap_err();
+            assert!(message.starts_with("rooms"), "{message}");
+            assert!(message.contains(expected), "{message:?} should say {expected:?}");
+        }
+    }
 }

@@ -140,6 +140,9 @@ pub struct VirtualKey {
     pub metadata: serde_json::Value,
     /// Extra rights, e.g. `publish` (rooms).
     pub scopes: Vec<String>,
+    /// Room name patterns this key may subscribe to and publish to (`*` matches any run of
+    /// characters, e.g. `team-42-*`); `None` means every room.
+    pub rooms: Option<Vec<String>>,
     /// Unix milliseconds.
     pub expires_at_ms: Option<i64>,
     pub created_at_ms: i64,

@@ -41,22 +41,22 @@ const KEY_WRITE_LOCK: i64 = 0x0066_672d_6b65_7973;
 macro_rules! key_columns {
     () => {
         "id, name, hash, prefix, models, rpm, tpm, max_concurrent, max_budget_usd, \
-         budget_period, metadata::TEXT AS metadata, scopes, expires_at_ms, created_at_ms, \
-         updated_at_ms, revoked_at_ms, seq"
+         budget_period, metadata::TEXT AS metadata, scopes, rooms, expires_at_ms, \
+         created_at_ms, updated_at_ms, revoked_at_ms, seq"
     };
 }
 
 const PUT_KEY: &str = concat!(
     "INSERT INTO virtual_keys (id, name, hash, prefix, models, rpm, tpm, max_concurrent, \
-     max_budget_usd, budget_period, metadata, scopes, expires_at_ms, created_at_ms, \
+     max_budget_usd, budget_period, metadata, scopes, rooms, expires_at_ms, created_at_ms, \
      updated_at_ms, revoked_at_ms, seq) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::JSONB, $12, $13, $14, $15, $16, \
-     nextval('virtual_keys_seq')) \
+     $17, nextval('virtual_keys_seq')) \
      ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash, \
      prefix = excluded.prefix, models = excluded.models, rpm = excluded.rpm, \
      tpm = excluded.tpm, max_concurrent = excluded.max_concurrent, \
      max_budget_usd = excluded.max_budget_usd, budget_period = excluded.budget_period, \
-     metadata = excluded.metadata, scopes = excluded.scopes, \
+     metadata = excluded.metadata, scopes = excluded.scopes, rooms = excluded.rooms, \
      expires_at_ms = excluded.expires_at_ms, created_at_ms = excluded.created_at_ms, \
      updated_at_ms = excluded.updated_at_ms, revoked_at_ms = excluded.revoked_at_ms, \
      seq = excluded.seq RETURNING ",
@@ -74,13 +74,22 @@ pub struct PostgresStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "ledger and keys".into(),
-        MigrationType::Simple,
-        include_str!("migrations/postgres/0001_ledger_and_keys.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "ledger and keys".into(),
+            MigrationType::Simple,
+            include_str!("migrations/postgres/0001_ledger_and_keys.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "key rooms".into(),
+            MigrationType::Simple,
+            include_str!("migrations/postgres/0002_key_rooms.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl PostgresStore {
@@ -162,6 +171,7 @@ fn key_from_row(row: &PgRow) -> Result<VirtualKey, StoreError> {
         budget_period: sql::to_budget_period(&budget_period)?,
         metadata: sql::from_json(&metadata, "metadata")?,
         scopes: row.try_get("scopes")?,
+        rooms: row.try_get("rooms")?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
@@ -254,6 +264,7 @@ impl Store for PostgresStore {
             .bind(key.budget_period.as_str())
             .bind(metadata)
             .bind(key.scopes.as_slice())
+            .bind(key.rooms.as_deref())
             .bind(key.expires_at_ms)
             .bind(key.created_at_ms)
             .bind(key.updated_at_ms)

@@ -50,20 +50,20 @@ const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
 macro_rules! key_columns {
     () => {
         "id, name, hash, prefix, models, rpm, tpm, max_concurrent, max_budget_usd, \
-         budget_period, metadata, scopes, expires_at_ms, created_at_ms, updated_at_ms, \
-         revoked_at_ms, seq"
+         budget_period, metadata, scopes, rooms, expires_at_ms, created_at_ms, \
+         updated_at_ms, revoked_at_ms, seq"
     };
 }
 
 const PUT_KEY: &str = concat!(
     "INSERT INTO virtual_keys (",
     key_columns!(),
-    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash, \
      prefix = excluded.prefix, models = excluded.models, rpm = excluded.rpm, \
      tpm = excluded.tpm, max_concurrent = excluded.max_concurrent, \
      max_budget_usd = excluded.max_budget_usd, budget_period = excluded.budget_period, \
-     metadata = excluded.metadata, scopes = excluded.scopes, \
+     metadata = excluded.metadata, scopes = excluded.scopes, rooms = excluded.rooms, \
      expires_at_ms = excluded.expires_at_ms, created_at_ms = excluded.created_at_ms, \
      updated_at_ms = excluded.updated_at_ms, revoked_at_ms = excluded.revoked_at_ms, \
      seq = excluded.seq RETURNING ",
@@ -112,6 +112,13 @@ fn migrator() -> Migrator {
             "keys and ledger".into(),
             MigrationType::Simple,
             include_str!("migrations/0002_keys_and_ledger.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "key rooms".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0003_key_rooms.sql").into_sql_str(),
             false,
         ),
     ])
@@ -178,6 +185,7 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKey, StoreError> {
     let models: Option<String> = row.try_get("models")?;
     let metadata: String = row.try_get("metadata")?;
     let scopes: String = row.try_get("scopes")?;
+    let rooms: Option<String> = row.try_get("rooms")?;
     let budget_period: String = row.try_get("budget_period")?;
     Ok(VirtualKey {
         id: row.try_get("id")?,
@@ -192,6 +200,7 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKey, StoreError> {
         budget_period: sql::to_budget_period(&budget_period)?,
         metadata: sql::from_json(&metadata, "metadata")?,
         scopes: sql::from_json(&scopes, "scopes")?,
+        rooms: rooms.map(|r| sql::from_json(&r, "rooms")).transpose()?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
@@ -295,6 +304,7 @@ impl Store for SqliteStore {
         let models = key.models.as_ref().map(|m| sql::to_json(m, "models")).transpose()?;
         let metadata = sql::to_json(&key.metadata, "metadata")?;
         let scopes = sql::to_json(&key.scopes, "scopes")?;
+        let rooms = key.rooms.as_ref().map(|r| sql::to_json(r, "rooms")).transpose()?;
         // The immediate transaction holds the write lock from here to the
         // commit, so no other writer can take the same `seq`.
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
@@ -314,6 +324,7 @@ impl Store for SqliteStore {
             .bind(key.budget_period.as_str())
             .bind(metadata)
             .bind(scopes)
+            .bind(rooms)
             .bind(key.expires_at_ms)
             .bind(key.created_at_ms)
             .bind(key.updated_at_ms)
@@ -387,7 +398,7 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         assert_eq!(store.usage_totals().await.unwrap()[0].requests, 2);
         assert_eq!(store.key_spend("key_1", 0).await.unwrap(), 1.0);
         assert_eq!(store.get_key("key_1").await.unwrap(), Some(stored.clone()));
@@ -437,6 +448,32 @@ mod tests {
             .unwrap();
         assert_eq!((report[0].key_id.as_deref(), report[0].requests), (None, 3));
         assert_eq!(store.record_usage(&[record("new")]).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_from_before_room_rules_may_use_every_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = file_url(&dir);
+        {
+            let pool = SqlitePoolOptions::new()
+                .connect_with(SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true))
+                .await
+                .unwrap();
+            let before = Migrator::with_migrations(migrator().migrations[..2].to_vec());
+            before.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO virtual_keys (id, name, hash, prefix, budget_period, metadata, \
+                 scopes, created_at_ms, updated_at_ms, seq) \
+                 VALUES ('key_old', 'old', 'h', 'fg-abcdef', 'total', '{}', '[]', 1, 1, 1)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&url).await.unwrap();
+        let old = store.get_key("key_old").await.unwrap().unwrap();
+        assert_eq!((old.name.as_str(), old.rooms), ("old", None));
     }
 
     #[tokio::test]

@@ -55,6 +55,7 @@ pub(crate) fn key(id: &str) -> VirtualKey {
         budget_period: BudgetPeriod::Total,
         metadata: serde_json::json!({}),
         scopes: Vec::new(),
+        rooms: None,
         expires_at_ms: None,
         created_at_ms: 1,
         updated_at_ms: 1,
@@ -394,6 +395,7 @@ async fn keys_round_trip_every_field(store: Arc<dyn Store>) {
             "empty": {},
         }),
         scopes: vec!["publish".into(), "admin:read".into()],
+        rooms: Some(vec!["team-42-*".into(), "lobby".into(), "*".into()]),
         expires_at_ms: Some(MIDNIGHT + 30 * DAY),
         created_at_ms: MIDNIGHT - 5,
         updated_at_ms: MIDNIGHT,
@@ -402,6 +404,7 @@ async fn keys_round_trip_every_field(store: Arc<dyn Store>) {
     };
     let no_models = VirtualKey {
         models: Some(vec![]),
+        rooms: Some(vec![]),
         budget_period: BudgetPeriod::Day,
         revoked_at_ms: Some(MIDNIGHT + 1),
         expires_at_ms: Some(-1),
@@ -412,7 +415,9 @@ async fn keys_round_trip_every_field(store: Arc<dyn Store>) {
         max_budget_usd: Some(0.0),
         ..key("key_some_models")
     };
-    for key in [everything, no_models, some_models] {
+    // Rewriting a key replaces every field, `None` lists included.
+    let every_room = VirtualKey { models: Some(vec![]), rooms: None, ..everything.clone() };
+    for key in [everything, no_models, some_models, every_room] {
         let stored = store.put_key(&key).await.unwrap();
         assert!(stored.seq > 0);
         assert_eq!(stored, VirtualKey { seq: stored.seq, ..key.clone() });

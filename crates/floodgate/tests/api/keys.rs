@@ -389,3 +389,54 @@ async fn keys_are_stored_only_as_hashes() {
         );
     }
 }
+
+#[tokio::test]
+async fn room_rules_are_shown_kept_cleared_and_checked() {
+    let app = spawn().await;
+    let admin = |method: Method, path: String, body: Option<Value>| {
+        let app = &app;
+        async move { json_of(app.send_as(Some(MASTER), method, &path, body.as_ref()).await).await }
+    };
+    let rooms = json!(["team-42-*", "lobby"]);
+    let (status, _, created) =
+        admin(Method::POST, "/admin/keys".into(), Some(json!({"name": "team-42", "rooms": rooms})))
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["rooms"], rooms);
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/admin/keys/{id}");
+    let (_, _, shown) = admin(Method::GET, path.clone(), None).await;
+    assert_eq!(shown["rooms"], rooms, "{shown}");
+    let (_, _, list) = admin(Method::GET, "/admin/keys".into(), None).await;
+    assert_eq!(list["keys"][0]["rooms"], rooms, "{list}");
+
+    // A PATCH without `rooms` keeps them; an empty list means no room; null, every room.
+    let (_, _, patched) = admin(Method::PATCH, path.clone(), Some(json!({"rpm": 5}))).await;
+    assert_eq!(patched["rooms"], rooms, "{patched}");
+    let (_, _, patched) = admin(Method::PATCH, path.clone(), Some(json!({"rooms": []}))).await;
+    assert_eq!(patched["rooms"], json!([]), "{patched}");
+    let (status, _, patched) =
+        admin(Method::PATCH, path.clone(), Some(json!({"rooms": null}))).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert!(patched["rooms"].is_null(), "{patched}");
+    let (_, _, shown) = admin(Method::GET, path.clone(), None).await;
+    assert!(shown["rooms"].is_null(), "{shown}");
+
+    let too_many: Vec<String> = (0..101).map(|i| format!("room-{i}")).collect();
+    let bad = [
+        (Method::POST, "/admin/keys".to_string(), json!({"name": "x", "rooms": ["team 42"]})),
+        (Method::PATCH, path.clone(), json!({"rooms": too_many})),
+    ];
+    for (method, target, body) in bad {
+        let (status, _, answer) = admin(method, target, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("rooms"), "{message:?} should name rooms");
+        assert!(message.contains("valid:"), "{message:?} should say what is valid");
+    }
+    // Neither refusal changed the key.
+    let (_, _, shown) = admin(Method::GET, path, None).await;
+    assert!(shown["rooms"].is_null(), "{shown}");
+    let (_, _, list) = admin(Method::GET, "/admin/keys".into(), None).await;
+    assert_eq!(list["keys"].as_array().unwrap().len(), 1, "{list}");
+}

@@ -1,0 +1,3 @@
+-- The rooms a key may subscribe and publish to: name patterns (`*` matches
+-- any run of characters). NULL means every room; an empty array, none.
+ALTER TABLE virtual_keys ADD COLUMN IF NOT EXISTS rooms TEXT[];
