@@ -45,6 +45,7 @@ use crate::pipeline::shed::{self, InFlight};
 use crate::pricing::PriceTable;
 use crate::providers::Provider;
 use crate::queue::{Queue, RedisQueue, SqliteQueue};
+use crate::realtime::Realtime;
 use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
@@ -96,6 +97,8 @@ pub struct Shared {
     pub in_flight: Arc<InFlight>,
     /// The job queue, its events and webhooks.
     pub jobs: Arc<Jobs>,
+    /// WebSocket, Socket.IO and SSE subscribers, and room publishing.
+    pub realtime: Arc<Realtime>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {
@@ -285,7 +288,15 @@ impl App {
             }
         };
         let signing = config.queue.webhook_secret.clone().or_else(|| config.master_key.clone());
-        let jobs = Jobs::new(queue, config.queue.clone(), bus, node, signing);
+        let jobs = Jobs::new(queue, config.queue.clone(), bus.clone(), node.clone(), signing);
+        let realtime = Realtime::new(
+            config.realtime.clone(),
+            bus,
+            jobs.clone(),
+            redis.clone().map(|c| (c, config.state.redis_prefix.as_str())),
+            &node,
+        );
+        tasks.spawn(realtime.clone().run_upkeep(background.clone()));
         tasks.spawn(jobs.clone().run_cancel_listener(background.clone()));
         tasks.spawn(jobs.clone().run_upkeep(background.clone()));
 
@@ -320,6 +331,7 @@ impl App {
             draining: CancellationToken::new(),
             in_flight: InFlight::new(config_max_in_flight),
             jobs,
+            realtime,
         }));
         Ok(App { state, background, tasks, ledger_task })
     }
@@ -399,6 +411,9 @@ impl App {
             Some(result) => result,
             None => {
                 self.state.draining.cancel();
+                // Realtime connections close at once ("going away"): their
+                // clients reconnect to another node.
+                self.state.realtime.closing.cancel();
                 let grace = self.state.config.server.shutdown_grace;
                 tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections; draining in-flight requests");
                 match tokio::time::timeout(grace, &mut all_done).await {
@@ -504,6 +519,17 @@ impl Worker {
                 () = connections.wait() => {}
                 () = self.abort.cancelled() => {}
             }
+            // Upgraded (WebSocket) connections run outside the tracker:
+            // they are closing ("going away"); let them say so.
+            let realtime = self.state.realtime.clone();
+            tokio::select! {
+                () = async {
+                    while realtime.open() > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                } => {}
+                () = self.abort.cancelled() => {}
+            }
             // Running jobs finish within the grace period; past it they
             // are given back to the queue (which takes a moment).
             tokio::select! {
@@ -554,6 +580,9 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/jobs", post(http::jobs::submit))
         .route("/v1/jobs/{id}", get(http::jobs::get).delete(http::jobs::cancel))
         .route("/v1/jobs/{id}/events", get(http::jobs::events))
+        .route("/v1/rooms/{name}/messages", post(http::realtime::publish))
+        .route("/v1/rooms/{name}/events", get(http::realtime::events))
+        .route("/v1/rooms/{name}/presence", get(http::realtime::presence))
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_key))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
     let admin = axum::Router::new()
@@ -579,6 +608,10 @@ pub fn router(state: AppState) -> axum::Router {
             http::admin::require_master,
         ))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
+    // The key may come in `?token=` (browsers cannot set WebSocket headers).
+    let realtime = axum::Router::new()
+        .route("/ws", get(http::realtime::ws))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admission::limit_ip));
     let ops = axum::Router::new()
         .route("/health", get(http::ops::health))
         .route("/health/ready", get(http::ops::ready))
@@ -588,9 +621,12 @@ pub fn router(state: AppState) -> axum::Router {
         .br(state.config.server.compression);
     client
         .merge(admin)
+        .merge(realtime)
         .merge(ops)
         .fallback(http::no_route)
         .method_not_allowed_fallback(http::wrong_method)
+        // Socket.IO answers `/socket.io/` itself; every other path passes through.
+        .layer(crate::realtime::socketio::layer(state.realtime.clone(), state.auth.clone()))
         .layer(compression)
         .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), shed::shed))
         .layer(axum::middleware::from_fn(observe::observe))

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod pricing;
 pub mod providers;
 pub mod queue;
+pub mod realtime;
 pub mod routing;
 pub mod secrets;
 pub mod shutdown;

@@ -64,6 +64,14 @@ pub mod metric {
     pub const QUEUE_WEBHOOKS: &str = "floodgate_queue_webhooks_total";
     pub const QUEUE_WORKERS_BUSY: &str = "floodgate_queue_workers_busy";
     pub const BUS_DROPPED: &str = "floodgate_bus_messages_dropped_total";
+    pub const REALTIME_CONNECTIONS: &str = "floodgate_realtime_connections";
+    pub const REALTIME_SUBSCRIPTIONS: &str = "floodgate_realtime_subscriptions";
+    pub const REALTIME_TOPICS: &str = "floodgate_realtime_topics";
+    pub const REALTIME_MESSAGES: &str = "floodgate_realtime_messages_total";
+    pub const REALTIME_PUBLISHED: &str = "floodgate_realtime_published_total";
+    pub const REALTIME_DROPPED: &str = "floodgate_realtime_dropped_total";
+    pub const REALTIME_REFUSED: &str = "floodgate_realtime_connections_refused_total";
+    pub const REALTIME_FANOUT: &str = "floodgate_realtime_fanout_seconds";
 }
 
 /// Latency buckets in seconds: 1 ms to 10 min, dense where gateway overhead lives.
@@ -71,6 +79,10 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0, 600.0,
 ];
+
+/// Fan-out buckets in seconds: 100 µs to 5 s.
+const FANOUT_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -80,6 +92,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(metric::REALTIME_FANOUT.to_string()),
+                        FANOUT_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -235,6 +253,30 @@ fn describe() {
     describe_counter!(metric::QUEUE_ERRORS, "Failed job queue backend calls, by operation.");
     describe_counter!(metric::QUEUE_WEBHOOKS, "Job webhook delivery attempts, by outcome.");
     describe_gauge!(metric::QUEUE_WORKERS_BUSY, "This node's job workers running a job.");
+    describe_gauge!(
+        metric::REALTIME_CONNECTIONS,
+        "Realtime connections open on this node, by transport (ws, socketio, sse)."
+    );
+    describe_gauge!(metric::REALTIME_SUBSCRIPTIONS, "Topic subscriptions on this node.");
+    describe_gauge!(metric::REALTIME_TOPICS, "Topics with a subscriber on this node.");
+    describe_counter!(
+        metric::REALTIME_MESSAGES,
+        "Realtime messages: in = frames from clients, out = messages handed to subscribers."
+    );
+    describe_counter!(metric::REALTIME_PUBLISHED, "Room messages published through this node.");
+    describe_counter!(
+        metric::REALTIME_DROPPED,
+        "Realtime losses: slow_consumer = connections closed for a full send buffer, \
+         lagged = messages the fan-out missed."
+    );
+    describe_counter!(
+        metric::REALTIME_REFUSED,
+        "Realtime connections refused, by reason (node_full, key_full, draining, disabled, auth)."
+    );
+    describe_histogram!(
+        metric::REALTIME_FANOUT,
+        "From a room message's publication (on any node) to its hand-off to every subscriber here."
+    );
     describe_counter!(
         metric::BUS_DROPPED,
         "Topic messages (job events) that reached only this node, by reason."

@@ -45,6 +45,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub queue: QueueConfig,
+    pub realtime: RealtimeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +254,79 @@ impl QueueConfig {
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(10),
             webhook_attempts: 5,
+        }
+    }
+}
+
+/// Realtime connections (`[realtime]`): `/ws`, Socket.IO and room SSE.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    pub enabled: bool,
+    /// Realtime connections on this node (all transports) before new ones
+    /// are refused with a retry hint.
+    pub max_connections: usize,
+    /// Per virtual key (or end user) on this node; 0 = no cap.
+    pub max_connections_per_key: usize,
+    /// Topics one connection may listen to at once.
+    pub max_subscriptions: usize,
+    /// Messages queued for one connection before it is dropped as too slow.
+    pub send_buffer: usize,
+    /// Largest incoming frame, and largest published `data`.
+    pub max_message_bytes: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Rooms' options when no `[[realtime.rooms]]` rule matches.
+    pub default_room: RoomOptions,
+    /// First match wins.
+    pub rooms: Vec<RoomRule>,
+    /// Room patterns a JWT end user may join; `{sub}` is their id.
+    pub user_rooms: Vec<String>,
+}
+
+/// What a room keeps: its last messages (for recovery) and who is in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomOptions {
+    /// Messages kept; 0 keeps none (no recovery).
+    pub history_size: usize,
+    /// How long a quiet room's history is kept.
+    pub history_ttl: Duration,
+    pub presence: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomRule {
+    pub pattern: String,
+    pub options: RoomOptions,
+}
+
+impl RealtimeConfig {
+    /// The options of room `name` (without the `room:` prefix).
+    pub fn room(&self, name: &str) -> &RoomOptions {
+        self.rooms
+            .iter()
+            .find(|r| crate::realtime::pattern_matches(&r.pattern, name))
+            .map_or(&self.default_room, |r| &r.options)
+    }
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            enabled: true,
+            max_connections: 10_000,
+            max_connections_per_key: 1_000,
+            max_subscriptions: 100,
+            send_buffer: 256,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            default_room: RoomOptions {
+                history_size: 0,
+                history_ttl: Duration::from_secs(600),
+                presence: false,
+            },
+            rooms: Vec::new(),
+            user_rooms: vec!["user-{sub}".to_string(), "user-{sub}-*".to_string()],
         }
     }
 }
@@ -703,6 +777,7 @@ impl Builder<'_> {
         let jwt = raw.auth.and_then(|a| a.jwt).and_then(|j| self.jwt(j));
         let queue = self.queue(raw.queue.unwrap_or_default(), &state, &database.url, env);
         let limits = self.limits(raw.limits.unwrap_or_default(), jwt.as_ref());
+        let realtime = self.realtime(raw.realtime.unwrap_or_default());
         Config {
             listen,
             master_key,
@@ -748,6 +823,120 @@ impl Builder<'_> {
             limits,
             cache,
             queue,
+            realtime,
+        }
+    }
+
+    fn realtime(&mut self, raw: raw::RawRealtime) -> RealtimeConfig {
+        let defaults = RealtimeConfig::default();
+        let at_least_one =
+            |this: &mut Self, v: Option<Spanned<usize>>, what: &str, d: usize| match v {
+                Some(v) if *v.get_ref() == 0 => {
+                    this.problem(Some(v.span()), format!("realtime.{what} must be at least 1"));
+                    d
+                }
+                Some(v) => *v.get_ref(),
+                None => d,
+            };
+        let max_connections =
+            at_least_one(self, raw.max_connections, "max_connections", defaults.max_connections);
+        let max_subscriptions = at_least_one(
+            self,
+            raw.max_subscriptions,
+            "max_subscriptions",
+            defaults.max_subscriptions,
+        );
+        let send_buffer = at_least_one(self, raw.send_buffer, "send_buffer", defaults.send_buffer);
+        let max_message_bytes = match raw.max_message_bytes {
+            Some(v) if *v.get_ref() < 256 || *v.get_ref() > 16 * 1024 * 1024 => {
+                self.problem(
+                    Some(v.span()),
+                    "realtime.max_message_bytes must be from 256 to 16777216 (16 MiB)",
+                );
+                defaults.max_message_bytes
+            }
+            Some(v) => *v.get_ref(),
+            None => defaults.max_message_bytes,
+        };
+        let ping_interval = self.positive_duration(
+            raw.ping_interval,
+            "realtime.ping_interval",
+            defaults.ping_interval,
+        );
+        let ping_timeout = self.positive_duration(
+            raw.ping_timeout,
+            "realtime.ping_timeout",
+            defaults.ping_timeout,
+        );
+        let history = |this: &mut Self, v: Option<Spanned<usize>>, d: usize| match v {
+            Some(v) if *v.get_ref() > 10_000 => {
+                this.problem(
+                    Some(v.span()),
+                    "history_size must be at most 10000 messages (0 keeps no history)",
+                );
+                d
+            }
+            Some(v) => *v.get_ref(),
+            None => d,
+        };
+        let default_room = RoomOptions {
+            history_size: history(self, raw.history_size, defaults.default_room.history_size),
+            history_ttl: self.positive_duration(
+                raw.history_ttl,
+                "realtime.history_ttl",
+                defaults.default_room.history_ttl,
+            ),
+            presence: raw.presence.unwrap_or(defaults.default_room.presence),
+        };
+        let mut rooms = Vec::new();
+        for rule in raw.rooms {
+            let pattern = rule.pattern.get_ref().clone();
+            if let Err(message) = crate::realtime::check_pattern(&pattern) {
+                self.problem(
+                    Some(rule.pattern.span()),
+                    format!("realtime.rooms.pattern: {message}"),
+                );
+            }
+            let options = RoomOptions {
+                history_size: history(self, rule.history_size, default_room.history_size),
+                history_ttl: self.positive_duration(
+                    rule.history_ttl,
+                    "realtime.rooms.history_ttl",
+                    default_room.history_ttl,
+                ),
+                presence: rule.presence.unwrap_or(default_room.presence),
+            };
+            rooms.push(RoomRule { pattern, options });
+        }
+        let user_rooms = match raw.user_rooms {
+            None => defaults.user_rooms,
+            Some(list) => {
+                let mut patterns = Vec::new();
+                for p in list {
+                    if let Err(message) =
+                        crate::realtime::check_pattern(&p.get_ref().replace("{sub}", "x"))
+                    {
+                        self.problem(Some(p.span()), format!("realtime.user_rooms: {message}"));
+                    }
+                    patterns.push(p.into_inner());
+                }
+                patterns
+            }
+        };
+        RealtimeConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            max_connections,
+            max_connections_per_key: raw
+                .max_connections_per_key
+                .map_or(defaults.max_connections_per_key, Spanned::into_inner),
+            max_subscriptions,
+            send_buffer,
+            max_message_bytes,
+            ping_interval,
+            ping_timeout,
+            default_room,
+            rooms,
+            user_rooms,
         }
     }
 

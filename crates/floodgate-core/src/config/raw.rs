@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub auth: Option<RawAuth>,
     pub limits: Option<RawLimits>,
     pub queue: Option<RawQueue>,
+    pub realtime: Option<RawRealtime>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -447,6 +448,36 @@ pub struct RawQueue {
     pub webhook_secret: Option<Spanned<String>>,
     pub webhook_timeout: Option<Spanned<HumanDuration>>,
     pub webhook_attempts: Option<Spanned<u32>>,
+}
+
+/// `[realtime]`: WebSocket, Socket.IO and SSE rooms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRealtime {
+    pub enabled: Option<bool>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub max_connections_per_key: Option<Spanned<usize>>,
+    pub max_subscriptions: Option<Spanned<usize>>,
+    pub send_buffer: Option<Spanned<usize>>,
+    pub max_message_bytes: Option<Spanned<usize>>,
+    pub ping_interval: Option<Spanned<HumanDuration>>,
+    pub ping_timeout: Option<Spanned<HumanDuration>>,
+    pub history_size: Option<Spanned<usize>>,
+    pub history_ttl: Option<Spanned<HumanDuration>>,
+    pub presence: Option<bool>,
+    pub user_rooms: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub rooms: Vec<RawRoomRule>,
+}
+
+/// `[[realtime.rooms]]`: options for the rooms whose name matches `pattern`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoomRule {
+    pub pattern: Spanned<String>,
+    pub history_size: Option<Spanned<usize>>,
+    pub history_ttl: Option<Spanned<HumanDuration>>,
+    pub presence: Option<bool>,
 }
 
 /// Where jobs are kept: `auto` follows `[state] backend` (SQLite with

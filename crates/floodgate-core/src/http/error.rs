@@ -62,6 +62,14 @@ pub enum ApiError {
     Overloaded { limit: usize },
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Refused(#[from] crate::realtime::Refusal),
+    #[error(transparent)]
+    Topic(#[from] crate::realtime::TopicError),
+    #[error(
+        "this key may not publish to rooms: it needs the publish scope (or use the master key)"
+    )]
+    NoPublishScope,
 }
 
 /// The error format of a path: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
@@ -209,6 +217,62 @@ impl ApiError {
                 "method_not_allowed",
                 "invalid_request_error",
                 "invalid_request_error",
+            ),
+            ApiError::Refused(refusal) => {
+                use crate::realtime::Refusal;
+                let (status, code) = match refusal {
+                    Refusal::KeyFull { .. } => (S::TOO_MANY_REQUESTS, "too_many_connections"),
+                    Refusal::NodeFull { .. } => (S::SERVICE_UNAVAILABLE, "node_full"),
+                    Refusal::Draining => (S::SERVICE_UNAVAILABLE, "draining"),
+                    Refusal::Disabled => (S::SERVICE_UNAVAILABLE, "realtime_disabled"),
+                };
+                Shape {
+                    retry_after: Some(Duration::from_secs(refusal.retry_after())),
+                    ..Shape::new(status, code, "api_error", "overloaded_error")
+                }
+            }
+            ApiError::Topic(error) => {
+                use crate::realtime::TopicError;
+                match error {
+                    TopicError::Invalid(_) | TopicError::BadRoom(_) | TopicError::TooMany(_) => {
+                        Shape {
+                            param: Some("topic".to_string()),
+                            ..Shape::new(
+                                S::BAD_REQUEST,
+                                "invalid_topic",
+                                "invalid_request_error",
+                                "invalid_request_error",
+                            )
+                        }
+                    }
+                    TopicError::Forbidden(_) => Shape::new(
+                        S::FORBIDDEN,
+                        "room_not_allowed",
+                        "invalid_request_error",
+                        "permission_error",
+                    ),
+                    TopicError::NoJob(_) => Shape::new(
+                        S::NOT_FOUND,
+                        "not_found",
+                        "invalid_request_error",
+                        "not_found_error",
+                    ),
+                    TopicError::Unavailable(_) => Shape {
+                        retry_after: Some(Duration::from_secs(1)),
+                        ..Shape::new(
+                            S::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "api_error",
+                            "overloaded_error",
+                        )
+                    },
+                }
+            }
+            ApiError::NoPublishScope => Shape::new(
+                S::FORBIDDEN,
+                "publish_not_allowed",
+                "invalid_request_error",
+                "permission_error",
             ),
             ApiError::Overloaded { .. } => Shape {
                 retry_after: Some(Duration::from_secs(1)),

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod listener;
 pub mod models;
 pub mod ops;
+pub mod realtime;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};

@@ -101,11 +101,7 @@ impl Jobs {
     /// Stops the job wherever it runs (the queue has marked it cancelled).
     pub fn cancelled(&self, job: &Job) {
         self.stop_local(&job.id);
-        self.bus.publish(Message {
-            topic: CANCEL_TOPIC.to_string(),
-            event: "cancel".to_string(),
-            data: json!(job.id),
-        });
+        self.bus.publish(Message::new(CANCEL_TOPIC, "cancel", json!(job.id)));
         self.event(&job.id, "cancelled", view(job));
     }
 
@@ -122,7 +118,7 @@ impl Jobs {
     }
 
     fn event(&self, id: &str, event: &str, data: Value) {
-        self.bus.publish(Message { topic: topic(id), event: event.to_string(), data });
+        self.bus.publish(Message::new(&topic(id), event, data));
     }
 
     /// Listens for cancellations from other nodes until `shutdown`.
@@ -458,11 +454,11 @@ async fn run_leased(
                 if !jobs.bus.wants(&topic) {
                     return;
                 }
-                jobs.bus.publish(Message {
-                    topic: topic.clone(),
-                    event: "token".to_string(),
-                    data: json!({"id": job.id, "choice": choice, "text": text}),
-                });
+                jobs.bus.publish(Message::new(
+                    &topic,
+                    "token",
+                    json!({"id": job.id, "choice": choice, "text": text}),
+                ));
             },
         )
         .await

@@ -69,8 +69,15 @@ pub fn default_max_in_flight() -> usize {
     }
 }
 
+/// Probes, and realtime listeners (a room's SSE stream, Socket.IO's long
+/// polls and the WebSocket upgrade), which `[realtime] max_connections`
+/// bounds instead: a subscriber holds no upstream call.
 fn exempt(path: &str) -> bool {
-    path.starts_with("/health") || path == "/metrics"
+    path.starts_with("/health")
+        || path == "/metrics"
+        || path == "/ws"
+        || path.starts_with("/socket.io/")
+        || (path.starts_with("/v1/rooms/") && path.ends_with("/events"))
 }
 
 pub async fn shed(

@@ -13,7 +13,9 @@
 //! its store after a lag.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -37,6 +39,46 @@ pub struct Message {
     /// What happened (`token`, `completed`, …; a room's messages use `message`).
     pub event: String,
     pub data: Value,
+    /// The message's place in its room's history (rooms that keep one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// When it was published (Unix microseconds), for the fan-out latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_us: Option<u64>,
+    /// The frame realtime clients get, made once for all of them.
+    #[serde(skip)]
+    frame: OnceLock<Bytes>,
+}
+
+impl Message {
+    pub fn new(topic: &str, event: &str, data: Value) -> Message {
+        Message {
+            topic: topic.to_string(),
+            event: event.to_string(),
+            data,
+            offset: None,
+            at_us: None,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// `{"topic", "event", "data", "offset"?}` as JSON text: what `/ws`,
+    /// Socket.IO and SSE clients receive.
+    pub fn client_frame(&self) -> Bytes {
+        self.frame
+            .get_or_init(|| {
+                let mut frame = serde_json::json!({
+                    "topic": self.topic,
+                    "event": self.event,
+                    "data": self.data,
+                });
+                if let Some(offset) = self.offset {
+                    frame["offset"] = offset.into();
+                }
+                Bytes::from(frame.to_string())
+            })
+            .clone()
+    }
 }
 
 /// What a listener gets next.
@@ -157,6 +199,22 @@ impl Bus {
     /// Topics with a listener on this node.
     pub fn topics(&self) -> usize {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// The Redis channel and payload [`Bus::publish`] would send for
+    /// `message`, for a publisher that sends it itself (a room's history
+    /// script publishes in the same step as it stores); `None` on a local bus.
+    pub fn redis_wire(&self, message: &Message) -> Option<(String, String)> {
+        let redis = self.redis.as_ref()?;
+        let wire = Wire { node: self.node.clone(), message: message.clone() };
+        let text = serde_json::to_string(&wire).ok()?;
+        Some((format!("{}{}", redis.prefix, message.topic), text))
+    }
+
+    /// Delivers `message` to this node's listeners only (its Redis side
+    /// was sent by the caller).
+    pub fn deliver_local(&self, message: Message) {
+        self.deliver(message);
     }
 
     fn deliver(&self, message: Message) {
@@ -305,7 +363,7 @@ mod tests {
     use serde_json::json;
 
     fn message(topic: &str, n: u64) -> Message {
-        Message { topic: topic.to_string(), event: "token".to_string(), data: json!(n) }
+        Message::new(topic, "token", json!(n))
     }
 
     async fn next(sub: &mut Subscription) -> Arc<Message> {

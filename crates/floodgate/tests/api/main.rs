@@ -8,6 +8,7 @@ mod cache;
 mod jobs;
 mod keys;
 mod limits;
+mod realtime;
 
 mod anthropic_route;
 mod errors;
