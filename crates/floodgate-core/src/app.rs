@@ -297,6 +297,17 @@ impl App {
             &node,
         );
         tasks.spawn(realtime.clone().run_upkeep(background.clone()));
+        if config.realtime.enabled
+            && config.realtime.max_connections >= config.server.max_connections
+        {
+            tracing::warn!(
+                realtime = config.realtime.max_connections,
+                server = config.server.max_connections,
+                "realtime.max_connections is not below server.max_connections: realtime \
+                 connections could take every place and leave none for API requests; raise \
+                 server.max_connections (and ulimit -n) or lower realtime.max_connections"
+            );
+        }
         tasks.spawn(jobs.clone().run_cancel_listener(background.clone()));
         tasks.spawn(jobs.clone().run_upkeep(background.clone()));
 
@@ -600,6 +611,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/admin/queue/dead-letters/{id}", axum::routing::delete(http::jobs::delete_dead))
         .route("/admin/queue/dead-letters/{id}/retry", post(http::jobs::retry_dead))
         .route("/admin/queue/webhook-secret", get(http::jobs::webhook_secret))
+        .route("/admin/realtime", get(http::realtime::admin_view))
         .route("/admin/providers", get(http::admin::providers))
         .route("/admin/providers/{name}", get(http::admin::provider))
         .route("/admin/providers/{name}/reset", post(http::admin::reset))
@@ -627,6 +639,7 @@ pub fn router(state: AppState) -> axum::Router {
         .method_not_allowed_fallback(http::wrong_method)
         // Socket.IO answers `/socket.io/` itself; every other path passes through.
         .layer(crate::realtime::socketio::layer(state.realtime.clone(), state.auth.clone()))
+        .layer(tower::util::MapRequestLayer::new(crate::realtime::socketio::detach_head))
         .layer(compression)
         .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), shed::shed))
         .layer(axum::middleware::from_fn(observe::observe))

@@ -676,3 +676,50 @@ fn queue_mistakes_are_named_with_their_line() {
     let p = problems("[queue]\nbackend = \"kafka\"\n", &Env::new());
     assert!(p[0].message.contains("auto") && p[0].message.contains("sqlite"), "{p:?}");
 }
+
+#[test]
+fn realtime_rooms_take_the_first_matching_rule() {
+    let config = load_text("", &Env::new()).unwrap();
+    assert!(config.realtime.enabled);
+    assert_eq!(config.realtime.max_connections, 10_000);
+    assert_eq!(config.realtime.room("any").history_size, 0);
+    let config = load_text(
+        "[realtime]\nmax_connections = 50000\nhistory_size = 5\npresence = true\n\
+         user_rooms = [\"u-{sub}\"]\n\
+         [[realtime.rooms]]\npattern = \"chat-*\"\nhistory_size = 100\nhistory_ttl = \"1h\"\n\
+         [[realtime.rooms]]\npattern = \"*\"\npresence = false\n",
+        &Env::new(),
+    )
+    .unwrap();
+    let realtime = &config.realtime;
+    assert_eq!(realtime.max_connections, 50_000);
+    assert_eq!(realtime.room("chat-1").history_size, 100);
+    assert_eq!(realtime.room("chat-1").history_ttl, Duration::from_secs(3600));
+    // A rule's unset options are the section's.
+    assert!(realtime.room("chat-1").presence);
+    assert_eq!(realtime.room("other").history_size, 5);
+    assert!(!realtime.room("other").presence);
+    assert_eq!(realtime.user_rooms, vec!["u-{sub}".to_string()]);
+}
+
+#[test]
+fn realtime_mistakes_are_named_with_their_line() {
+    let p = problems(
+        "[realtime]\nsend_buffer = 0\nmax_message_bytes = 10\nhistory_size = 20000\n\
+         [[realtime.rooms]]\npattern = \"bad room\"\n",
+        &Env::new(),
+    );
+    let text: Vec<String> = p.iter().map(|p| format!("{:?}: {}", p.line, p.message)).collect();
+    assert!(text.iter().any(|t| t.starts_with("Some(2)") && t.contains("send_buffer")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("Some(3)") && t.contains("256 to")), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.starts_with("Some(4)") && t.contains("at most 10000")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.starts_with("Some(6)") && t.contains("room pattern")),
+        "{text:?}"
+    );
+    let p = problems("[realtime]\nmax_conections = 5\n", &Env::new());
+    assert!(p[0].message.contains("max_connections"), "{p:?}");
+}

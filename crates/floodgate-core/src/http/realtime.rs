@@ -537,3 +537,8 @@ fn message_event(message: &crate::state::bus::Message, epoch: &str) -> Vec<u8> {
     let frame = message.client_frame();
     sse_event(&message.event, id.as_deref(), std::str::from_utf8(&frame).unwrap_or("{}"))
 }
+
+/// `GET /admin/realtime`: this node's realtime connections and topics.
+pub async fn admin_view(State(app): State<AppState>) -> Response {
+    json_response(app.realtime.view().to_string())
+}

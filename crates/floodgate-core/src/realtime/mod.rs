@@ -97,6 +97,12 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::WebSocket, Transport::SocketIo, Transport::Sse];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::WebSocket => "ws",
@@ -182,6 +188,8 @@ pub struct Realtime {
     pub presence: Presence,
     node: String,
     open: AtomicUsize,
+    /// Open connections by transport (`Transport::index`).
+    by_transport: [AtomicUsize; 3],
     per_owner: Mutex<HashMap<String, usize>>,
     topics: Mutex<HashMap<String, Topic>>,
     subscriptions: AtomicUsize,
@@ -301,6 +309,7 @@ impl Realtime {
             presence: Presence::new(redis, node),
             node: node.to_string(),
             open: AtomicUsize::new(0),
+            by_transport: Default::default(),
             per_owner: Mutex::default(),
             topics: Mutex::default(),
             subscriptions: AtomicUsize::new(0),
@@ -312,6 +321,34 @@ impl Realtime {
     /// Connections open on this node.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// What `GET /admin/realtime` shows: this node's connections, topics
+    /// and subscriptions, against its caps.
+    pub fn view(&self) -> Value {
+        let by_transport: serde_json::Map<String, Value> = Transport::ALL
+            .iter()
+            .map(|t| {
+                (
+                    t.as_str().to_string(),
+                    self.by_transport[t.index()].load(Ordering::Relaxed).into(),
+                )
+            })
+            .collect();
+        let per_key = self.per_owner.lock().unwrap_or_else(PoisonError::into_inner).len();
+        json!({
+            "node": self.node,
+            "enabled": self.config.enabled,
+            "connections": self.open(),
+            "max_connections": self.config.max_connections,
+            "by_transport": by_transport,
+            "keys_connected": per_key,
+            "max_connections_per_key": self.config.max_connections_per_key,
+            "subscriptions": self.subscriptions(),
+            "topics": self.topics(),
+            "send_buffer": self.config.send_buffer,
+            "shutting_down": self.closing.is_cancelled(),
+        })
     }
 
     /// Subscriptions on this node.
@@ -366,6 +403,7 @@ impl Realtime {
         // Counted before the check of the next one; a race past the cap by
         // the connections admitted at the same instant is harmless.
         self.open.fetch_add(1, Ordering::Relaxed);
+        self.by_transport[transport.index()].fetch_add(1, Ordering::Relaxed);
         if !principal.unlimited() {
             *self
                 .per_owner
@@ -662,6 +700,7 @@ impl Drop for Client {
             }
         }
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
+        self.hub.by_transport[self.transport.index()].fetch_sub(1, Ordering::Relaxed);
         if !self.principal.unlimited() {
             let mut owners = self.hub.per_owner.lock().unwrap_or_else(PoisonError::into_inner);
             let owner = self.principal.owner();

@@ -40,9 +40,10 @@ enum Command {
 #[derive(Clone)]
 struct Admitted(Arc<Mutex<Option<Client>>>);
 
-/// The socket's command queue, for its event handlers.
+/// The socket's command queue, for its event handlers. Boxed: an empty
+/// queue still holds a block of 32 slots, which is then 32 pointers.
 #[derive(Clone)]
-struct Commands(mpsc::UnboundedSender<Command>);
+struct Commands(mpsc::UnboundedSender<Box<Command>>);
 
 /// A refusal as `connect_error` shows it: `data.message` is the reason,
 /// then the code and, when retrying makes sense, when to retry, e.g.
@@ -141,6 +142,31 @@ pub fn layer(hub: Arc<Realtime>, auth: Arc<Auth>) -> SocketIoLayer {
     layer
 }
 
+/// A Socket.IO request with its URI (and axum's `OriginalUri`) and headers
+/// copied out of the connection's read buffer. hyper parses them in place,
+/// so they share that buffer (8–16 KiB), and engine.io keeps the
+/// handshake's request head, extensions included, for the session's life:
+/// without the copy every idle socket kept its connection's whole read
+/// buffer (measured with massif: 16 KiB of a socket's 44; BENCHMARKS.md).
+pub fn detach_head(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.uri().path().starts_with("/socket.io") {
+        return request;
+    }
+    if let Ok(uri) = request.uri().to_string().parse::<http::Uri>() {
+        // axum's copy of the URI too: it is the one that kept the buffer.
+        request.extensions_mut().insert(axum::extract::OriginalUri(uri.clone()));
+        *request.uri_mut() = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), value);
+        }
+    }
+    *request.headers_mut() = headers;
+    request
+}
+
 fn query_token(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|pair| pair.strip_prefix("token=")).map(str::to_string)
 }
@@ -167,14 +193,14 @@ fn send(socket: &SocketRef, data: Option<Value>, ack: AckSender, subscribe: bool
     } else {
         Command::Unsubscribe { topic, ack }
     };
-    let _ = commands.send(command);
+    let _ = commands.send(Box::new(command));
 }
 
 /// One socket's task: its commands and its outgoing messages.
 async fn serve(
     socket: SocketRef,
     mut client: Client,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Box<Command>>,
     hub: Arc<Realtime>,
 ) {
     let slow = client.slow.clone();
@@ -192,7 +218,7 @@ async fn serve(
                 break;
             }
             () = closing.cancelled() => break,
-            command = commands.recv() => match command {
+            command = commands.recv() => match command.map(|c| *c) {
                 None => break,
                 Some(Command::Subscribe { topic, since, ack }) => {
                     match client.subscribe(&topic, since.as_ref()).await {

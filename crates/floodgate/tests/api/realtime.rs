@@ -395,6 +395,10 @@ async fn the_node_and_key_caps_refuse_with_a_retry_hint() {
     // SSE listeners count too.
     let response = app.get_as(MASTER, "/v1/rooms/x/events").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (_, _, view) = json_of(app.get_as(MASTER, "/admin/realtime").await).await;
+    assert_eq!(view["connections"], 3, "{view}");
+    assert_eq!(view["by_transport"]["ws"], 3, "{view}");
+    assert_eq!(view["max_connections"], 3, "{view}");
     drop(_three);
     eventually(|| async { app.state.realtime.open() == 2 }).await;
     let _again = connect(&app, MASTER).await;
