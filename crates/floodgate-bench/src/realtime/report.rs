@@ -1,0 +1,464 @@
+//! The results of a realtime run: [`RealtimeReport`] (serde, the `--json` schema) and its
+//! plain-text summary for stdout.
+//!
+//! # JSON schema (`schema` = `"floodgate-bench-realtime/1"`)
+//!
+//! ```text
+//! {
+//!   "schema": "floodgate-bench-realtime/1",
+//!   "mode": "ws" | "socketio",
+//!   "urls": [base URL, ...],            // the nodes, connections spread round robin
+//!   "label": text | null,
+//!   "config": {
+//!     "room", "topic",                  // "bench", "room:bench"
+//!     "connections", "connect_rate", "max_handshakes", "timeout_s", "duration_s",
+//!     "source_ips": [ip, ...], "publish_rate": msg/s | null, "message_bytes",
+//!     "publish_all_nodes": bool, "server_pids": [pid, ...]
+//!   },
+//!   "connections": {
+//!     "requested", "opened", "subscribed", "failed",   // requested = subscribed + failed
+//!     "failures": {"refused: 1013 node full" | "connect: Connection refused" |
+//!                  "timeout: subscribe" | ...: n},
+//!     "subscribed_per_url": [n, ...],   // in the order of "urls"
+//!     "connect_phase_s",                // from the first connect to the last settled
+//!     "open_at_end",                    // still open when the run ended
+//!     "closed_during_run",              // closed by the server (or lost) after subscribing
+//!     "closed": {"4008 slow consumer" | "ended without a close frame" | ...: n}
+//!   },
+//!   "connect_ms": null | {"count", "mean", "p50", "p90", "p99", "p999", "max", "spectrum"},
+//!   "rss": [{"pid", "before_bytes", "after_connect_bytes", "end_bytes",
+//!            "connections", "per_connection_bytes"}, ...],
+//!   "rss_total": null | {same, "pid": null},
+//!   "publish": null | {"urls", "rate", "message_bytes", "sent", "ok", "failed",
+//!                      "failures": {"HTTP 503" | "timeout" | ...: n},
+//!                      "duration_s", "achieved_per_s"},
+//!   "delivery": null | {"subscribed", "expected", "received", "lost", "duplicates", "other",
+//!                       "received_per_s", "drain_s", "latency_ms": null | {...}},
+//!   "client_limits": {"open_files": n | null, "ephemeral_ports": [low, high] | null},
+//!   "warnings": [text, ...]
+//! }
+//! ```
+//!
+//! - `opened` counts transports that opened (WebSocket upgraded; for Socket.IO, CONNECT
+//!   accepted), so a plain WebSocket refused by a close frame after its upgrade (1013) counts
+//!   as opened and failed; `subscribed` counts those whose subscription was acknowledged, the
+//!   ones held. `failed` = `requested` − `subscribed`, grouped by reason in `failures`.
+//! - `connect_ms`: from the start of a connection's TCP connect to its subscription's
+//!   acknowledgement, successful connections only.
+//! - `rss`: `VmRSS` of each `--server-pid` before connecting, once all connections settled, and
+//!   at the end (before closing them); `per_connection_bytes` = (after_connect − before) /
+//!   `connections`, where `connections` is the subscribed connections of that pid's node when
+//!   there are as many pids as urls (pid i serving url i), else all subscribed connections.
+//!   `rss_total` adds the pids up.
+//! - `publish`: `sent` posts (`ok` answered 2xx), over `duration_s`; `achieved_per_s` = ok /
+//!   duration_s.
+//! - `delivery`: `expected` = publish.ok × `subscribed`; `received` counts each sequence number
+//!   once per connection (`duplicates` the repeats); `lost` = expected − received (0 at
+//!   least); `other` counts messages on the room that were not this run's. `received_per_s`
+//!   divides `received` by the time from the first post to the last message received;
+//!   `drain_s` is how long the run waited after publishing stopped (at most 5 s).
+//!   `latency_ms` is receipt time − `sent_us` (Unix microseconds, the same machine's clock).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::connection::Opening;
+use super::plan::{Plan, Transport};
+use super::publish::Published;
+use super::{Deliveries, Samples};
+use crate::error::BenchError;
+use crate::limits::ClientLimits;
+use crate::report::{LatencySummary, round, seconds};
+
+/// The schema identifier written into every realtime report.
+pub const REALTIME_SCHEMA: &str = "floodgate-bench-realtime/1";
+
+/// Everything a realtime run measured (see the module documentation for the JSON form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealtimeReport {
+    pub schema: String,
+    pub mode: Transport,
+    pub urls: Vec<String>,
+    pub label: Option<String>,
+    pub config: RealtimeRunConfig,
+    pub connections: ConnectionsReport,
+    pub connect_ms: Option<LatencySummary>,
+    pub rss: Vec<RssReport>,
+    pub rss_total: Option<RssReport>,
+    pub publish: Option<PublishReport>,
+    pub delivery: Option<DeliveryReport>,
+    pub client_limits: ClientLimits,
+    pub warnings: Vec<String>,
+}
+
+/// What was run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealtimeRunConfig {
+    pub room: String,
+    pub topic: String,
+    pub connections: usize,
+    pub connect_rate: f64,
+    pub max_handshakes: usize,
+    pub timeout_s: f64,
+    pub duration_s: f64,
+    pub source_ips: Vec<IpAddr>,
+    pub publish_rate: Option<f64>,
+    pub message_bytes: usize,
+    pub publish_all_nodes: bool,
+    pub server_pids: Vec<u32>,
+}
+
+/// How the connections fared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionsReport {
+    pub requested: u64,
+    pub opened: u64,
+    pub subscribed: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub subscribed_per_url: Vec<u64>,
+    pub connect_phase_s: f64,
+    pub open_at_end: u64,
+    pub closed_during_run: u64,
+    pub closed: BTreeMap<String, u64>,
+}
+
+/// The resident memory of one server process (`pid`), or of all (`pid` null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RssReport {
+    pub pid: Option<u32>,
+    pub before_bytes: Option<u64>,
+    pub after_connect_bytes: Option<u64>,
+    pub end_bytes: Option<u64>,
+    /// The connections the growth is divided by.
+    pub connections: u64,
+    pub per_connection_bytes: Option<f64>,
+}
+
+/// What the publisher did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishReport {
+    pub urls: Vec<String>,
+    pub rate: f64,
+    pub message_bytes: usize,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub duration_s: f64,
+    pub achieved_per_s: f64,
+}
+
+/// What reached the subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    pub subscribed: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub other: u64,
+    pub received_per_s: f64,
+    pub drain_s: f64,
+    pub latency_ms: Option<LatencySummary>,
+}
+
+/// Everything [`super::run`] gathered, for [`RealtimeReport::build`].
+#[derive(Debug)]
+pub(crate) struct Measured {
+    pub opening: Opening,
+    pub published: Option<Published>,
+    pub deliveries: Deliveries,
+    pub drain: std::time::Duration,
+    pub open_at_end: u64,
+    pub closed: BTreeMap<String, u64>,
+    pub rss: Samples,
+    pub client_limits: ClientLimits,
+    pub warnings: Vec<String>,
+}
+
+impl RealtimeReport {
+    pub(crate) fn build(plan: &Plan, measured: Measured) -> RealtimeReport {
+        let opening = &measured.opening;
+        let urls: Vec<String> = plan.nodes.iter().map(|node| node.url.clone()).collect();
+        let publish = measured.published.as_ref().zip(plan.publishing.as_ref()).map(
+            |(published, publishing)| PublishReport {
+                urls: if plan.publish_all_nodes { urls.clone() } else { urls[..1].to_vec() },
+                rate: publishing.rate,
+                message_bytes: plan.message_bytes,
+                sent: published.sent,
+                ok: published.ok,
+                failed: published.sent - published.ok.min(published.sent),
+                failures: published.failures.clone(),
+                duration_s: seconds(plan.duration),
+                achieved_per_s: rate(published.ok, plan.duration.as_secs_f64()),
+            },
+        );
+        let delivery = measured.published.as_ref().map(|published| {
+            let d = &measured.deliveries;
+            let expected = published.ok * opening.subscribed;
+            let window_us =
+                published.first_sent_us.map_or(0, |first| d.last_us.saturating_sub(first));
+            DeliveryReport {
+                subscribed: opening.subscribed,
+                expected,
+                received: d.received,
+                lost: expected.saturating_sub(d.received),
+                duplicates: d.duplicates,
+                other: d.other,
+                received_per_s: rate(d.received, window_us as f64 / 1e6),
+                drain_s: seconds(measured.drain),
+                latency_ms: LatencySummary::of(&d.latency),
+            }
+        });
+        let (rss, rss_total) = rss_reports(plan, opening, &measured.rss);
+        RealtimeReport {
+            schema: REALTIME_SCHEMA.to_string(),
+            mode: plan.transport,
+            urls,
+            label: plan.label.clone(),
+            config: RealtimeRunConfig {
+                room: plan.room.clone(),
+                topic: plan.topic.clone(),
+                connections: plan.connections,
+                connect_rate: plan.connect_rate,
+                max_handshakes: plan.max_handshakes,
+                timeout_s: seconds(plan.timeout),
+                duration_s: seconds(plan.duration),
+                source_ips: plan.source_ips.clone(),
+                publish_rate: plan.publishing.as_ref().map(|p| p.rate),
+                message_bytes: plan.message_bytes,
+                publish_all_nodes: plan.publish_all_nodes,
+                server_pids: plan.server_pids.clone(),
+            },
+            connections: ConnectionsReport {
+                requested: plan.connections as u64,
+                opened: opening.opened,
+                subscribed: opening.subscribed,
+                failed: opening.failed(),
+                failures: opening.failures.clone(),
+                subscribed_per_url: opening.subscribed_per_node.clone(),
+                connect_phase_s: seconds(opening.elapsed),
+                open_at_end: measured.open_at_end,
+                closed_during_run: measured.closed.values().sum(),
+                closed: measured.closed,
+            },
+            connect_ms: LatencySummary::of(&opening.latency),
+            rss,
+            rss_total,
+            publish,
+            delivery,
+            client_limits: measured.client_limits,
+            warnings: measured.warnings,
+        }
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and maps with string keys only: serde_json always serialises them.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Writes [`RealtimeReport::to_json`] to `path`.
+    pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
+        std::fs::write(path, self.to_json() + "\n")
+            .map_err(|source| BenchError::Write { path: path.to_path_buf(), source })
+    }
+
+    /// Prints [`RealtimeReport::table`] to stdout.
+    pub fn print_table(&self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(self.table().as_bytes())?;
+        out.flush()
+    }
+
+    /// The summary as aligned plain text.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let c = &self.config;
+        let n = &self.connections;
+        let _ = writeln!(
+            out,
+            "floodgate bench  realtime {}  {}",
+            self.mode.as_str(),
+            self.urls.join(", ")
+        );
+        let sources = match c.source_ips.len() {
+            0 => String::new(),
+            1 => " from 1 source IP".to_string(),
+            ips => format!(" from {ips} source IPs"),
+        };
+        let publishing = match (&self.publish, c.publish_rate) {
+            (Some(_), Some(rate)) => format!(", publishing {rate} msg/s of ~{} B", c.message_bytes),
+            _ => ", no publishing".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} connections at {}/s{sources} to {}, held {} s{publishing}",
+            c.connections, c.connect_rate, c.topic, c.duration_s
+        );
+        if let Some(label) = &self.label {
+            let _ = writeln!(out, "  label: {label}");
+        }
+        let _ = writeln!(
+            out,
+            "\nconnections  requested {}   subscribed {}   failed {}   (transport opened {})",
+            n.requested, n.subscribed, n.failed, n.opened
+        );
+        let _ = writeln!(
+            out,
+            "             connect phase {:.2} s   open at the end {}   closed during the run {}",
+            n.connect_phase_s, n.open_at_end, n.closed_during_run
+        );
+        if self.urls.len() > 1 {
+            let spread: Vec<String> = n.subscribed_per_url.iter().map(u64::to_string).collect();
+            let _ = writeln!(out, "             subscribed per node {}", spread.join(" / "));
+        }
+        let rows = [
+            ("connect (ms)", self.connect_ms.as_ref()),
+            ("delivery (ms)", self.delivery.as_ref().and_then(|d| d.latency_ms.as_ref())),
+        ];
+        let _ = writeln!(
+            out,
+            "\n{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "", "count", "mean", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (name, summary) in rows {
+            let _ = match summary {
+                None if name == "delivery (ms)" && self.delivery.is_none() => continue,
+                Some(s) => writeln!(
+                    out,
+                    "{name:<14}{:>10}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+                    s.count, s.mean, s.p50, s.p90, s.p99, s.p999, s.max
+                ),
+                None => writeln!(out, "{name:<14}{:>10}", 0),
+            };
+        }
+        write_counts(&mut out, "failures", &n.failures);
+        write_counts(&mut out, "closed by the server", &n.closed);
+        if let Some(p) = &self.publish {
+            let _ = writeln!(
+                out,
+                "\npublish      sent {}   ok {}   failed {}   {:.1} msg/s achieved",
+                p.sent, p.ok, p.failed, p.achieved_per_s
+            );
+            write_counts(&mut out, "publish failures", &p.failures);
+        }
+        if let Some(d) = &self.delivery {
+            let _ = writeln!(
+                out,
+                "delivery     received {} of {} expected   lost {}   duplicates {}   other {}",
+                d.received, d.expected, d.lost, d.duplicates, d.other
+            );
+            let _ = writeln!(
+                out,
+                "             {:.1} msg/s received   drain {:.2} s",
+                d.received_per_s, d.drain_s
+            );
+        }
+        if !self.rss.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nserver RSS   {:>8}{:>12}{:>12}{:>12}{:>13}{:>14}",
+                "pid", "before", "connected", "end", "connections", "B/connection"
+            );
+            for rss in self.rss.iter().chain(&self.rss_total) {
+                let pid = rss.pid.map_or_else(|| "total".to_string(), |pid| pid.to_string());
+                let per =
+                    rss.per_connection_bytes.map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
+                let _ = writeln!(
+                    out,
+                    "             {pid:>8}{:>12}{:>12}{:>12}{:>13}{per:>14}",
+                    mib(rss.before_bytes),
+                    mib(rss.after_connect_bytes),
+                    mib(rss.end_bytes),
+                    rss.connections
+                );
+            }
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "\nwarnings");
+            for warning in &self.warnings {
+                let _ = writeln!(out, "  {warning}");
+            }
+        }
+        out
+    }
+}
+
+fn write_counts(out: &mut String, title: &str, counts: &BTreeMap<String, u64>) {
+    if counts.is_empty() {
+        return;
+    }
+    let width = counts.keys().map(String::len).max().unwrap_or(0);
+    let _ = writeln!(out, "\n{title}");
+    for (reason, count) in counts {
+        let _ = writeln!(out, "  {reason:<width$}  {count:>10}");
+    }
+}
+
+/// Bytes as MiB with one decimal, `-` when unknown.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".to_string(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+}
+
+/// `count / seconds`, 0 over no time.
+fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 { round(count as f64 / seconds, 3) } else { 0.0 }
+}
+
+/// One report per pid, and the total, from the three samples.
+fn rss_reports(
+    plan: &Plan,
+    opening: &Opening,
+    samples: &Samples,
+) -> (Vec<RssReport>, Option<RssReport>) {
+    let one_per_node = plan.server_pids.len() == plan.nodes.len();
+    let report = |pid, before: Option<u64>, after: Option<u64>, end, connections: u64| RssReport {
+        pid,
+        before_bytes: before,
+        after_connect_bytes: after,
+        end_bytes: end,
+        connections,
+        per_connection_bytes: match (before, after) {
+            (Some(before), Some(after)) if connections > 0 => {
+                Some(round((after as f64 - before as f64) / connections as f64, 1))
+            }
+            _ => None,
+        },
+    };
+    let per_pid: Vec<RssReport> = plan
+        .server_pids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| {
+            let connections =
+                if one_per_node { opening.subscribed_per_node[i] } else { opening.subscribed };
+            let at = |sample: &[Option<u64>]| sample.get(i).copied().flatten();
+            report(
+                Some(*pid),
+                at(&samples.before),
+                at(&samples.connected),
+                at(&samples.end),
+                connections,
+            )
+        })
+        .collect();
+    if per_pid.is_empty() {
+        return (per_pid, None);
+    }
+    let sum = |sample: &[Option<u64>]| sample.iter().copied().sum::<Option<u64>>();
+    let total = report(
+        None,
+        sum(&samples.before),
+        sum(&samples.connected),
+        sum(&samples.end),
+        opening.subscribed,
+    );
+    (per_pid, Some(total))
+}
