@@ -183,29 +183,31 @@ pub struct BenchArgs {
     /// Free text carried into the JSON and HTML reports.
     #[arg(long)]
     pub label: Option<String>,
+    // The flags below need --realtime; main.rs refuses them without it (clap's `requires`
+    // gives way to the conflicts of --realtime with the HTTP flags).
     /// Realtime: connections started per second (default 2000).
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub connect_rate: Option<f64>,
     /// Realtime: the room every connection subscribes to (topic room:NAME; default bench).
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub room: Option<String>,
     /// Realtime: the publisher's bearer token (default --key).
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub publish_key: Option<String>,
     /// Realtime: messages per second POSTed to /v1/rooms/NAME/messages during --duration
     /// (0 or none: the connections are only held).
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub publish_rate: Option<f64>,
     /// Realtime: approximate size of each published message's data, in bytes (default 100).
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub message_bytes: Option<usize>,
     /// Realtime: publish to every --url round robin instead of the first only.
-    #[arg(long, requires = "realtime")]
+    #[arg(long)]
     pub publish_all_nodes: bool,
     /// Realtime: a server process whose resident memory (VmRSS) is read before connecting,
     /// once connected and at the end, reported per connection; repeated or comma-separated
     /// (one per --url, in the same order, divides each by its node's connections).
-    #[arg(long, requires = "realtime", value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 }
 

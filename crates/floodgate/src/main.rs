@@ -57,6 +57,9 @@ async fn bench(mut args: BenchArgs) -> ExitCode {
     if let Some(transport) = args.realtime {
         return realtime_bench(args, transport).await;
     }
+    if let Some(flag) = realtime_only(&args) {
+        return fail(&format!("{flag} needs --realtime"), floodgate_bench::EXIT_USAGE);
+    }
     let url = match args.url.len() {
         1 => args.url.remove(0),
         _ => {
@@ -105,6 +108,21 @@ async fn bench(mut args: BenchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The first flag given that only `--realtime` takes.
+fn realtime_only(args: &BenchArgs) -> Option<&'static str> {
+    [
+        ("--connect-rate", args.connect_rate.is_some()),
+        ("--room", args.room.is_some()),
+        ("--publish-key", args.publish_key.is_some()),
+        ("--publish-rate", args.publish_rate.is_some()),
+        ("--message-bytes", args.message_bytes.is_some()),
+        ("--publish-all-nodes", args.publish_all_nodes),
+        ("--server-pid", !args.server_pid.is_empty()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
 }
 
 /// `floodgate bench --realtime`: arguments → [`floodgate_bench::RealtimeConfig`] → run →

@@ -215,13 +215,13 @@ async fn connection(
     let node = plan.node_of(index);
     let started = Instant::now();
     let mut stage = Stage::Tcp;
+    // Boxed, so that the opening's larger state is freed once open, rather than sized into
+    // the task for the whole of its life.
+    let opening = Box::pin(open(&shared, node, plan.source_of(index), &mut stage));
     let result = tokio::select! {
         biased;
         () = shared.connecting.cancelled() => Err(None),
-        result = tokio::time::timeout(
-            plan.timeout,
-            open(&shared, node, plan.source_of(index), &mut stage),
-        ) => match result {
+        result = tokio::time::timeout(plan.timeout, opening) => match result {
             Ok(opened) => opened.map_err(Some),
             Err(_elapsed) => Err(None),
         },

@@ -1,7 +1,9 @@
 //! The publisher: `POST /v1/rooms/NAME/messages` at a constant rate (message `i` due at
-//! start + i / rate), each body a probe stamped with its send time, over a small pool of
-//! kept-alive HTTP/1.1 connections ([`CONCURRENCY`] posts in flight at most: past that the
-//! publisher falls behind, which the achieved rate shows, rather than piling up requests).
+//! start + i / rate, for every due time before the end), each body a probe stamped with its
+//! send time, over a small pool of kept-alive HTTP/1.1 connections ([`CONCURRENCY`] posts in
+//! flight at most: past that the publisher falls behind, which the achieved rate shows,
+//! rather than piling up requests). A publisher still behind [`LATE_GRACE`] after the end
+//! stops there: what it did not send is `scheduled` − `sent`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,8 +21,10 @@ use crate::client::{self, ErrorKind};
 
 /// Posts in flight at most (and kept-alive connections to each node).
 pub(crate) const CONCURRENCY: usize = 32;
-/// The longest one post may take; also bounds how long publishing lasts past its end.
+/// The longest one post may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long past the end a publisher that fell behind goes on sending overdue messages.
+const LATE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the publisher did.
 #[derive(Debug, Clone, Default)]
@@ -37,8 +41,8 @@ pub(crate) struct Published {
     pub last_sent: Option<Instant>,
 }
 
-/// Publishes the plan's messages from `start` until `end` (none is sent at or after `end`),
-/// then waits for the posts in flight (at most [`POST_TIMEOUT`] each).
+/// Publishes the plan's messages due from `start` until `end` (overdue ones at most
+/// [`LATE_GRACE`] past it), then waits for the posts in flight (at most [`POST_TIMEOUT`] each).
 pub(crate) async fn run(shared: Arc<Shared>, start: Instant, end: Instant) -> Published {
     let tally = Arc::new(Mutex::new(Published::default()));
     let Some(publishing) = shared.plan.publishing.as_ref() else {
@@ -52,17 +56,19 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Instant, end: Instant) -> Pu
     let http = Arc::new(client::client(None, CONCURRENCY));
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let tracker = TaskTracker::new();
+    let cutoff = end + LATE_GRACE;
     for seq in 0..publishing.messages {
         let due = start + Duration::from_secs_f64(seq as f64 / publishing.rate);
-        if due >= end {
+        if due >= end || Instant::now() >= cutoff {
             break;
         }
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = tokio::select! {
+            biased;
             permit = Arc::clone(&permits).acquire_owned() => permit,
-            () = tokio::time::sleep_until(end.into()) => break,
+            () = tokio::time::sleep_until(cutoff.into()) => break,
         };
         let Ok(permit) = permit else {
             break;
@@ -82,8 +88,10 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Instant, end: Instant) -> Pu
             {
                 let mut tally = lock(&tally);
                 tally.sent += 1;
-                tally.first_sent_us.get_or_insert(sent_us);
-                tally.last_sent = Some(Instant::now());
+                // Posts may start out of order: the first is the earliest, the last the latest.
+                tally.first_sent_us = Some(tally.first_sent_us.map_or(sent_us, |f| f.min(sent_us)));
+                let now = Instant::now();
+                tally.last_sent = Some(tally.last_sent.map_or(now, |last| last.max(now)));
             }
             let result = match tokio::time::timeout(POST_TIMEOUT, post(&http, request)).await {
                 Ok(result) => result,

@@ -29,7 +29,7 @@
 //!   "rss": [{"pid", "before_bytes", "after_connect_bytes", "end_bytes",
 //!            "connections", "per_connection_bytes"}, ...],
 //!   "rss_total": null | {same, "pid": null},
-//!   "publish": null | {"urls", "rate", "message_bytes", "sent", "ok", "failed",
+//!   "publish": null | {"urls", "rate", "message_bytes", "scheduled", "sent", "ok", "failed",
 //!                      "failures": {"HTTP 503" | "timeout" | ...: n},
 //!                      "duration_s", "achieved_per_s"},
 //!   "delivery": null | {"subscribed", "expected", "received", "lost", "duplicates", "other",
@@ -50,8 +50,9 @@
 //!   `connections`, where `connections` is the subscribed connections of that pid's node when
 //!   there are as many pids as urls (pid i serving url i), else all subscribed connections.
 //!   `rss_total` adds the pids up.
-//! - `publish`: `sent` posts (`ok` answered 2xx), over `duration_s`; `achieved_per_s` = ok /
-//!   duration_s.
+//! - `publish`: `scheduled` = floor(rate × duration_s) messages; `sent` posts (fewer when the
+//!   publisher fell more than 1 s behind), `ok` answered 2xx, `failed` = sent − ok by reason;
+//!   `achieved_per_s` = ok / duration_s.
 //! - `delivery`: `expected` = publish.ok × `subscribed`; `received` counts each sequence number
 //!   once per connection (`duplicates` the repeats); `lost` = expected − received (0 at
 //!   least); `other` counts messages on the room that were not this run's. `received_per_s`
@@ -146,6 +147,7 @@ pub struct PublishReport {
     pub urls: Vec<String>,
     pub rate: f64,
     pub message_bytes: usize,
+    pub scheduled: u64,
     pub sent: u64,
     pub ok: u64,
     pub failed: u64,
@@ -191,6 +193,7 @@ impl RealtimeReport {
                 urls: if plan.publish_all_nodes { urls.clone() } else { urls[..1].to_vec() },
                 rate: publishing.rate,
                 message_bytes: plan.message_bytes,
+                scheduled: publishing.messages,
                 sent: published.sent,
                 ok: published.ok,
                 failed: published.sent - published.ok.min(published.sent),
@@ -344,10 +347,9 @@ impl RealtimeReport {
         if let Some(p) = &self.publish {
             let _ = writeln!(
                 out,
-                "\npublish      sent {}   ok {}   failed {}   {:.1} msg/s achieved",
-                p.sent, p.ok, p.failed, p.achieved_per_s
+                "\npublish      sent {} of {} scheduled   ok {}   failed {}   {:.1} msg/s achieved",
+                p.sent, p.scheduled, p.ok, p.failed, p.achieved_per_s
             );
-            write_counts(&mut out, "publish failures", &p.failures);
         }
         if let Some(d) = &self.delivery {
             let _ = writeln!(
@@ -360,6 +362,9 @@ impl RealtimeReport {
                 "             {:.1} msg/s received   drain {:.2} s",
                 d.received_per_s, d.drain_s
             );
+        }
+        if let Some(p) = &self.publish {
+            write_counts(&mut out, "publish failures", &p.failures);
         }
         if !self.rss.is_empty() {
             let _ = writeln!(

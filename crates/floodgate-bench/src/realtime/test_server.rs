@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request as UpgradeRequest, Response as UpgradeResponse,
 };
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const TOKEN: &str = "test-token";
@@ -35,8 +35,9 @@ pub(crate) struct Behavior {
     /// Connections served; later ones are refused (plain: close 1013 "node full"; Socket.IO:
     /// `44{"message":"node full"}`).
     pub capacity: usize,
-    /// Socket.IO: a ping every this long; a client that has not answered the previous one by
-    /// the next is closed (engine.io close `1`).
+    /// A ping every this long (plain: a WebSocket ping frame; Socket.IO: engine.io `2`); a
+    /// client that has not answered the previous one by the next is closed (plain: 1011;
+    /// Socket.IO: engine.io close `1`).
     pub ping_every: Option<Duration>,
     /// Every message goes out twice.
     pub duplicate: bool,
@@ -160,7 +161,11 @@ async fn serve(stream: TcpStream, node: Arc<Node>) {
         target = request.uri().to_string();
         Ok(response)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    // Small buffers, as the bench's own: a test may hold thousands of connections.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let Ok(ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
         return;
     };
     let refused = node.stats.served.fetch_add(1, Ordering::SeqCst) >= node.behavior.capacity;
@@ -235,6 +240,11 @@ async fn plain(mut ws: Ws, target: &str, node: &Node, refused: bool) {
     }
     let mut topic: Option<String> = None;
     let mut close_at: Option<tokio::time::Instant> = None;
+    let every = node.behavior.ping_every.unwrap_or(Duration::from_secs(3600));
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Late ticks are not made up in a burst, which would leave no time to answer.
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
     loop {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
@@ -255,6 +265,10 @@ async fn plain(mut ws: Ws, target: &str, node: &Node, refused: bool) {
                             .map(|(after, _, _)| tokio::time::Instant::now() + after);
                     }
                 }
+                Some(Ok(Message::Pong(_))) => {
+                    awaiting_pong = false;
+                    node.stats.pongs.fetch_add(1, Ordering::SeqCst);
+                }
                 Some(Ok(Message::Close(_))) => {
                     node.stats.client_closes.fetch_add(1, Ordering::SeqCst);
                     return finish(ws).await;
@@ -262,6 +276,18 @@ async fn plain(mut ws: Ws, target: &str, node: &Node, refused: bool) {
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return,
             },
+            _ = pings.tick(), if node.behavior.ping_every.is_some() => {
+                if awaiting_pong {
+                    node.stats.ping_timeouts.fetch_add(1, Ordering::SeqCst);
+                    close(&mut ws, 1011, "ping timeout").await;
+                    return finish(ws).await;
+                }
+                awaiting_pong = true;
+                node.stats.pings.fetch_add(1, Ordering::SeqCst);
+                if ws.send(Message::Ping(Bytes::from_static(b"hb"))).await.is_err() {
+                    return;
+                }
+            }
             message = relayed.recv() => {
                 let Ok(message) = message else { return };
                 if topic.as_deref() != Some(message.topic.as_str()) {
@@ -316,6 +342,8 @@ async fn socketio(mut ws: Ws, node: &Node, refused: bool) {
     let mut topic: Option<String> = None;
     let every = node.behavior.ping_every.unwrap_or(Duration::from_secs(3600));
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Late ticks are not made up in a burst, which would leave no time to answer.
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut awaiting_pong = false;
     loop {
         tokio::select! {

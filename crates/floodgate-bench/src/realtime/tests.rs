@@ -59,7 +59,7 @@ async fn every_message_arrives(transport: Transport) {
     assert_eq!((c.open_at_end, c.closed_during_run), (20, 0));
     assert_eq!(report.connect_ms.as_ref().unwrap().count, 20);
     let publish = report.publish.as_ref().unwrap();
-    assert_eq!((publish.sent, publish.ok, publish.failed), (50, 50, 0), "{publish:?}");
+    assert_eq!((publish.scheduled, publish.sent, publish.ok, publish.failed), (50, 50, 50, 0));
     assert_eq!(server.stats.published.load(Ordering::SeqCst), 50);
     let delivery = report.delivery.as_ref().unwrap();
     assert_eq!((delivery.expected, delivery.received, delivery.lost), (1000, 1000, 0));
@@ -87,23 +87,32 @@ async fn socketio_subscribers_receive_every_published_message() {
     every_message_arrives(SOCKETIO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socketio_clients_answer_every_ping() {
-    let behavior = Behavior { ping_every: Some(Duration::from_millis(40)), ..Behavior::default() };
+/// The server pings every 100 ms and closes a client that has not answered the previous ping.
+async fn every_ping_is_answered(transport: Transport) {
+    let behavior = Behavior { ping_every: Some(Duration::from_millis(100)), ..Behavior::default() };
     let server = start(behavior).await;
     let config = RealtimeConfig {
-        duration: Some(Duration::from_millis(500)),
-        ..config(&[&server], SOCKETIO, 5)
+        duration: Some(Duration::from_millis(800)),
+        ..config(&[&server], transport, 5)
     };
     let report = run(config).await.unwrap();
     let stats = &server.stats;
     assert_eq!(report.connections.subscribed, 5);
-    // A client that missed a ping would have been closed at the next one.
     assert_eq!(stats.ping_timeouts.load(Ordering::SeqCst), 0);
     assert_eq!(report.connections.closed_during_run, 0, "{:?}", report.connections.closed);
-    assert!(stats.pings.load(Ordering::SeqCst) >= 5 * 5, "{stats:?}");
+    assert!(stats.pings.load(Ordering::SeqCst) >= 5 * 4, "{stats:?}");
     // Each ping was answered, but for those sent as the run closed.
     assert!(stats.pongs.load(Ordering::SeqCst) + 5 >= stats.pings.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_clients_answer_every_engine_io_ping() {
+    every_ping_is_answered(SOCKETIO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_clients_answer_every_websocket_ping() {
+    every_ping_is_answered(WS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
