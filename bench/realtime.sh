@@ -170,8 +170,8 @@ row = {"name": name, "scenario": scenario, "mode": r["mode"], "urls": len(r["url
        "failures": c["failures"], "open_at_end": c["open_at_end"],
        "closed": c["closed"], "connect_phase_s": c["connect_phase_s"],
        "connect_p50_ms": lat.get("p50"), "connect_p99_ms": lat.get("p99"),
-       "connect_max_ms": lat.get("max"), "rss": r["rss"], "rss_total": r["rss_total"],
-       "warnings": r["warnings"]}
+       "connect_max_ms": lat.get("max"), "servers": r["servers"],
+       "servers_total": r["servers_total"], "client": r["client"], "warnings": r["warnings"]}
 if r["publish"]:
     p, d = r["publish"], r["delivery"]
     dl = d["latency_ms"] or {}
@@ -229,33 +229,36 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 def ms(v): return "-" if v is None else f"{v:.1f}"
 def mib(v): return "-" if v is None else f"{v / 2**20:.1f}"
+def num(v, digits): return "-" if v is None else f"{v:.{digits}f}"
 out = []
 conn = [r for r in rows if r["scenario"] == "conn"]
 if conn:
     out += ["## conn: one node, connections held", "",
-            "| transport | requested | subscribed | failed | connect p50 / p99 / max ms | connect phase s | RSS before / connected / end MiB | bytes per connection | open at end |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| transport | requested | subscribed | failed | connect p50 / p99 / max ms | connect phase s | node RSS before / connected / end MiB | node bytes per connection | node cores (hold) | bench bytes per connection | bench cores (hold) | open at end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in conn:
-        t = r["rss_total"] or {}
-        per = "-" if t.get("per_connection_bytes") is None else f"{t['per_connection_bytes']:.0f}"
+        t, b = r["servers_total"] or {}, r["client"]
         out.append(f"| {r['mode']} | {r['requested']} | {r['subscribed']} | {r['failed']} | "
                    f"{ms(r['connect_p50_ms'])} / {ms(r['connect_p99_ms'])} / {ms(r['connect_max_ms'])} | "
-                   f"{r['connect_phase_s']:.1f} | {mib(t.get('before_bytes'))} / {mib(t.get('after_connect_bytes'))} / {mib(t.get('end_bytes'))} | "
-                   f"{per} | {r['open_at_end']} |")
+                   f"{r['connect_phase_s']:.1f} | {mib(t.get('rss_before_bytes'))} / {mib(t.get('rss_after_connect_bytes'))} / {mib(t.get('rss_end_bytes'))} | "
+                   f"{num(t.get('rss_per_connection_bytes'), 0)} | {num(t.get('hold_cpu_cores'), 2)} | "
+                   f"{num(b.get('rss_per_connection_bytes'), 0)} | {num(b.get('hold_cpu_cores'), 2)} | {r['open_at_end']} |")
     for r in conn:
         if r["failures"] or r["closed"]:
             out.append(f"\n{r['mode']}: failures {r['failures']}, closed during the run {r['closed']}")
 bcast = [r for r in rows if r["scenario"] == "broadcast"]
 if bcast:
     out += ["", "## broadcast: three nodes on Redis, ws subscribers", "",
-            "| msg/s asked | achieved | subscribers | expected | received | lost | received/s | latency p50 / p99 / max ms | closed during run |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| msg/s asked | achieved | subscribers | expected | received | lost | received/s | latency p50 / p99 / max ms | closed during run | node cores (hold) | bench cores (hold) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in bcast:
         lost = f"{r['lost']} ({100 * r['lost'] / r['expected']:.2f} %)" if r["expected"] else str(r["lost"])
         out.append(f"| {r['target_rate']} | {r['achieved_per_s']:.1f} | {r['subscribed']} | {r['expected']} | "
                    f"{r['received']} | {lost} | {r['received_per_s']:.0f} | "
                    f"{ms(r['latency_p50_ms'])} / {ms(r['latency_p99_ms'])} / {ms(r['latency_max_ms'])} | "
-                   f"{sum(r['closed'].values())} |")
+                   f"{sum(r['closed'].values())} | "
+                   f"{' / '.join(num(s.get('hold_cpu_cores'), 2) for s in r['servers'])} | "
+                   f"{num(r['client'].get('hold_cpu_cores'), 2)} |")
 warnings = sorted({w for r in rows for w in r["warnings"]})
 if warnings:
     out += ["", "warnings:"] + [f"- {w}" for w in warnings]

@@ -205,8 +205,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub publish_all_nodes: bool,
     /// Realtime: a server process whose resident memory (VmRSS) is read before connecting,
-    /// once connected and at the end, reported per connection; repeated or comma-separated
-    /// (one per --url, in the same order, divides each by its node's connections).
+    /// once connected and at the end, and reported per connection; repeated or
+    /// comma-separated. Given once per --url, in the same order, each pid's growth is divided
+    /// by the connections of its own node, otherwise by all of them.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 }

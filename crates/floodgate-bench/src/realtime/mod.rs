@@ -12,8 +12,9 @@
 //!    the publisher posts messages stamped with their send time;
 //! 3. drain: until every expected message arrived, at most 5 s after the last post;
 //!
-//! then every connection is closed (1000). The server's `VmRSS` is read before the connect
-//! phase, after it, and before closing.
+//! then every connection is closed (1000). The resident memory and CPU time of the server
+//! processes and of the bench itself are read before the connect phase, after it, and before
+//! closing.
 //!
 //! Memory, so that one process holds ~20,000 connections: one task per connection with a
 //! small-buffered WebSocket and a bitset of the sequence numbers it saw; results go to a few
@@ -21,10 +22,10 @@
 
 mod connection;
 mod plan;
+mod procfs;
 mod progress;
 mod publish;
 mod report;
-mod rss;
 mod socketio;
 mod wire;
 
@@ -48,8 +49,8 @@ pub use plan::{
     DEFAULT_ROOM, RealtimeConfig, Transport,
 };
 pub use report::{
-    ConnectionsReport, DeliveryReport, PublishReport, REALTIME_SCHEMA, RealtimeReport,
-    RealtimeRunConfig, RssReport,
+    ConnectionsReport, DeliveryReport, ProcessReport, PublishReport, REALTIME_SCHEMA,
+    RealtimeReport, RealtimeRunConfig,
 };
 
 use crate::error::BenchError;
@@ -85,11 +86,15 @@ pub async fn run(config: RealtimeConfig) -> Result<RealtimeReport, BenchError> {
     let progress = Progress::new(plan.progress, plan.connections);
     let shared = Arc::new(Shared::new(plan, client_limits)?);
     let plan = &shared.plan;
-    let before = rss::sample(&plan.server_pids);
+    // The servers, then the bench itself.
+    let pids: Vec<u32> = plan.server_pids.iter().copied().chain([std::process::id()]).collect();
+    let before = procfs::sample(&pids);
     let opening = connection::open_all(&shared, &progress).await?;
-    let connected = rss::sample(&plan.server_pids);
+    let connected = procfs::sample(&pids);
+    let held_from = Instant::now();
     let (published, drain) = hold(&shared, &progress, opening.subscribed).await?;
-    let end = rss::sample(&plan.server_pids);
+    let end = procfs::sample(&pids);
+    let held = held_from.elapsed();
     let open_at_end = shared.open.load(Ordering::Relaxed) as u64;
     let deliveries = shared.deliveries()?;
     let closed = lock(&shared.closed).clone();
@@ -105,7 +110,7 @@ pub async fn run(config: RealtimeConfig) -> Result<RealtimeReport, BenchError> {
         drain,
         open_at_end,
         closed,
-        rss: Samples { before, connected, end },
+        samples: Samples { before, connected, end, held },
         client_limits,
         warnings,
     };
@@ -153,12 +158,14 @@ async fn hold(
     Ok((Some(published), drained_from.elapsed()))
 }
 
-/// The resident memory of each server pid at the three moments.
+/// The readings of each server pid, then of the bench itself, at the three moments.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Samples {
-    pub before: Vec<Option<u64>>,
-    pub connected: Vec<Option<u64>>,
-    pub end: Vec<Option<u64>>,
+    pub before: Vec<procfs::Sample>,
+    pub connected: Vec<procfs::Sample>,
+    pub end: Vec<procfs::Sample>,
+    /// From the `connected` reading to the `end` one.
+    pub held: Duration,
 }
 
 /// Messages received by every connection together.

@@ -220,7 +220,7 @@ impl Plan {
             .collect::<Result<Vec<_>, _>>()?;
         check_source_ips(&config.source_ips, &nodes)?;
         for pid in &config.server_pids {
-            if super::rss::vm_rss(*pid).is_none() {
+            if super::procfs::vm_rss(*pid).is_none() {
                 return usage(format!(
                     "--server-pid {pid}: cannot read its resident memory in /proc/{pid}/status"
                 ));

@@ -26,9 +26,10 @@
 //!     "closed": {"4008 slow consumer" | "ended without a close frame" | ...: n}
 //!   },
 //!   "connect_ms": null | {"count", "mean", "p50", "p90", "p99", "p999", "max", "spectrum"},
-//!   "rss": [{"pid", "before_bytes", "after_connect_bytes", "end_bytes",
-//!            "connections", "per_connection_bytes"}, ...],
-//!   "rss_total": null | {same, "pid": null},
+//!   "servers": [{"pid", "rss_before_bytes", "rss_after_connect_bytes", "rss_end_bytes",
+//!                "connections", "rss_per_connection_bytes", "hold_cpu_cores"}, ...],
+//!   "servers_total": null | {same, "pid": null},
+//!   "client": {same, "pid": the bench's own},
 //!   "publish": null | {"urls", "rate", "message_bytes", "scheduled", "sent", "ok", "failed",
 //!                      "failures": {"HTTP 503" | "timeout" | ...: n},
 //!                      "duration_s", "achieved_per_s"},
@@ -45,11 +46,14 @@
 //!   ones held. `failed` = `requested` − `subscribed`, grouped by reason in `failures`.
 //! - `connect_ms`: from the start of a connection's TCP connect to its subscription's
 //!   acknowledgement, successful connections only.
-//! - `rss`: `VmRSS` of each `--server-pid` before connecting, once all connections settled, and
-//!   at the end (before closing them); `per_connection_bytes` = (after_connect − before) /
-//!   `connections`, where `connections` is the subscribed connections of that pid's node when
-//!   there are as many pids as urls (pid i serving url i), else all subscribed connections.
-//!   `rss_total` adds the pids up.
+//! - `servers`: each `--server-pid`'s `VmRSS` before connecting, once every connection
+//!   settled, and at the end (before closing them); `rss_per_connection_bytes` =
+//!   (after_connect − before) / `connections`, where `connections` is the subscribed
+//!   connections of that pid's node when there are as many pids as urls (pid i serving url i),
+//!   else all subscribed connections. `hold_cpu_cores` is the CPU time the process used from
+//!   the after-connect reading to the end one, divided by that time (1.0 = one core busy).
+//!   `servers_total` adds the pids up. `client` is the same for the bench process itself (all
+//!   its connections), to tell whether the load generator was the bottleneck.
 //! - `publish`: `scheduled` = floor(rate × duration_s) messages; `sent` posts (fewer when the
 //!   publisher fell more than 1 s behind), `ok` answered 2xx, `failed` = sent − ok by reason;
 //!   `achieved_per_s` = ok / duration_s.
@@ -70,6 +74,7 @@ use serde::{Deserialize, Serialize};
 
 use super::connection::Opening;
 use super::plan::{Plan, Transport};
+use super::procfs::Sample;
 use super::publish::Published;
 use super::{Deliveries, Samples};
 use crate::error::BenchError;
@@ -89,8 +94,9 @@ pub struct RealtimeReport {
     pub config: RealtimeRunConfig,
     pub connections: ConnectionsReport,
     pub connect_ms: Option<LatencySummary>,
-    pub rss: Vec<RssReport>,
-    pub rss_total: Option<RssReport>,
+    pub servers: Vec<ProcessReport>,
+    pub servers_total: Option<ProcessReport>,
+    pub client: ProcessReport,
     pub publish: Option<PublishReport>,
     pub delivery: Option<DeliveryReport>,
     pub client_limits: ClientLimits,
@@ -129,16 +135,17 @@ pub struct ConnectionsReport {
     pub closed: BTreeMap<String, u64>,
 }
 
-/// The resident memory of one server process (`pid`), or of all (`pid` null).
+/// The resident memory and CPU use of one process (`pid`), or of all servers (`pid` null).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RssReport {
+pub struct ProcessReport {
     pub pid: Option<u32>,
-    pub before_bytes: Option<u64>,
-    pub after_connect_bytes: Option<u64>,
-    pub end_bytes: Option<u64>,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_after_connect_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
     /// The connections the growth is divided by.
     pub connections: u64,
-    pub per_connection_bytes: Option<f64>,
+    pub rss_per_connection_bytes: Option<f64>,
+    pub hold_cpu_cores: Option<f64>,
 }
 
 /// What the publisher did.
@@ -179,7 +186,7 @@ pub(crate) struct Measured {
     pub drain: std::time::Duration,
     pub open_at_end: u64,
     pub closed: BTreeMap<String, u64>,
-    pub rss: Samples,
+    pub samples: Samples,
     pub client_limits: ClientLimits,
     pub warnings: Vec<String>,
 }
@@ -219,7 +226,17 @@ impl RealtimeReport {
                 latency_ms: LatencySummary::of(&d.latency),
             }
         });
-        let (rss, rss_total) = rss_reports(plan, opening, &measured.rss);
+        let (servers, servers_total, client) = process_reports(plan, opening, &measured.samples);
+        let mut warnings = measured.warnings;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        if let Some(used) = client.hold_cpu_cores
+            && used >= 0.9 * cores as f64
+        {
+            warnings.push(format!(
+                "the bench itself kept {used:.2} of this machine's {cores} cores busy while \
+                 holding: its own queueing is part of the delivery latency"
+            ));
+        }
         RealtimeReport {
             schema: REALTIME_SCHEMA.to_string(),
             mode: plan.transport,
@@ -252,12 +269,13 @@ impl RealtimeReport {
                 closed: measured.closed,
             },
             connect_ms: LatencySummary::of(&opening.latency),
-            rss,
-            rss_total,
+            servers,
+            servers_total,
+            client,
             publish,
             delivery,
             client_limits: measured.client_limits,
-            warnings: measured.warnings,
+            warnings,
         }
     }
 
@@ -366,25 +384,27 @@ impl RealtimeReport {
         if let Some(p) = &self.publish {
             write_counts(&mut out, "publish failures", &p.failures);
         }
-        if !self.rss.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<13}{:>8}{:>12}{:>12}{:>12}{:>13}{:>14}{:>7}",
+            "memory", "pid", "before", "connected", "end", "connections", "B/connection", "cores"
+        );
+        let rows = self.servers.iter().chain(&self.servers_total).map(|p| ("server", p));
+        for (who, process) in rows.chain([("bench", &self.client)]) {
+            let pid = process.pid.map_or_else(|| "total".to_string(), |pid| pid.to_string());
+            let per = process
+                .rss_per_connection_bytes
+                .map_or_else(|| "-".to_string(), |bytes| format!("{bytes:.0}"));
+            let cores =
+                process.hold_cpu_cores.map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
             let _ = writeln!(
                 out,
-                "\nserver RSS   {:>8}{:>12}{:>12}{:>12}{:>13}{:>14}",
-                "pid", "before", "connected", "end", "connections", "B/connection"
+                "  {who:<11}{pid:>8}{:>12}{:>12}{:>12}{:>13}{per:>14}{cores:>7}",
+                mib(process.rss_before_bytes),
+                mib(process.rss_after_connect_bytes),
+                mib(process.rss_end_bytes),
+                process.connections
             );
-            for rss in self.rss.iter().chain(&self.rss_total) {
-                let pid = rss.pid.map_or_else(|| "total".to_string(), |pid| pid.to_string());
-                let per =
-                    rss.per_connection_bytes.map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
-                let _ = writeln!(
-                    out,
-                    "             {pid:>8}{:>12}{:>12}{:>12}{:>13}{per:>14}",
-                    mib(rss.before_bytes),
-                    mib(rss.after_connect_bytes),
-                    mib(rss.end_bytes),
-                    rss.connections
-                );
-            }
         }
         if !self.warnings.is_empty() {
             let _ = writeln!(out, "\nwarnings");
@@ -417,53 +437,53 @@ fn rate(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 { round(count as f64 / seconds, 3) } else { 0.0 }
 }
 
-/// One report per pid, and the total, from the three samples.
-fn rss_reports(
+/// One report per server pid, their total, and the bench's own, from the three readings.
+fn process_reports(
     plan: &Plan,
     opening: &Opening,
     samples: &Samples,
-) -> (Vec<RssReport>, Option<RssReport>) {
-    let one_per_node = plan.server_pids.len() == plan.nodes.len();
-    let report = |pid, before: Option<u64>, after: Option<u64>, end, connections: u64| RssReport {
+) -> (Vec<ProcessReport>, Option<ProcessReport>, ProcessReport) {
+    let held = samples.held.as_secs_f64();
+    let report = |pid, [before, connected, end]: [Sample; 3], connections: u64| ProcessReport {
         pid,
-        before_bytes: before,
-        after_connect_bytes: after,
-        end_bytes: end,
+        rss_before_bytes: before.rss,
+        rss_after_connect_bytes: connected.rss,
+        rss_end_bytes: end.rss,
         connections,
-        per_connection_bytes: match (before, after) {
+        rss_per_connection_bytes: match (before.rss, connected.rss) {
             (Some(before), Some(after)) if connections > 0 => {
                 Some(round((after as f64 - before as f64) / connections as f64, 1))
             }
             _ => None,
         },
+        hold_cpu_cores: match (connected.cpu_s, end.cpu_s) {
+            (Some(from), Some(to)) if held > 0.0 => Some(round((to - from) / held, 3)),
+            _ => None,
+        },
     };
-    let per_pid: Vec<RssReport> = plan
+    let at = |i: usize| {
+        let get = |readings: &[Sample]| readings.get(i).copied().unwrap_or_default();
+        [get(&samples.before), get(&samples.connected), get(&samples.end)]
+    };
+    let one_per_node = plan.server_pids.len() == plan.nodes.len();
+    let servers: Vec<ProcessReport> = plan
         .server_pids
         .iter()
         .enumerate()
         .map(|(i, pid)| {
             let connections =
                 if one_per_node { opening.subscribed_per_node[i] } else { opening.subscribed };
-            let at = |sample: &[Option<u64>]| sample.get(i).copied().flatten();
-            report(
-                Some(*pid),
-                at(&samples.before),
-                at(&samples.connected),
-                at(&samples.end),
-                connections,
-            )
+            report(Some(*pid), at(i), connections)
         })
         .collect();
-    if per_pid.is_empty() {
-        return (per_pid, None);
+    let client = report(Some(std::process::id()), at(servers.len()), opening.subscribed);
+    if servers.is_empty() {
+        return (servers, None, client);
     }
-    let sum = |sample: &[Option<u64>]| sample.iter().copied().sum::<Option<u64>>();
-    let total = report(
-        None,
-        sum(&samples.before),
-        sum(&samples.connected),
-        sum(&samples.end),
-        opening.subscribed,
-    );
-    (per_pid, Some(total))
+    let sum = |readings: &[Sample]| Sample {
+        rss: readings[..servers.len()].iter().map(|s| s.rss).sum(),
+        cpu_s: readings[..servers.len()].iter().map(|s| s.cpu_s).sum(),
+    };
+    let total = [sum(&samples.before), sum(&samples.connected), sum(&samples.end)];
+    (servers, Some(report(None, total, opening.subscribed)), client)
 }

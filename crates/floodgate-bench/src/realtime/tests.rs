@@ -236,15 +236,17 @@ async fn connections_spread_over_nodes_and_source_addresses() {
     // Three source addresses for the connections (the publisher's own is one of them).
     assert_eq!((peers(&a), peers(&b)), (3, 3));
     // One pid for two nodes: its growth is divided by every connection.
-    assert_eq!(report.rss.len(), 1);
-    let rss = &report.rss[0];
-    assert_eq!(rss.pid, Some(std::process::id()));
-    assert_eq!(rss.connections, 12);
-    assert!(rss.before_bytes.is_some() && rss.end_bytes.is_some());
-    assert!(rss.per_connection_bytes.is_some());
-    let total = report.rss_total.as_ref().unwrap();
-    assert_eq!((total.pid, total.before_bytes), (None, rss.before_bytes));
-    assert!(report.table().contains("server RSS"));
+    assert_eq!(report.servers.len(), 1);
+    let server = &report.servers[0];
+    assert_eq!(server.pid, Some(std::process::id()));
+    assert_eq!(server.connections, 12);
+    assert!(server.rss_before_bytes.is_some() && server.rss_end_bytes.is_some());
+    assert!(server.rss_per_connection_bytes.is_some() && server.hold_cpu_cores.is_some());
+    let total = report.servers_total.as_ref().unwrap();
+    assert_eq!((total.pid, total.rss_before_bytes), (None, server.rss_before_bytes));
+    // The bench is this process too.
+    assert_eq!((report.client.pid, report.client.connections), (server.pid, 12));
+    assert!(report.table().contains("  server"));
 }
 
 #[tokio::test]
