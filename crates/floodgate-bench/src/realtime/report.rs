@@ -487,3 +487,111 @@ fn process_reports(
     let total = [sum(&samples.before), sum(&samples.connected), sum(&samples.end)];
     (servers, Some(report(None, total, opening.subscribed)), client)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A three-node broadcast run with every kind of row: failures, closes, publish failures,
+    /// duplicates, per-node memory and a warning.
+    fn sample() -> RealtimeReport {
+        let latency = |count, base: f64| LatencySummary {
+            count,
+            mean: base * 1.2,
+            p50: base,
+            p90: base * 2.0,
+            p99: base * 4.0,
+            p999: base * 8.0,
+            max: base * 10.0,
+            spectrum: Vec::new(),
+        };
+        let process = |pid, before: u64, connections: u64| ProcessReport {
+            pid,
+            rss_before_bytes: Some(before),
+            rss_after_connect_bytes: Some(before + connections * 5000),
+            rss_end_bytes: Some(before + connections * 5100),
+            connections,
+            rss_per_connection_bytes: Some(5000.0),
+            hold_cpu_cores: Some(0.25),
+        };
+        let urls: Vec<String> =
+            (1..=3).map(|port| format!("http://127.0.0.1:1944{port}")).collect();
+        let count = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(reason, n)| (reason.to_string(), *n)).collect()
+        };
+        RealtimeReport {
+            schema: REALTIME_SCHEMA.to_string(),
+            mode: Transport::Ws,
+            urls: urls.clone(),
+            label: Some("nightly".into()),
+            config: RealtimeRunConfig {
+                room: "bench".into(),
+                topic: "room:bench".into(),
+                connections: 9000,
+                connect_rate: 2000.0,
+                max_handshakes: 1000,
+                timeout_s: 10.0,
+                duration_s: 20.0,
+                source_ips: vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+                publish_rate: Some(100.0),
+                message_bytes: 100,
+                publish_all_nodes: false,
+                server_pids: vec![101, 102, 103],
+            },
+            connections: ConnectionsReport {
+                requested: 9000,
+                opened: 8998,
+                subscribed: 8990,
+                failed: 10,
+                failures: count(&[("refused: 1013 node full", 8), ("timeout: subscribe", 2)]),
+                subscribed_per_url: vec![2997, 2997, 2996],
+                connect_phase_s: 4.6,
+                open_at_end: 8987,
+                closed_during_run: 3,
+                closed: count(&[("4008 slow consumer", 3)]),
+            },
+            connect_ms: Some(latency(8990, 0.4)),
+            servers: vec![process(Some(101), 50 << 20, 2997), process(Some(102), 48 << 20, 2997)],
+            servers_total: Some(process(None, 98 << 20, 8990)),
+            client: process(Some(7), 6 << 20, 8990),
+            publish: Some(PublishReport {
+                urls: urls[..1].to_vec(),
+                rate: 100.0,
+                message_bytes: 100,
+                scheduled: 2000,
+                sent: 2000,
+                ok: 1999,
+                failed: 1,
+                failures: count(&[("HTTP 503", 1)]),
+                duration_s: 20.0,
+                achieved_per_s: 99.95,
+            }),
+            delivery: Some(DeliveryReport {
+                subscribed: 8990,
+                expected: 17_971_010,
+                received: 17_970_000,
+                lost: 1010,
+                duplicates: 4,
+                other: 0,
+                received_per_s: 898_500.0,
+                drain_s: 0.35,
+                latency_ms: Some(latency(17_970_000, 2.5)),
+            }),
+            client_limits: ClientLimits { open_files: Some(20000), ephemeral_ports: None },
+            warnings: vec!["the bench itself kept 1.90 of this machine's 2 cores busy".into()],
+        }
+    }
+
+    #[test]
+    fn the_table_shows_every_part() {
+        insta::assert_snapshot!(sample().table());
+    }
+
+    #[test]
+    fn the_json_keeps_its_field_names() {
+        let report = sample();
+        let json = report.to_json();
+        insta::assert_snapshot!(json);
+        assert_eq!(serde_json::from_str::<RealtimeReport>(&json).unwrap(), report);
+    }
+}
