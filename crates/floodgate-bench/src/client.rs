@@ -21,12 +21,12 @@ use crate::config::{Api, Mix};
 use crate::events::{EventClass, classify};
 
 /// Linux `EMFILE` ("Too many open files") and `ENFILE` (the system-wide table is full).
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
+pub(crate) const EMFILE: i32 = 24;
+pub(crate) const ENFILE: i32 = 23;
 /// Linux `EADDRNOTAVAIL` ("Cannot assign requested address": no ephemeral port left).
-const EADDRNOTAVAIL: i32 = 99;
+pub(crate) const EADDRNOTAVAIL: i32 = 99;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Why a request failed, when it was not an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -157,7 +157,9 @@ impl Clients {
     }
 }
 
-fn client(address: Option<IpAddr>, idle: usize) -> HttpClient {
+/// A hyper client whose sockets are bound to `address` (none: the system's choice), keeping
+/// up to `idle` connections alive.
+pub(crate) fn client(address: Option<IpAddr>, idle: usize) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_local_address(address);
@@ -193,7 +195,7 @@ async fn attempt(client: &HttpClient, target: &Target, mix: &Mix) -> Result<Exch
 }
 
 /// Reads a body to its end, discarding it.
-async fn drain(mut body: Incoming) -> Result<(), hyper::Error> {
+pub(crate) async fn drain(mut body: Incoming) -> Result<(), hyper::Error> {
     while let Some(frame) = body.frame().await {
         frame?;
     }
@@ -262,7 +264,10 @@ async fn read_stream(mut body: Incoming, api: Api) -> Result<Exchange, Failure> 
 
 /// The kind of a client error, from the I/O error at the root of its chain when there is one;
 /// `connecting` tells whether it happened while connecting.
-fn classify_error(error: &(dyn std::error::Error + 'static), connecting: bool) -> ErrorKind {
+pub(crate) fn classify_error(
+    error: &(dyn std::error::Error + 'static),
+    connecting: bool,
+) -> ErrorKind {
     if let Some(io) = root_io_error(error) {
         match io.raw_os_error() {
             Some(EMFILE | ENFILE) => return ErrorKind::ClientOpenFiles,

@@ -1,7 +1,9 @@
 //! `floodgate bench`: a load generator for LLM chat APIs (OpenAI Chat Completions and Anthropic
 //! Messages bodies), with HDR latency histograms, time to first token and inter-token gaps for
 //! streams, errors by status and kind, client-side limits explained, and JSON, HTML and
-//! plain-text reports.
+//! plain-text reports; and, apart, for the gateway's realtime side ([`realtime`]): many held
+//! WebSocket or Socket.IO connections, a publisher, delivery loss and latency, server memory
+//! per connection.
 //!
 //! Three ways to generate load:
 //! - open loop (`rate`): constant arrival rate, latency measured from each request's intended
@@ -24,6 +26,7 @@ mod html;
 mod limits;
 mod load;
 mod progress;
+pub mod realtime;
 mod report;
 mod request;
 mod scenario;
@@ -40,6 +43,7 @@ pub use client::ErrorKind;
 pub use config::{Api, BenchConfig, DEFAULT_MAX_IN_FLIGHT, parse_duration, parse_ip_range};
 pub use error::{BenchError, EXIT_USAGE};
 pub use limits::ClientLimits;
+pub use realtime::{RealtimeConfig, RealtimeReport, Transport, run as run_realtime};
 pub use report::{
     LatencySummary, MixReport, Mode, Report, ReportConfig, SCHEMA, SpectrumPoint, TimelinePoint,
     Totals,
@@ -59,7 +63,7 @@ use stats::Recorder;
 /// be created.
 pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     let plan = Plan::new(&config, std::io::stderr().is_terminal())?;
-    check_source_ips(&plan)?;
+    check_source_ips(&plan.source_ips)?;
     let limits = ClientLimits::read();
     let warnings = limits.warnings(plan.peak_connections, plan.source_ips.len());
     warn(&warnings);
@@ -81,8 +85,8 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
 
 /// Refuses a source address this machine does not have (binding would fail with the same
 /// error as running out of ports, and be reported as that).
-fn check_source_ips(plan: &Plan) -> Result<(), BenchError> {
-    for ip in &plan.source_ips {
+fn check_source_ips(source_ips: &[std::net::IpAddr]) -> Result<(), BenchError> {
+    for ip in source_ips {
         if let Err(error) = std::net::TcpListener::bind((*ip, 0)) {
             return Err(BenchError::Usage(format!(
                 "--source-ips: cannot bind to {ip} ({error}); give addresses of this machine"

@@ -1,7 +1,8 @@
 //! Client-side limits that cap how many connections the benchmark can open: the soft open-file
 //! limit (`ulimit -n`) and the ephemeral port range. Read once at start from `/proc`, checked
 //! against the plan (a warning names the limit that will be the bottleneck and what to do), and
-//! used to explain `EMFILE` / `EADDRNOTAVAIL` failures in the report.
+//! used to explain `EMFILE` / `EADDRNOTAVAIL` failures in the report. The realtime mode, which
+//! holds thousands of sockets at once, first raises the soft open-file limit to the hard one.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,10 +81,64 @@ impl ClientLimits {
     }
 }
 
+/// Raises the soft open-file limit of this process to its hard limit, when it is below.
+/// Returns a warning when that was needed and failed.
+///
+/// `unsafe` is forbidden in this workspace and the standard library has no `setrlimit`, so
+/// this asks util-linux's `prlimit` to change this process's limit (a process may raise its
+/// own soft limit up to the hard one without privileges).
+pub(crate) fn raise_open_files() -> Option<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let (soft, hard) = parse_open_file_limits(&limits)?;
+    let (Some(soft), Some(hard)) = (soft, hard) else {
+        // Either end unlimited: nothing to raise, or nothing to raise it to.
+        return None;
+    };
+    if soft >= hard {
+        return None;
+    }
+    let pid = std::process::id().to_string();
+    let setting = format!("--nofile={hard}:{hard}");
+    let outcome = std::process::Command::new("prlimit")
+        .args(["--pid", pid.as_str(), setting.as_str()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let raised = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(parse_open_files)
+        .is_some_and(|now| now >= hard);
+    if raised {
+        return None;
+    }
+    let why = match outcome {
+        Ok(status) => format!("prlimit exited with {status}"),
+        Err(error) => format!("cannot run prlimit: {error}"),
+    };
+    Some(format!(
+        "the open-file limit is {soft} and could not be raised to the hard limit {hard} ({why}); \
+         run `ulimit -n {hard}` in this shell first"
+    ))
+}
+
 /// The soft limit of "Max open files" in `/proc/self/limits`.
 fn parse_open_files(text: &str) -> Option<u64> {
+    parse_open_file_limits(text)?.0
+}
+
+/// The soft and hard limits of "Max open files" in `/proc/self/limits` (`None`: unlimited).
+fn parse_open_file_limits(text: &str) -> Option<(Option<u64>, Option<u64>)> {
     let line = text.lines().find(|line| line.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let mut limit = || -> Option<Option<u64>> {
+        match values.next()? {
+            "unlimited" => Some(None),
+            value => value.parse().ok().map(Some),
+        }
+    };
+    Some((limit()?, limit()?))
 }
 
 /// `low high` as in `/proc/sys/net/ipv4/ip_local_port_range`.
@@ -110,6 +165,26 @@ Max locked memory         8388608              8388608              bytes
     fn reads_the_soft_open_file_limit() {
         assert_eq!(parse_open_files(LIMITS), Some(1024));
         assert_eq!(parse_open_files("Max open files  unlimited  unlimited  files\n"), None);
+    }
+
+    #[test]
+    fn reads_both_open_file_limits() {
+        assert_eq!(parse_open_file_limits(LIMITS), Some((Some(1024), Some(524288))));
+        assert_eq!(
+            parse_open_file_limits("Max open files  4096  unlimited  files\n"),
+            Some((Some(4096), None))
+        );
+        assert_eq!(parse_open_file_limits("Max cpu time  1  2  seconds\n"), None);
+    }
+
+    #[test]
+    fn raising_the_open_file_limit_leaves_it_at_the_hard_one() {
+        // Whatever the limits of the test process, afterwards the soft one is the hard one (or
+        // a warning says why not).
+        let warning = raise_open_files();
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let (soft, hard) = parse_open_file_limits(&text).unwrap();
+        assert!(soft == hard || warning.is_some(), "{soft:?} {hard:?} {warning:?}");
     }
 
     #[test]

@@ -397,7 +397,7 @@ pub fn api_name(api: Api) -> &'static str {
 
 impl LatencySummary {
     /// The summary of a histogram in microseconds; `None` when it is empty.
-    fn of(histogram: &Histogram<u64>) -> Option<LatencySummary> {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Option<LatencySummary> {
         if histogram.is_empty() {
             return None;
         }
@@ -438,13 +438,13 @@ fn spectrum(histogram: &Histogram<u64>) -> Vec<SpectrumPoint> {
 
 /// `value` rounded to `decimals` places. Besides being all a reader needs, a short decimal
 /// parses back to exactly the same `f64`, so the JSON report round-trips.
-fn round(value: f64, decimals: i32) -> f64 {
+pub(crate) fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
 }
 
 /// A duration in seconds, to the microsecond.
-fn seconds(duration: std::time::Duration) -> f64 {
+pub(crate) fn seconds(duration: std::time::Duration) -> f64 {
     round(duration.as_secs_f64(), 6)
 }
 

@@ -18,7 +18,7 @@ use floodgate_core::config::{self, ConfigError, Env, LogFormat, Overrides};
 use floodgate_core::{App, shutdown, telemetry};
 use floodgate_mock_upstream::{ErrorKind, MockConfig, RateLimit};
 
-use cli::{BenchArgs, Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, ServeArgs};
+use cli::{BenchArgs, Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, RealtimeArg, ServeArgs};
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -53,14 +53,27 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 }
 
 /// `floodgate bench`: arguments → [`floodgate_bench::BenchConfig`] → run → table and reports.
-async fn bench(args: BenchArgs) -> ExitCode {
+async fn bench(mut args: BenchArgs) -> ExitCode {
+    if let Some(transport) = args.realtime {
+        return realtime_bench(args, transport).await;
+    }
+    if let Some(flag) = realtime_only(&args) {
+        return fail(&format!("{flag} needs --realtime"), floodgate_bench::EXIT_USAGE);
+    }
+    let url = match args.url.len() {
+        1 => args.url.remove(0),
+        _ => {
+            let message = "--url: give one endpoint (several --url only with --realtime)";
+            return fail(message, floodgate_bench::EXIT_USAGE);
+        }
+    };
     let scenario = match args.scenario.as_deref().map(floodgate_bench::Scenario::from_file) {
         None => None,
         Some(Ok(scenario)) => Some(scenario),
         Some(Err(error)) => return fail(&error.to_string(), error.exit_code()),
     };
     let config = floodgate_bench::BenchConfig {
-        url: args.url,
+        url,
         rate: args.rate,
         concurrency: args.concurrency,
         scenario,
@@ -74,7 +87,7 @@ async fn bench(args: BenchArgs) -> ExitCode {
         source_ips: args.source_ips.map(|ips| ips.0).unwrap_or_default(),
         prompt_tokens: args.prompt_tokens,
         max_tokens: args.max_tokens,
-        timeout: args.timeout,
+        timeout: args.timeout.unwrap_or(Duration::from_secs(60)),
         quiet: args.quiet,
         label: args.label,
     };
@@ -93,6 +106,60 @@ async fn bench(args: BenchArgs) -> ExitCode {
         if let Err(error) = result {
             return fail(&error.to_string(), error.exit_code());
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The first flag given that only `--realtime` takes.
+fn realtime_only(args: &BenchArgs) -> Option<&'static str> {
+    [
+        ("--connect-rate", args.connect_rate.is_some()),
+        ("--room", args.room.is_some()),
+        ("--publish-key", args.publish_key.is_some()),
+        ("--publish-rate", args.publish_rate.is_some()),
+        ("--message-bytes", args.message_bytes.is_some()),
+        ("--publish-all-nodes", args.publish_all_nodes),
+        ("--server-pid", !args.server_pid.is_empty()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+}
+
+/// `floodgate bench --realtime`: arguments → [`floodgate_bench::RealtimeConfig`] → run →
+/// table and JSON report.
+async fn realtime_bench(args: BenchArgs, transport: RealtimeArg) -> ExitCode {
+    use floodgate_bench::realtime;
+    let config = floodgate_bench::RealtimeConfig {
+        transport: match transport {
+            RealtimeArg::Ws => floodgate_bench::Transport::Ws,
+            RealtimeArg::Socketio => floodgate_bench::Transport::Socketio,
+        },
+        urls: args.url,
+        connections: args.connections.unwrap_or(0),
+        connect_rate: args.connect_rate.unwrap_or(realtime::DEFAULT_CONNECT_RATE),
+        max_handshakes: args.max_in_flight.unwrap_or(realtime::DEFAULT_MAX_HANDSHAKES),
+        source_ips: args.source_ips.map(|ips| ips.0).unwrap_or_default(),
+        room: args.room.unwrap_or_else(|| realtime::DEFAULT_ROOM.to_string()),
+        key: args.key,
+        publish_key: args.publish_key,
+        duration: args.duration,
+        publish_rate: args.publish_rate,
+        message_bytes: args.message_bytes.unwrap_or(realtime::DEFAULT_MESSAGE_BYTES),
+        publish_all_nodes: args.publish_all_nodes,
+        server_pids: args.server_pid,
+        timeout: args.timeout.unwrap_or(realtime::DEFAULT_OPEN_TIMEOUT),
+        quiet: args.quiet,
+        label: args.label,
+    };
+    let report = match floodgate_bench::run_realtime(config).await {
+        Ok(report) => report,
+        Err(error) => return fail(&error.to_string(), error.exit_code()),
+    };
+    if let Err(error) = report.print_table() {
+        return fail(&format!("cannot print the summary: {error}"), 1);
+    }
+    if let Some(Err(error)) = args.json.as_deref().map(|path| report.write_json(path)) {
+        return fail(&error.to_string(), error.exit_code());
     }
     ExitCode::SUCCESS
 }
