@@ -188,18 +188,21 @@ where
     let mut ping = tokio::time::interval(ping_interval);
     ping.reset();
     let mut last_heard = Instant::now();
-    let slow = client.slow.clone();
-    let closing = hub.closing.clone();
+    // Made once: a fresh `cancelled()` each turn would register and
+    // deregister with the node-wide token for every message sent.
+    let slow = client.slow.clone().cancelled_owned();
+    let closing = hub.closing.clone().cancelled_owned();
+    tokio::pin!(slow, closing);
     let ending = loop {
         tokio::select! {
             biased;
-            () = slow.cancelled() => {
+            () = &mut slow => {
                 break Some(close(CLOSE_SLOW, format!(
                     "slow consumer: {} messages were waiting to be sent (realtime.send_buffer); reconnect and recover from your last offset",
                     hub.config.send_buffer
                 )));
             }
-            () = closing.cancelled() => {
+            () = &mut closing => {
                 break Some(close(1001, "this node is shutting down; reconnect".into()));
             }
             frame = socket.next() => {

@@ -204,11 +204,13 @@ async fn serve(
     hub: Arc<Realtime>,
 ) {
     let slow = client.slow.clone();
-    let closing = hub.closing.clone();
+    let slow_now = slow.clone().cancelled_owned();
+    let closing = hub.closing.clone().cancelled_owned();
+    tokio::pin!(slow_now, closing);
     loop {
         tokio::select! {
             biased;
-            () = slow.cancelled() => {
+            () = &mut slow_now => {
                 let message = format!(
                     "slow consumer: {} messages were waiting to be sent (realtime.send_buffer); \
                      reconnect and recover from your last offset",
@@ -217,7 +219,7 @@ async fn serve(
                 let _ = socket.emit("error", &json!({"message": message, "code": "slow_consumer"}));
                 break;
             }
-            () = closing.cancelled() => break,
+            () = &mut closing => break,
             command = commands.recv() => match command.map(|c| *c) {
                 None => break,
                 Some(Command::Subscribe { topic, since, ack }) => {
