@@ -217,21 +217,17 @@ impl Report {
 
     /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
-        // A report holds only strings, numbers and maps with string or integer keys, which
-        // serde_json always serialises; the fallback is never used.
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        pretty_json(self)
     }
 
     /// Writes [`Report::to_json`] to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
-        std::fs::write(path, self.to_json() + "\n")
-            .map_err(|source| BenchError::Write { path: path.to_path_buf(), source })
+        write_file(path, self.to_json() + "\n")
     }
 
     /// Writes [`Report::to_html`] to `path`.
     pub fn write_html(&self, path: &Path) -> Result<(), BenchError> {
-        std::fs::write(path, self.to_html())
-            .map_err(|source| BenchError::Write { path: path.to_path_buf(), source })
+        write_file(path, self.to_html())
     }
 
     /// Prints [`Report::table`] to stdout.
@@ -495,3 +491,16 @@ fn report_config(plan: &Plan) -> ReportConfig {
 
 #[cfg(test)]
 mod tests;
+
+/// A report as pretty-printed JSON. Reports hold only strings, numbers and
+/// maps with string or integer keys, which serde_json always serialises; the
+/// fallback is never used.
+pub(crate) fn pretty_json<T: Serialize>(report: &T) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Writes a report's text to `path`.
+pub(crate) fn write_file(path: &Path, text: String) -> Result<(), BenchError> {
+    std::fs::write(path, text)
+        .map_err(|source| BenchError::Write { path: path.to_path_buf(), source })
+}

@@ -281,14 +281,12 @@ impl RealtimeReport {
 
     /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
-        // Strings, numbers and maps with string keys only: serde_json always serialises them.
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        crate::report::pretty_json(self)
     }
 
     /// Writes [`RealtimeReport::to_json`] to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
-        std::fs::write(path, self.to_json() + "\n")
-            .map_err(|source| BenchError::Write { path: path.to_path_buf(), source })
+        crate::report::write_file(path, self.to_json() + "\n")
     }
 
     /// Prints [`RealtimeReport::table`] to stdout.

@@ -407,17 +407,22 @@ mod tests {
         assert!(store.put_key(&key()).await.unwrap().seq > stored.seq);
     }
 
+    /// A store file as an older build left it: only the first `n` migrations run.
+    async fn migrated_to(url: &str, n: usize) -> sqlx::SqlitePool {
+        let pool = SqlitePoolOptions::new()
+            .connect_with(SqliteConnectOptions::from_str(url).unwrap().create_if_missing(true))
+            .await
+            .unwrap();
+        Migrator::with_migrations(migrator().migrations[..n].to_vec()).run(&pool).await.unwrap();
+        pool
+    }
+
     #[tokio::test]
     async fn rows_from_before_record_ids_get_unique_ones() {
         let dir = tempfile::tempdir().unwrap();
         let url = file_url(&dir);
         {
-            let pool = SqlitePoolOptions::new()
-                .connect_with(SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true))
-                .await
-                .unwrap();
-            let first = Migrator::with_migrations(vec![migrator().migrations[0].clone()]);
-            first.run(&pool).await.unwrap();
+            let pool = migrated_to(&url, 1).await;
             for _ in 0..3 {
                 sqlx::query(
                     "INSERT INTO usage (at_ms, request_id, route, model, provider, \
@@ -455,12 +460,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = file_url(&dir);
         {
-            let pool = SqlitePoolOptions::new()
-                .connect_with(SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true))
-                .await
-                .unwrap();
-            let before = Migrator::with_migrations(migrator().migrations[..2].to_vec());
-            before.run(&pool).await.unwrap();
+            let pool = migrated_to(&url, 2).await;
             sqlx::query(
                 "INSERT INTO virtual_keys (id, name, hash, prefix, budget_period, metadata, \
                  scopes, created_at_ms, updated_at_ms, seq) \
