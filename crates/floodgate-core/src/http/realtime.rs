@@ -458,9 +458,10 @@ pub async fn events(
                 }),
             _ => {
                 return Err(ApiError::Invalid {
-                    message: "since and epoch go together: ?since=<offset>&epoch=<epoch> (from the \
+                    message:
+                        "since and epoch go together: ?since=<offset>&epoch=<epoch> (from the \
                               subscribed event or a message's id)"
-                        .into(),
+                            .into(),
                 });
             }
         };
@@ -477,46 +478,18 @@ pub async fn events(
         drop(replay);
         let epoch = subscribed.recovery.as_ref().map(|r| r.epoch.clone()).unwrap_or_default();
         let hub = app.realtime.clone();
-        let state = (client, hub, epoch, Some(Bytes::from(first)), false);
-        let frames = futures_util::stream::unfold(state, |(mut client, hub, epoch, first, done)| async move {
-            if let Some(first) = first {
-                return Some((Ok::<_, Infallible>(first), (client, hub, epoch, None, false)));
-            }
-            if done {
-                return None;
-            }
-            let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
-            keep_alive.reset();
-            let slow = client.slow.clone();
-            let closing = hub.closing.clone();
-            tokio::select! {
-                biased;
-                () = slow.cancelled() => {
-                    let data = json!({"message": format!(
-                        "slow consumer: {} messages were waiting (realtime.send_buffer); reconnect with Last-Event-ID",
-                        hub.config.send_buffer
-                    )});
-                    let frame = Bytes::from(sse_event("error", None, &data.to_string()));
-                    Some((Ok(frame), (client, hub, epoch, None, true)))
-                }
-                () = closing.cancelled() => None,
-                outgoing = client.incoming.recv() => {
-                    let Some(Outgoing::Message(first)) = outgoing else { return None };
-                    let mut out = Vec::new();
-                    if client.fresh(&first) {
-                        out.extend_from_slice(&message_event(&first, &epoch));
-                    }
-                    while let Ok(Outgoing::Message(next)) = client.incoming.try_recv() {
-                        if client.fresh(&next) {
-                            out.extend_from_slice(&message_event(&next, &epoch));
-                        }
-                    }
-                    Some((Ok(Bytes::from(out)), (client, hub, epoch, None, false)))
-                }
-                _ = keep_alive.tick() => {
-                    Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (client, hub, epoch, None, false)))
-                }
-            }
+        let stream = RoomStream {
+            slow: Box::pin(client.slow.clone().cancelled_owned()),
+            closing: Box::pin(hub.closing.clone().cancelled_owned()),
+            client,
+            hub,
+            epoch,
+            first: Some(Bytes::from(first)),
+            done: false,
+        };
+        let frames = futures_util::stream::unfold(stream, |mut stream| async move {
+            let frame = stream.next().await?;
+            Some((Ok::<_, Infallible>(frame), stream))
         });
         let mut response = Body::from_stream(frames).into_response();
         super::chat::sse_headers(response.headers_mut());
@@ -524,6 +497,60 @@ pub async fn events(
     }
     .await;
     respond(result, Format::OpenAi, RouteInfo::default())
+}
+
+/// A room's SSE stream: the subscription's first events, then messages as
+/// they come, a keep-alive comment after 15 s of quiet, and an `error`
+/// event before the end when the client fell too far behind.
+struct RoomStream {
+    client: Client,
+    hub: Arc<Realtime>,
+    epoch: String,
+    first: Option<Bytes>,
+    done: bool,
+    // Made once: a fresh `cancelled()` each turn would register and
+    // deregister with the node-wide token for every message.
+    slow: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    closing: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl RoomStream {
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.done {
+            return None;
+        }
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.reset();
+        tokio::select! {
+            biased;
+            () = &mut self.slow => {
+                self.done = true;
+                let data = json!({"message": format!(
+                    "slow consumer: {} messages were waiting (realtime.send_buffer); reconnect with Last-Event-ID",
+                    self.hub.config.send_buffer
+                )});
+                Some(Bytes::from(sse_event("error", None, &data.to_string())))
+            }
+            () = &mut self.closing => None,
+            outgoing = self.client.incoming.recv() => {
+                let Some(Outgoing::Message(first)) = outgoing else { return None };
+                let mut out = Vec::new();
+                if self.client.fresh(&first) {
+                    out.extend_from_slice(&message_event(&first, &self.epoch));
+                }
+                while let Ok(Outgoing::Message(next)) = self.client.incoming.try_recv() {
+                    if self.client.fresh(&next) {
+                        out.extend_from_slice(&message_event(&next, &self.epoch));
+                    }
+                }
+                Some(Bytes::from(out))
+            }
+            _ = keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+        }
+    }
 }
 
 fn sse_event(event: &str, id: Option<&str>, data: &str) -> Vec<u8> {

@@ -534,12 +534,16 @@ async fn socket_io_clients_connect_subscribe_and_receive() {
     };
     let app = node("", HISTORY).await;
     let (_, team) = create_key(&app, json!({"name": "team", "rooms": ["team-*", "hist-*"]})).await;
+    // A node at its cap, held by one WebSocket.
+    let full = node("", "max_connections = 1").await;
+    let _holder = connect(&full, MASTER).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/socketio_check.py");
     let output = tokio::process::Command::new(python)
         .arg(script)
         .arg(format!("http://{}", app.addr))
         .arg(MASTER)
         .arg(&team)
+        .arg(format!("http://{}", full.addr))
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,7 +1,8 @@
 """python-socketio (the reference Python client) against a real gateway.
 
-Usage: socketio_check.py BASE_URL MASTER_KEY TEAM_KEY
-TEAM_KEY may join rooms team-* and hist-* only. Prints "ok: all checks" when
+Usage: socketio_check.py BASE_URL MASTER_KEY TEAM_KEY FULL_URL
+TEAM_KEY may join rooms team-* and hist-* only; FULL_URL is a node (same
+master key) already at its realtime.max_connections. Prints "ok: all checks" when
 every check passed; any failure raises (non-zero exit).
 """
 
@@ -11,7 +12,7 @@ import sys
 import requests
 import socketio
 
-BASE, MASTER, TEAM = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, MASTER, TEAM, FULL = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 def publish(room, data):
@@ -76,6 +77,20 @@ for token in ["fg-not-a-key", ""]:
         raise AssertionError("a bad key connected")
     assert reasons and "api_key" in reasons[0]["message"], reasons
 print("ok: refused")
+
+# A full node refuses with the reason and when to retry.
+sio = socketio.Client(reconnection=False)
+reasons = []
+sio.on("connect_error", lambda data: reasons.append(data))
+try:
+    sio.connect(FULL, auth={"token": MASTER}, transports=["websocket"], wait_timeout=5)
+except socketio.exceptions.ConnectionError:
+    pass
+else:
+    raise AssertionError("a full node admitted a connection")
+message = reasons[0]["message"] if reasons else ""
+assert "node_full" in message and "retry after" in message, reasons
+print("ok: node full")
 
 # Recovery from the room's history.
 first = publish("hist-s", 1)
