@@ -196,12 +196,7 @@ where
     let ending = loop {
         tokio::select! {
             biased;
-            () = &mut slow => {
-                break Some(close(CLOSE_SLOW, format!(
-                    "slow consumer: {} messages were waiting to be sent (realtime.send_buffer); reconnect and recover from your last offset",
-                    hub.config.send_buffer
-                )));
-            }
+            () = &mut slow => break Some(slow_close(hub.config.send_buffer)),
             () = &mut closing => {
                 break Some(close(1001, "this node is shutting down; reconnect".into()));
             }
@@ -248,18 +243,29 @@ where
             }
             outgoing = client.incoming.recv() => {
                 let Some(Outgoing::Message(first)) = outgoing else { break None };
-                let mut failed = false;
-                if client.fresh(&first) {
-                    failed |= socket.feed(message_frame(&first)).await.is_err();
-                }
                 // Whatever else is waiting goes in the same write.
+                let mut frames = Vec::new();
+                if client.fresh(&first) {
+                    frames.push(message_frame(&first));
+                }
                 while let Ok(Outgoing::Message(next)) = client.incoming.try_recv() {
                     if client.fresh(&next) {
-                        failed |= socket.feed(message_frame(&next)).await.is_err();
+                        frames.push(message_frame(&next));
                     }
                 }
-                if failed || socket.flush().await.is_err() {
-                    break None;
+                let write = async {
+                    for frame in frames {
+                        socket.feed(frame).await?;
+                    }
+                    socket.flush().await
+                };
+                // A client that stops reading blocks the write: its queue
+                // then fills, and being slow must still end it.
+                tokio::select! {
+                    biased;
+                    () = &mut slow => break Some(slow_close(hub.config.send_buffer)),
+                    () = &mut closing => break Some(close(1001, "this node is shutting down; reconnect".into())),
+                    written = write => if written.is_err() { break None },
                 }
             }
             _ = ping.tick() => {
@@ -279,6 +285,16 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(frame)).await;
     }
     client.close().await;
+}
+
+fn slow_close(send_buffer: usize) -> Frame {
+    close(
+        CLOSE_SLOW,
+        format!(
+            "slow consumer: {send_buffer} messages were waiting to be sent (realtime.send_buffer); \
+             reconnect and recover from your last offset"
+        ),
+    )
 }
 
 fn message_frame(message: &crate::state::bus::Message) -> Frame {
