@@ -83,10 +83,6 @@ impl ClientLimits {
 
 /// Raises the soft open-file limit of this process to its hard limit, when it is below.
 /// Returns a warning when that was needed and failed.
-///
-/// `unsafe` is forbidden in this workspace and the standard library has no `setrlimit`, so
-/// this asks util-linux's `prlimit` to change this process's limit (a process may raise its
-/// own soft limit up to the hard one without privileges).
 pub(crate) fn raise_open_files() -> Option<String> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let (soft, hard) = parse_open_file_limits(&limits)?;
@@ -97,25 +93,10 @@ pub(crate) fn raise_open_files() -> Option<String> {
     if soft >= hard {
         return None;
     }
-    let pid = std::process::id().to_string();
-    let setting = format!("--nofile={hard}:{hard}");
-    let outcome = std::process::Command::new("prlimit")
-        .args(["--pid", pid.as_str(), setting.as_str()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    let raised = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .as_deref()
-        .and_then(parse_open_files)
-        .is_some_and(|now| now >= hard);
-    if raised {
-        return None;
-    }
-    let why = match outcome {
-        Ok(status) => format!("prlimit exited with {status}"),
-        Err(error) => format!("cannot run prlimit: {error}"),
+    let why = match rlimit::increase_nofile_limit(hard) {
+        Ok(now) if now >= hard => return None,
+        Ok(now) => format!("it stayed at {now}"),
+        Err(error) => error.to_string(),
     };
     Some(format!(
         "the open-file limit is {soft} and could not be raised to the hard limit {hard} ({why}); \
