@@ -5,7 +5,9 @@
 //! tower stack from `pipeline` and `http`; handlers hand canonical requests to
 //! `routing`, which calls `providers`; `usage` accounts each request into
 //! `telemetry` metrics and the `ledger`, which writes to the `store`; `state`
-//! holds what nodes share.
+//! holds what nodes share; `queue` and `jobs` run background jobs, and
+//! `realtime` pushes topics (job events, rooms) to WebSocket, Socket.IO and
+//! SSE clients.
 
 pub mod admission;
 pub mod alerts;
