@@ -22,12 +22,12 @@ use crate::pipeline::observe::RouteInfo;
 use crate::store::{BudgetPeriod, GroupBy, UsageQuery, VirtualKey};
 use crate::time;
 
-const SCOPES: &[&str] = &["publish"];
+const SCOPES: &[&str] = &[crate::realtime::PUBLISH_SCOPE];
 
 /// The most room patterns one key may list.
 const MAX_ROOMS: usize = 100;
 /// The longest room pattern, in characters.
-const MAX_ROOM_PATTERN: usize = 128;
+const MAX_ROOM_PATTERN: usize = crate::realtime::MAX_NAME;
 /// What a room pattern may be made of, for the messages that refuse one.
 const ROOM_CHARACTERS: &str =
     "A-Z a-z 0-9 _ - . : @ and * (any run of characters), e.g. \"team-42-*\"";
@@ -177,7 +177,7 @@ fn check_rooms(rooms: &[String]) -> Result<(), String> {
                  characters from {ROOM_CHARACTERS}"
             ));
         }
-        if let Some(bad) = pattern.chars().find(|c| !is_room_char(*c)) {
+        if let Some(bad) = pattern.chars().find(|c| !crate::realtime::pattern_char(*c)) {
             return Err(format!(
                 "rooms[{i}]: {pattern:?} holds {bad:?}; valid: 1 to {MAX_ROOM_PATTERN} \
                  characters from {ROOM_CHARACTERS}"
@@ -185,10 +185,6 @@ fn check_rooms(rooms: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn is_room_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '*')
 }
 
 fn view(key: &VirtualKey) -> Value {

@@ -41,11 +41,19 @@ pub use presence::Presence;
 pub const ROOM: &str = "room:";
 pub const JOB: &str = "job:";
 
-/// Longest room name.
-const MAX_NAME: usize = 128;
+/// The scope a virtual key needs to publish to rooms.
+pub const PUBLISH_SCOPE: &str = "publish";
+
+/// Longest room name or pattern, in characters.
+pub const MAX_NAME: usize = 128;
 
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')
+}
+
+/// A character of a room pattern: a room name's, or `*`.
+pub fn pattern_char(c: char) -> bool {
+    c == '*' || name_char(c)
 }
 
 /// A room name: 1–128 characters from `A-Z a-z 0-9 _ - . : @`.
@@ -60,10 +68,7 @@ pub fn check_room_name(name: &str) -> Result<(), String> {
 
 /// A room pattern: a room name that may hold `*` (any run of characters).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
-    if pattern.is_empty()
-        || pattern.len() > MAX_NAME
-        || !pattern.chars().all(|c| c == '*' || name_char(c))
-    {
+    if pattern.is_empty() || pattern.len() > MAX_NAME || !pattern.chars().all(pattern_char) {
         return Err(format!(
             "room pattern {pattern:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 _ - . : @ \
              and * (any run of characters), e.g. \"team-42-*\""
@@ -85,7 +90,7 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
             None => return false,
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+    rest.ends_with(last)
 }
 
 /// Which transport a connection came in on (a metric label).
@@ -241,7 +246,7 @@ impl Principal {
         match &self.caller {
             Caller::Anonymous | Caller::Master => true,
             Caller::Key(key) => {
-                key.scopes.iter().any(|s| s == "publish") && self.may_join(name, config)
+                key.scopes.iter().any(|s| s == PUBLISH_SCOPE) && self.may_join(name, config)
             }
             Caller::User(_) => false,
         }
