@@ -66,10 +66,6 @@ pub enum ApiError {
     Refused(#[from] crate::realtime::Refusal),
     #[error(transparent)]
     Topic(#[from] crate::realtime::TopicError),
-    #[error(
-        "this key may not publish to rooms: it needs the publish scope (or use the master key)"
-    )]
-    NoPublishScope,
 }
 
 /// The error format of a path: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
@@ -251,6 +247,12 @@ impl ApiError {
                         "invalid_request_error",
                         "permission_error",
                     ),
+                    TopicError::NoPublishScope => Shape::new(
+                        S::FORBIDDEN,
+                        "publish_not_allowed",
+                        "invalid_request_error",
+                        "permission_error",
+                    ),
                     TopicError::NoJob(_) => Shape::new(
                         S::NOT_FOUND,
                         "not_found",
@@ -268,12 +270,6 @@ impl ApiError {
                     },
                 }
             }
-            ApiError::NoPublishScope => Shape::new(
-                S::FORBIDDEN,
-                "publish_not_allowed",
-                "invalid_request_error",
-                "permission_error",
-            ),
             ApiError::Overloaded { .. } => Shape {
                 retry_after: Some(Duration::from_secs(1)),
                 ..Shape::new(S::SERVICE_UNAVAILABLE, "overloaded", "api_error", "overloaded_error")

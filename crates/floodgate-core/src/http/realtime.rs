@@ -369,15 +369,7 @@ pub async fn publish(
         let config = &app.realtime.config;
         crate::realtime::check_room_name(&name)
             .map_err(|m| ApiError::Topic(crate::realtime::TopicError::BadRoom(m)))?;
-        if !principal.may_publish(&name, config) {
-            let has_scope =
-                principal.caller.key().is_none_or(|k| k.scopes.iter().any(|s| s == "publish"));
-            return Err(if has_scope {
-                ApiError::Topic(crate::realtime::TopicError::Forbidden(name.clone()))
-            } else {
-                ApiError::NoPublishScope
-            });
-        }
+        principal.may_publish(&name, config)?;
         // The data's limit, plus room for the envelope.
         let bytes = read_body(body, &headers, config.max_message_bytes + 256).await?;
         let publication: Publication = parse_json(

@@ -156,6 +156,10 @@ pub enum TopicError {
     BadRoom(String),
     #[error("this key may not use room {0:?} (its rooms do not include it)")]
     Forbidden(String),
+    #[error(
+        "this key may not publish to rooms: it needs the publish scope (or use the master key)"
+    )]
+    NoPublishScope,
     #[error("no job {0:?} for this key")]
     NoJob(String),
     #[error("at most {0} subscriptions per connection (realtime.max_subscriptions)")]
@@ -242,14 +246,20 @@ impl Principal {
 
     /// Whether this caller may publish to room `name`: the master key, or a
     /// key with the `publish` scope whose rooms include it.
-    pub fn may_publish(&self, name: &str, config: &RealtimeConfig) -> bool {
-        match &self.caller {
-            Caller::Anonymous | Caller::Master => true,
-            Caller::Key(key) => {
-                key.scopes.iter().any(|s| s == PUBLISH_SCOPE) && self.may_join(name, config)
-            }
-            Caller::User(_) => false,
+    pub fn may_publish(&self, name: &str, config: &RealtimeConfig) -> Result<(), TopicError> {
+        let scoped = match &self.caller {
+            Caller::Anonymous | Caller::Master => return Ok(()),
+            Caller::Key(key) => key.scopes.iter().any(|s| s == PUBLISH_SCOPE),
+            // End users never publish; their tokens have no scopes.
+            Caller::User(_) => return Err(TopicError::Forbidden(name.to_string())),
+        };
+        if !scoped {
+            return Err(TopicError::NoPublishScope);
         }
+        if !self.may_join(name, config) {
+            return Err(TopicError::Forbidden(name.to_string()));
+        }
+        Ok(())
     }
 
     /// How the connection appears in presence.
