@@ -38,7 +38,7 @@ use super::{ApiError, json_response, parse_json, read_body, respond};
 use crate::app::AppState;
 use crate::pipeline::auth::Auth;
 use crate::pipeline::observe::RouteInfo;
-use crate::realtime::{Client, Outgoing, Principal, Realtime, Since, Subscribed, Transport};
+use crate::realtime::{Client, Principal, Realtime, Since, Subscribed, Transport};
 use crate::telemetry::metric;
 use floodgate_protocol::Format;
 
@@ -242,13 +242,13 @@ where
                 }
             }
             outgoing = client.incoming.recv() => {
-                let Some(Outgoing::Message(first)) = outgoing else { break None };
+                let Some(first) = outgoing else { break None };
                 // Whatever else is waiting goes in the same write.
                 let mut frames = Vec::new();
                 if client.fresh(&first) {
                     frames.push(message_frame(&first));
                 }
-                while let Ok(Outgoing::Message(next)) = client.incoming.try_recv() {
+                while let Ok(next) = client.incoming.try_recv() {
                     if client.fresh(&next) {
                         frames.push(message_frame(&next));
                     }
@@ -544,12 +544,12 @@ impl RoomStream {
             }
             () = &mut self.closing => None,
             outgoing = self.client.incoming.recv() => {
-                let Some(Outgoing::Message(first)) = outgoing else { return None };
+                let first = outgoing?;
                 let mut out = Vec::new();
                 if self.client.fresh(&first) {
                     out.extend_from_slice(&message_event(&first, &self.epoch));
                 }
-                while let Ok(Outgoing::Message(next)) = self.client.incoming.try_recv() {
+                while let Ok(next) = self.client.incoming.try_recv() {
                     if self.client.fresh(&next) {
                         out.extend_from_slice(&message_event(&next, &self.epoch));
                     }

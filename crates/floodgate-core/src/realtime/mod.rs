@@ -168,16 +168,10 @@ pub enum TopicError {
     Unavailable(String),
 }
 
-/// A message for one connection.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Message(Arc<Message>),
-}
-
 /// One subscriber of a topic on this node.
 #[derive(Debug)]
 struct Sink {
-    queue: mpsc::Sender<Outgoing>,
+    queue: mpsc::Sender<Arc<Message>>,
     slow: CancellationToken,
 }
 
@@ -196,7 +190,6 @@ pub struct Realtime {
     history: History,
     pub presence: Presence,
     node: String,
-    open: AtomicUsize,
     /// Open connections by transport (`Transport::index`).
     by_transport: [AtomicUsize; 3],
     per_owner: Mutex<HashMap<String, usize>>,
@@ -295,8 +288,8 @@ pub struct Client {
     pub id: u64,
     pub principal: Principal,
     transport: Transport,
-    queue: mpsc::Sender<Outgoing>,
-    pub incoming: mpsc::Receiver<Outgoing>,
+    queue: mpsc::Sender<Arc<Message>>,
+    pub incoming: mpsc::Receiver<Arc<Message>>,
     /// Cancelled when the client fell `send_buffer` messages behind.
     pub slow: CancellationToken,
     topics: HashSet<String>,
@@ -323,7 +316,6 @@ impl Realtime {
             history,
             presence: Presence::new(redis, node),
             node: node.to_string(),
-            open: AtomicUsize::new(0),
             by_transport: Default::default(),
             per_owner: Mutex::default(),
             topics: Mutex::default(),
@@ -335,7 +327,7 @@ impl Realtime {
 
     /// Connections open on this node.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.by_transport.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     /// What `GET /admin/realtime` shows: this node's connections, topics
@@ -376,10 +368,8 @@ impl Realtime {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// Whether one more connection of `principal` would be admitted; the
-    /// transports that must answer before they know (Socket.IO's
-    /// handshake) ask this first.
-    pub fn check(&self, principal: &Principal) -> Result<(), Refusal> {
+    /// Whether one more connection of `principal` may be admitted.
+    fn check(&self, principal: &Principal) -> Result<(), Refusal> {
         if !self.config.enabled {
             return Err(Refusal::Disabled);
         }
@@ -417,7 +407,6 @@ impl Realtime {
         }
         // Counted before the check of the next one; a race past the cap by
         // the connections admitted at the same instant is harmless.
-        self.open.fetch_add(1, Ordering::Relaxed);
         self.by_transport[transport.index()].fetch_add(1, Ordering::Relaxed);
         if !principal.unlimited() {
             *self
@@ -454,7 +443,7 @@ impl Realtime {
         check_room_name(name).map_err(TopicError::BadRoom)?;
         let topic = format!("{ROOM}{name}");
         let mut message = Message::new(&topic, event, data);
-        message.at_us = Some(now_us());
+        message.at_us = Some(crate::time::now_us());
         metrics::counter!(metric::REALTIME_PUBLISHED).increment(1);
         let options = self.config.room(name);
         if options.history_size == 0 {
@@ -512,7 +501,7 @@ impl Realtime {
             let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(entry) = topics.get(&message.topic) else { return };
             for sink in entry.sinks.values() {
-                match sink.queue.try_send(Outgoing::Message(message.clone())) {
+                match sink.queue.try_send(message.clone()) {
                     Ok(()) => delivered += 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         if !sink.slow.is_cancelled() {
@@ -531,7 +520,7 @@ impl Realtime {
         }
         // From publishing (on whichever node) to handed to every subscriber here.
         let seconds = match message.at_us {
-            Some(at) => now_us().saturating_sub(at) as f64 / 1e6,
+            Some(at) => crate::time::now_us().saturating_sub(at) as f64 / 1e6,
             None => started.elapsed().as_secs_f64(),
         };
         metrics::histogram!(metric::REALTIME_FANOUT).record(seconds);
@@ -555,12 +544,6 @@ impl Realtime {
             metrics::gauge!(metric::REALTIME_TOPICS).set(self.topics() as f64);
         }
     }
-}
-
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// One topic's forwarding task: every message of the topic on the bus goes
@@ -587,10 +570,6 @@ async fn forward(
 }
 
 impl Client {
-    pub fn transport(&self) -> Transport {
-        self.transport
-    }
-
     /// Subscribes to `topic` (`room:<name>` or `job:<id>`), after checking
     /// the caller's right to it. With `since`, a room with history replays
     /// what came after it (returned in [`Subscribed::recovery`]).
@@ -714,7 +693,6 @@ impl Drop for Client {
                 }
             }
         }
-        self.hub.open.fetch_sub(1, Ordering::Relaxed);
         self.hub.by_transport[self.transport.index()].fetch_sub(1, Ordering::Relaxed);
         if !self.principal.unlimited() {
             let mut owners = self.hub.per_owner.lock().unwrap_or_else(PoisonError::into_inner);

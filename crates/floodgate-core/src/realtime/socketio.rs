@@ -27,7 +27,7 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
-use super::{Client, Outgoing, Realtime, Since, Transport};
+use super::{Client, Realtime, Since, Transport};
 use crate::http::ApiError;
 use crate::pipeline::auth::Auth;
 
@@ -246,7 +246,7 @@ async fn serve(
                 }
             },
             outgoing = client.incoming.recv() => {
-                let Some(Outgoing::Message(message)) = outgoing else { break };
+                let Some(message) = outgoing else { break };
                 if client.fresh(&message) && !emit_frame(&socket, message.client_frame()) {
                     // The engine's own buffer is full: as slow as a full queue.
                     slow.cancel();
