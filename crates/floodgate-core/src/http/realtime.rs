@@ -49,7 +49,7 @@ pub const CLOSE_PING_TIMEOUT: u16 = 4000;
 
 /// The caller of a realtime connection: the key in `Authorization` or
 /// `x-api-key`, or (for browsers, which cannot set headers on a WebSocket)
-/// in `?token=`.
+/// in `?token=`. A refusal is counted.
 pub fn authenticate(
     auth: &Auth,
     headers: &HeaderMap,
@@ -57,29 +57,35 @@ pub fn authenticate(
 ) -> Result<Principal, ApiError> {
     let caller = match token.filter(|t| !t.is_empty()) {
         Some(token) if !headers.contains_key(header::AUTHORIZATION) => {
-            let mut with_token = HeaderMap::new();
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ApiError::InvalidKey)?;
-            with_token.insert(header::AUTHORIZATION, value);
-            auth.check(&with_token)?
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ApiError::InvalidKey)
+                .and_then(|value| {
+                    let mut with_token = HeaderMap::new();
+                    with_token.insert(header::AUTHORIZATION, value);
+                    auth.check(&with_token)
+                })
         }
-        _ => auth.check(headers)?,
+        _ => auth.check(headers),
     };
+    let caller = caller.inspect_err(|_| {
+        metrics::counter!(metric::REALTIME_REFUSED, "reason" => "auth").increment(1);
+    })?;
     Ok(Principal { caller })
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TokenQuery {
+struct TokenQuery {
     token: Option<String>,
+}
+
+/// The `?token=` of a realtime handshake URL (percent-decoded).
+pub fn query_token(uri: &http::Uri) -> Option<String> {
+    Query::<TokenQuery>::try_from_uri(uri).ok().and_then(|Query(q)| q.token)
 }
 
 /// `GET /ws`: upgrades to a WebSocket once the key and the caps allow it;
 /// a refusal is an HTTP answer (401, 429, 503 with `retry-after`).
-pub async fn ws(
-    State(app): State<AppState>,
-    Query(query): Query<TokenQuery>,
-    mut request: Request,
-) -> Response {
+pub async fn ws(State(app): State<AppState>, mut request: Request) -> Response {
     let result = (|| {
         let headers = request.headers();
         let upgrade = headers
@@ -96,8 +102,8 @@ pub async fn ws(
                     .into(),
             });
         };
-        let principal = authenticate(&app.auth, headers, query.token.as_deref())
-            .inspect_err(|_| refused("auth"))?;
+        let token = query_token(request.uri());
+        let principal = authenticate(&app.auth, headers, token.as_deref())?;
         let client = app.realtime.admit(principal, Transport::WebSocket)?;
         Ok((key, client))
     })();
@@ -138,10 +144,6 @@ pub async fn ws(
     response
 }
 
-fn refused(reason: &'static str) {
-    metrics::counter!(metric::REALTIME_REFUSED, "reason" => reason).increment(1);
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Command {
@@ -160,19 +162,22 @@ fn close(code: u16, reason: String) -> Frame {
     Frame::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason) }))
 }
 
-/// The frames that answer a subscription: its acknowledgement, then what
-/// it recovered.
-pub fn subscribed_frames(subscribed: &Subscribed) -> (Value, Vec<Bytes>) {
+/// A subscription's acknowledgement; what it recovered follows it, in
+/// each transport's own framing.
+pub fn subscribed_ack(subscribed: &Subscribed) -> Value {
     let mut ack = json!({"op": "subscribed", "topic": subscribed.topic});
-    let mut replay = Vec::new();
     if let Some(recovery) = &subscribed.recovery {
         ack["offset"] = recovery.offset.into();
         ack["epoch"] = recovery.epoch.clone().into();
         ack["recovered"] = recovery.complete.into();
         ack["replayed"] = recovery.messages.len().into();
-        replay = recovery.messages.iter().map(|m| m.client_frame()).collect();
     }
-    (ack, replay)
+    ack
+}
+
+/// The messages a subscription recovered, oldest first.
+pub fn replayed(subscribed: &Subscribed) -> &[Arc<crate::state::bus::Message>] {
+    subscribed.recovery.as_ref().map_or(&[], |r| r.messages.as_slice())
 }
 
 async fn serve<S>(mut socket: WebSocketStream<S>, mut client: Client, hub: Arc<Realtime>)
@@ -197,9 +202,7 @@ where
         tokio::select! {
             biased;
             () = &mut slow => break Some(slow_close(hub.config.send_buffer)),
-            () = &mut closing => {
-                break Some(close(1001, "this node is shutting down; reconnect".into()));
-            }
+            () = &mut closing => break Some(going_away()),
             frame = socket.next() => {
                 last_heard = Instant::now();
                 match frame {
@@ -264,7 +267,7 @@ where
                 tokio::select! {
                     biased;
                     () = &mut slow => break Some(slow_close(hub.config.send_buffer)),
-                    () = &mut closing => break Some(close(1001, "this node is shutting down; reconnect".into())),
+                    () = &mut closing => break Some(going_away()),
                     written = write => if written.is_err() { break None },
                 }
             }
@@ -285,6 +288,10 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(frame)).await;
     }
     client.close().await;
+}
+
+fn going_away() -> Frame {
+    close(1001, "this node is shutting down; reconnect".into())
 }
 
 fn slow_close(send_buffer: usize) -> Frame {
@@ -330,11 +337,8 @@ async fn command(client: &mut Client, body: &str) -> Vec<Frame> {
         }
         ("subscribe", Some(topic)) => match client.subscribe(topic, command.since.as_ref()).await {
             Ok(subscribed) => {
-                let (ack, replay) = subscribed_frames(&subscribed);
-                let mut frames = vec![text(&ack)];
-                frames.extend(
-                    replay.into_iter().filter_map(|b| Utf8Bytes::try_from(b).ok()).map(Frame::Text),
-                );
+                let mut frames = vec![text(&subscribed_ack(&subscribed))];
+                frames.extend(replayed(&subscribed).iter().map(|m| message_frame(m)));
                 frames
             }
             Err(e) => error(e.to_string(), Some(topic)),
@@ -476,15 +480,11 @@ pub async fn events(
         let mut client = app.realtime.admit(principal, Transport::Sse)?;
         let topic = format!("room:{name}");
         let subscribed = client.subscribe(&topic, since.as_ref()).await?;
-        let (ack, replay) = subscribed_frames(&subscribed);
-        let mut first = sse_event("subscribed", None, &ack.to_string());
-        if let Some(recovery) = &subscribed.recovery {
-            for message in &recovery.messages {
-                first.extend_from_slice(&message_event(message, &recovery.epoch));
-            }
-        }
-        drop(replay);
         let epoch = subscribed.recovery.as_ref().map(|r| r.epoch.clone()).unwrap_or_default();
+        let mut first = sse_event("subscribed", None, &subscribed_ack(&subscribed).to_string());
+        for message in replayed(&subscribed) {
+            first.extend_from_slice(&message_event(message, &epoch));
+        }
         let hub = app.realtime.clone();
         let stream = RoomStream {
             slow: Box::pin(client.slow.clone().cancelled_owned()),

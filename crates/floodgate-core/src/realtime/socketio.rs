@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use super::{Client, Realtime, Since, Transport};
 use crate::http::ApiError;
+use crate::http::realtime;
 use crate::pipeline::auth::Auth;
 
 enum Command {
@@ -94,14 +95,10 @@ pub fn layer(hub: Arc<Realtime>, auth: Arc<Auth>) -> SocketIoLayer {
                     .and_then(|d| d.get("token"))
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .or_else(|| query_token(socket.req_parts().uri.query()));
+                    .or_else(|| realtime::query_token(&socket.req_parts().uri));
                 let headers: &HeaderMap = &socket.req_parts().headers;
-                let principal = crate::http::realtime::authenticate(&auth, headers, token.as_deref())
-                    .map_err(|e| {
-                        metrics::counter!(crate::telemetry::metric::REALTIME_REFUSED, "reason" => "auth")
-                            .increment(1);
-                        refusal(&e)
-                    })?;
+                let principal = realtime::authenticate(&auth, headers, token.as_deref())
+                    .map_err(|e| refusal(&e))?;
                 let client = hub
                     .admit(principal, Transport::SocketIo)
                     .map_err(|e| refusal(&ApiError::Refused(e)))?;
@@ -167,10 +164,6 @@ pub fn detach_head(mut request: axum::extract::Request) -> axum::extract::Reques
     request
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
-    query?.split('&').find_map(|pair| pair.strip_prefix("token=")).map(str::to_string)
-}
-
 /// Queues a subscribe or unsubscribe for the socket's task.
 fn send(socket: &SocketRef, data: Option<Value>, ack: AckSender, subscribe: bool) {
     let Some(Commands(commands)) = socket.extensions.get::<Commands>() else { return };
@@ -225,11 +218,11 @@ async fn serve(
                 Some(Command::Subscribe { topic, since, ack }) => {
                     match client.subscribe(&topic, since.as_ref()).await {
                         Ok(subscribed) => {
-                            let (answer, replay) = crate::http::realtime::subscribed_frames(&subscribed);
+                            let answer = realtime::subscribed_ack(&subscribed);
                             let _ = ack.send(&json!({"ok": true, "subscribed": answer}));
                             let _ = socket.emit("subscribed", &answer);
-                            for frame in replay {
-                                emit_frame(&socket, frame);
+                            for message in realtime::replayed(&subscribed) {
+                                emit_frame(&socket, message.client_frame());
                             }
                         }
                         Err(error) => {
