@@ -90,6 +90,18 @@ impl From<RedisError> for HistoryError {
     }
 }
 
+impl Ring {
+    /// A history with no message yet, under a new epoch.
+    fn new(now: Instant) -> Ring {
+        Ring { epoch: new_epoch(), offset: 0, messages: VecDeque::new(), expires: now }
+    }
+}
+
+/// A topic's two Redis keys: its epoch and last offset, and its messages.
+fn keys(prefix: &str, topic: &str) -> (String, String) {
+    (format!("{prefix}{topic}:meta"), format!("{prefix}{topic}:list"))
+}
+
 fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
@@ -119,19 +131,9 @@ impl History {
             History::Memory(rings) => {
                 let mut rings = rings.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = Instant::now();
-                let ring = rings.entry(message.topic.clone()).or_insert_with(|| Ring {
-                    epoch: new_epoch(),
-                    offset: 0,
-                    messages: VecDeque::new(),
-                    expires: now,
-                });
+                let ring = rings.entry(message.topic.clone()).or_insert_with(|| Ring::new(now));
                 if ring.expires < now && ring.offset > 0 {
-                    *ring = Ring {
-                        epoch: new_epoch(),
-                        offset: 0,
-                        messages: VecDeque::new(),
-                        expires: now,
-                    };
+                    *ring = Ring::new(now);
                 }
                 ring.offset += 1;
                 ring.expires = now + options.history_ttl;
@@ -164,8 +166,7 @@ impl History {
                 };
                 let (wire_a, wire_b) = split(&wire)?;
                 let (stored_a, stored_b) = split(&stored)?;
-                let meta = format!("{prefix}{}:meta", message.topic);
-                let list = format!("{prefix}{}:list", message.topic);
+                let (meta, list) = keys(prefix, &message.topic);
                 let ttl = options.history_ttl.as_millis().max(1).to_string();
                 let size = options.history_size.max(1).to_string();
                 let epoch = new_epoch();
@@ -210,8 +211,7 @@ impl History {
             History::Redis(redis) => {
                 let RedisHistory { connections, prefix, .. } = redis.as_ref();
                 let mut connection = connections.get().await?;
-                let meta = format!("{prefix}{topic}:meta");
-                let list = format!("{prefix}{topic}:list");
+                let (meta, list) = keys(prefix, topic);
                 let ((epoch, offset), texts): ((Option<String>, Option<u64>), Vec<String>) =
                     redis::pipe()
                         .cmd("HMGET")

@@ -25,14 +25,61 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(20);
 pub struct Presence {
     /// room → connection id → entry (this node's).
     local: Mutex<HashMap<String, HashMap<u64, Value>>>,
-    redis: Option<(RedisConnections, String, String)>,
+    redis: Option<Shared>,
+}
+
+/// This node's side of presence in Redis.
+#[derive(Debug)]
+struct Shared {
+    connections: RedisConnections,
+    /// `{prefix}presence:`.
+    prefix: String,
+    node: String,
+}
+
+impl Shared {
+    /// A node's entries in `room`.
+    fn hash(&self, room: &str, node: &str) -> String {
+        format!("{}{room}:{node}", self.prefix)
+    }
+
+    /// The nodes with entries in `room`, scored by when theirs expire.
+    fn nodes(&self, room: &str) -> String {
+        format!("{}{room}:nodes", self.prefix)
+    }
+
+    /// Adds to `pipe` what keeps this node's entries in `room` alive for
+    /// another [`NODE_TTL`].
+    fn keep_alive(&self, pipe: &mut redis::Pipeline, room: &str) {
+        let ttl = NODE_TTL.as_millis() as i64;
+        let nodes = self.nodes(room);
+        pipe.pexpire(self.hash(room, &self.node), ttl).ignore();
+        pipe.zadd(&nodes, &self.node, crate::time::now_ms() + ttl).ignore();
+        pipe.pexpire(&nodes, ttl).ignore();
+    }
+
+    /// Runs `pipe`; a failure is logged (presence is best effort).
+    async fn run(&self, pipe: redis::Pipeline, what: &str) {
+        let result: Result<(), RedisError> = async {
+            let mut c = self.connections.get().await?;
+            pipe.query_async(&mut c).await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "could not {what} presence in Redis");
+        }
+    }
 }
 
 impl Presence {
     pub fn new(redis: Option<(RedisConnections, &str)>, node: &str) -> Presence {
         Presence {
             local: Mutex::default(),
-            redis: redis.map(|(c, prefix)| (c, format!("{prefix}presence:"), node.to_string())),
+            redis: redis.map(|(connections, prefix)| Shared {
+                connections,
+                prefix: format!("{prefix}presence:"),
+                node: node.to_string(),
+            }),
         }
     }
 
@@ -44,28 +91,11 @@ impl Presence {
             .entry(room.to_string())
             .or_default()
             .insert(connection, entry);
-        if let Some((connections, prefix, node)) = &self.redis {
-            let hash = format!("{prefix}{room}:{node}");
-            let nodes = format!("{prefix}{room}:nodes");
-            let expires = crate::time::now_ms() + NODE_TTL.as_millis() as i64;
-            let result: Result<(), RedisError> = async {
-                let mut c = connections.get().await?;
-                redis::pipe()
-                    .hset(&hash, connection, text)
-                    .ignore()
-                    .pexpire(&hash, NODE_TTL.as_millis() as i64)
-                    .ignore()
-                    .zadd(&nodes, node, expires)
-                    .ignore()
-                    .pexpire(&nodes, NODE_TTL.as_millis() as i64)
-                    .ignore()
-                    .query_async(&mut c)
-                    .await
-            }
-            .await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "could not record presence in Redis");
-            }
+        if let Some(shared) = &self.redis {
+            let mut pipe = redis::pipe();
+            pipe.hset(shared.hash(room, &shared.node), connection, text).ignore();
+            shared.keep_alive(&mut pipe, room);
+            shared.run(pipe, "record").await;
         }
     }
 
@@ -79,36 +109,29 @@ impl Presence {
                 }
             }
         }
-        if let Some((connections, prefix, node)) = &self.redis {
-            let hash = format!("{prefix}{room}:{node}");
-            let result: Result<(), RedisError> = async {
-                let mut c = connections.get().await?;
-                redis::cmd("HDEL").arg(&hash).arg(connection).query_async(&mut c).await
-            }
-            .await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "could not remove presence from Redis");
-            }
+        if let Some(shared) = &self.redis {
+            let mut pipe = redis::pipe();
+            pipe.hdel(shared.hash(room, &shared.node), connection).ignore();
+            shared.run(pipe, "remove").await;
         }
     }
 
     /// Everyone in `room`, on every node.
     pub async fn list(&self, room: &str) -> Result<Vec<Value>, RedisError> {
-        let Some((connections, prefix, _)) = &self.redis else {
+        let Some(shared) = &self.redis else {
             let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             return Ok(local.get(room).map(|e| e.values().cloned().collect()).unwrap_or_default());
         };
-        let mut c = connections.get().await?;
-        let nodes_key = format!("{prefix}{room}:nodes");
+        let mut c = shared.connections.get().await?;
         let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&nodes_key)
+            .arg(shared.nodes(room))
             .arg(crate::time::now_ms())
             .arg("+inf")
             .query_async(&mut c)
             .await?;
         let mut pipe = redis::pipe();
         for node in &nodes {
-            pipe.cmd("HVALS").arg(format!("{prefix}{room}:{node}"));
+            pipe.cmd("HVALS").arg(shared.hash(room, node));
         }
         let values: Vec<Vec<String>> =
             if nodes.is_empty() { Vec::new() } else { pipe.query_async(&mut c).await? };
@@ -117,33 +140,21 @@ impl Presence {
 
     /// Keeps this node's entries alive in Redis (call every [`REFRESH_EVERY`]).
     pub async fn refresh(&self) {
-        let Some((connections, prefix, node)) = &self.redis else { return };
+        let Some(shared) = &self.redis else { return };
         let rooms: Vec<String> =
             self.local.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         if rooms.is_empty() {
             return;
         }
-        let expires = crate::time::now_ms() + NODE_TTL.as_millis() as i64;
         let mut pipe = redis::pipe();
         for room in &rooms {
-            let hash = format!("{prefix}{room}:{node}");
-            let nodes = format!("{prefix}{room}:nodes");
-            pipe.pexpire(&hash, NODE_TTL.as_millis() as i64).ignore();
-            pipe.zadd(&nodes, node, expires).ignore();
-            pipe.pexpire(&nodes, NODE_TTL.as_millis() as i64).ignore();
+            shared.keep_alive(&mut pipe, room);
             pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(&nodes)
+                .arg(shared.nodes(room))
                 .arg("-inf")
                 .arg(crate::time::now_ms())
                 .ignore();
         }
-        let result: Result<(), RedisError> = async {
-            let mut c = connections.get().await?;
-            pipe.query_async(&mut c).await
-        }
-        .await;
-        if let Err(error) = result {
-            tracing::debug!(%error, "could not refresh presence in Redis");
-        }
+        shared.run(pipe, "refresh").await;
     }
 }
