@@ -89,11 +89,20 @@ pub enum Received {
     Lagged(u64),
 }
 
-#[derive(Serialize, Deserialize)]
+/// A message as another node reads it from Redis.
+#[derive(Deserialize)]
 struct Wire {
     node: String,
     #[serde(flatten)]
     message: Message,
+}
+
+/// [`Wire`] as this node writes it, borrowing the message.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    node: &'a str,
+    #[serde(flatten)]
+    message: &'a Message,
 }
 
 enum Command {
@@ -175,17 +184,12 @@ impl Bus {
 
     /// Sends `message` to its topic's listeners here and on every node.
     pub fn publish(&self, message: Message) {
-        if let Some(redis) = &self.redis {
-            let channel = format!("{}{}", redis.prefix, message.topic);
-            let wire = Wire { node: self.node.clone(), message: message.clone() };
-            if let Ok(text) = serde_json::to_string(&wire)
-                && redis.publish.try_send((channel, text)).is_err()
-            {
-                metrics::counter!(metric::BUS_DROPPED, "reason" => "publish_queue_full")
-                    .increment(1);
-            }
+        if let (Some(redis), Some(wire)) = (&self.redis, self.redis_wire(&message))
+            && redis.publish.try_send(wire).is_err()
+        {
+            metrics::counter!(metric::BUS_DROPPED, "reason" => "publish_queue_full").increment(1);
         }
-        self.deliver(message);
+        self.deliver_local(message);
     }
 
     /// Whether a message on `topic` could reach anyone: a listener here, or
@@ -206,18 +210,13 @@ impl Bus {
     /// script publishes in the same step as it stores); `None` on a local bus.
     pub fn redis_wire(&self, message: &Message) -> Option<(String, String)> {
         let redis = self.redis.as_ref()?;
-        let wire = Wire { node: self.node.clone(), message: message.clone() };
-        let text = serde_json::to_string(&wire).ok()?;
+        let text = serde_json::to_string(&WireRef { node: &self.node, message }).ok()?;
         Some((format!("{}{}", redis.prefix, message.topic), text))
     }
 
     /// Delivers `message` to this node's listeners only (its Redis side
     /// was sent by the caller).
     pub fn deliver_local(&self, message: Message) {
-        self.deliver(message);
-    }
-
-    fn deliver(&self, message: Message) {
         let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = topics.get(&message.topic) {
             let _ = sender.send(Arc::new(message));
@@ -343,7 +342,7 @@ impl BusTasks {
                             let Some(message) = message else { break };
                             let Ok(payload) = message.get_payload::<String>() else { continue };
                             match serde_json::from_str::<Wire>(&payload) {
-                                Ok(wire) if wire.node != bus.node => bus.deliver(wire.message),
+                                Ok(wire) if wire.node != bus.node => bus.deliver_local(wire.message),
                                 Ok(_) => {}
                                 Err(error) => tracing::debug!(%error, "an unreadable bus message"),
                             }
