@@ -829,24 +829,18 @@ impl Builder<'_> {
 
     fn realtime(&mut self, raw: raw::RawRealtime) -> RealtimeConfig {
         let defaults = RealtimeConfig::default();
-        let at_least_one =
-            |this: &mut Self, v: Option<Spanned<usize>>, what: &str, d: usize| match v {
-                Some(v) if *v.get_ref() == 0 => {
-                    this.problem(Some(v.span()), format!("realtime.{what} must be at least 1"));
-                    d
-                }
-                Some(v) => *v.get_ref(),
-                None => d,
-            };
-        let max_connections =
-            at_least_one(self, raw.max_connections, "max_connections", defaults.max_connections);
-        let max_subscriptions = at_least_one(
-            self,
+        let max_connections = self.at_least_one(
+            raw.max_connections,
+            "realtime.max_connections",
+            defaults.max_connections,
+        );
+        let max_subscriptions = self.at_least_one(
             raw.max_subscriptions,
-            "max_subscriptions",
+            "realtime.max_subscriptions",
             defaults.max_subscriptions,
         );
-        let send_buffer = at_least_one(self, raw.send_buffer, "send_buffer", defaults.send_buffer);
+        let send_buffer =
+            self.at_least_one(raw.send_buffer, "realtime.send_buffer", defaults.send_buffer);
         let max_message_bytes = match raw.max_message_bytes {
             Some(v) if *v.get_ref() < 256 || *v.get_ref() > 16 * 1024 * 1024 => {
                 self.problem(
@@ -990,16 +984,11 @@ impl Builder<'_> {
             self.positive_duration(raw.retry_base, "queue.retry_base", defaults.retry_base);
         let retry_max =
             self.positive_duration(raw.retry_max, "queue.retry_max", defaults.retry_max);
-        let count = |this: &mut Self, v: Option<Spanned<u32>>, what: &str, default: u32| match v {
-            Some(v) if *v.get_ref() == 0 => {
-                this.problem(Some(v.span()), format!("{what} must be at least 1"));
-                default
-            }
-            Some(v) => *v.get_ref(),
-            None => default,
-        };
-        let max_attempts_cap =
-            count(self, raw.max_attempts_cap, "queue.max_attempts_cap", defaults.max_attempts_cap);
+        let max_attempts_cap = self.at_least_one(
+            raw.max_attempts_cap,
+            "queue.max_attempts_cap",
+            defaults.max_attempts_cap,
+        );
         let max_attempts = match raw.max_attempts {
             Some(v) if *v.get_ref() == 0 || *v.get_ref() > max_attempts_cap => {
                 self.problem(
@@ -1051,8 +1040,7 @@ impl Builder<'_> {
                 "queue.webhook_timeout",
                 defaults.webhook_timeout,
             ),
-            webhook_attempts: count(
-                self,
+            webhook_attempts: self.at_least_one(
                 raw.webhook_attempts,
                 "queue.webhook_attempts",
                 defaults.webhook_attempts,
@@ -1182,6 +1170,24 @@ impl Builder<'_> {
                     x
                 }
             }
+            None => default,
+        }
+    }
+
+    /// A count that must be at least 1; a 0 is reported (with its line) and
+    /// the default used.
+    fn at_least_one<T: Copy + Default + PartialEq>(
+        &mut self,
+        value: Option<Spanned<T>>,
+        what: &str,
+        default: T,
+    ) -> T {
+        match value {
+            Some(v) if *v.get_ref() == T::default() => {
+                self.problem(Some(v.span()), format!("{what} must be at least 1"));
+                default
+            }
+            Some(v) => *v.get_ref(),
             None => default,
         }
     }
