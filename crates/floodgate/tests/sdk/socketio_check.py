@@ -64,32 +64,30 @@ for transport in ["websocket", "polling"]:
     sio.disconnect()
     print(f"ok: {transport}")
 
-# A bad key is refused with connect_error, which says why.
-for token in ["fg-not-a-key", ""]:
+def refusal(url, token):
+    """The connect_error message of a connection that must be refused."""
     sio = socketio.Client(reconnection=False)
     reasons = []
     sio.on("connect_error", lambda data: reasons.append(data))
     try:
-        sio.connect(BASE, auth={"token": token}, transports=["websocket"], wait_timeout=5)
+        sio.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=5)
     except socketio.exceptions.ConnectionError:
         pass
     else:
-        raise AssertionError("a bad key connected")
-    assert reasons and "api_key" in reasons[0]["message"], reasons
+        raise AssertionError(f"{url} admitted a connection with token {token!r}")
+    assert reasons, "no connect_error"
+    return reasons[0]["message"]
+
+
+# A bad key is refused with connect_error, which says why.
+for token in ["fg-not-a-key", ""]:
+    message = refusal(BASE, token)
+    assert "api_key" in message, message
 print("ok: refused")
 
 # A full node refuses with the reason and when to retry.
-sio = socketio.Client(reconnection=False)
-reasons = []
-sio.on("connect_error", lambda data: reasons.append(data))
-try:
-    sio.connect(FULL, auth={"token": MASTER}, transports=["websocket"], wait_timeout=5)
-except socketio.exceptions.ConnectionError:
-    pass
-else:
-    raise AssertionError("a full node admitted a connection")
-message = reasons[0]["message"] if reasons else ""
-assert "node_full" in message and "retry after" in message, reasons
+message = refusal(FULL, MASTER)
+assert "node_full" in message and "retry after" in message, message
 print("ok: node full")
 
 # Recovery from the room's history.
