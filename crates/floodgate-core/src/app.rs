@@ -83,6 +83,8 @@ pub struct Shared {
     /// With `state.backend = "redis"`: the limiter, to report whether it is
     /// on local state because Redis does not answer.
     pub limiter_fallback: Option<Arc<Fallback>>,
+    /// With `state.backend = "redis"`: whether Redis answers.
+    pub redis_health: Option<Arc<crate::state::redis::RedisHealth>>,
     /// The response cache.
     pub cache: Arc<Cache>,
     pub state: Arc<dyn StateBackend>,
@@ -259,6 +261,7 @@ impl App {
             store.clone(),
             config.database.ledger_buffer,
             &config.database.ledger_spill_path,
+            config.database.ledger_journal,
         );
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
@@ -297,6 +300,11 @@ impl App {
             &node,
         );
         tasks.spawn(realtime.clone().run_upkeep(background.clone()));
+        let redis_health = redis.as_ref().map(|connections| {
+            let health = crate::state::redis::RedisHealth::new();
+            tasks.spawn(health.clone().watch(connections.clone(), background.clone()));
+            health
+        });
         if config.realtime.enabled
             && config.realtime.max_connections >= config.server.max_connections
         {
@@ -331,6 +339,7 @@ impl App {
             keys,
             limits: Limits::new(limiter, config.limits.clone(), store.clone()),
             limiter_fallback,
+            redis_health,
             cache,
             prices: Arc::new(PriceTable::new(&config.pricing)),
             config: Arc::new(config),

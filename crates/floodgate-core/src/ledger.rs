@@ -19,6 +19,14 @@
 //!   place and the next start replays it (again idempotently).
 //! - On shutdown the task drains the channel to the database, or to the
 //!   spill file when the database is down, before it returns.
+//! - With the journal on (`database.ledger_journal`, the default), a record
+//!   is also appended to a journal segment (`<spill>.journal.<n>`, written
+//!   but not synced: it survives the process being killed, not the machine
+//!   failing) before it enters the channel. Each tick the writer seals the
+//!   segment, then drains the channel, which by then holds every record of
+//!   the sealed segment, and deletes the segment once those are stored or
+//!   spilled. Segments a killed process left are replayed at the next start
+//!   like spill files, and the store skips records it already holds.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -49,6 +57,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Ledger {
     tx: mpsc::Sender<UsageRecord>,
     spill: Arc<Spill>,
+    journal: Option<Arc<Journal>>,
 }
 
 /// The half that writes; run it with [`LedgerWriter::run`].
@@ -59,18 +68,43 @@ pub struct LedgerWriter {
     spill: Arc<Spill>,
     /// The database failed and has not answered since: batches go to the spill file.
     down: bool,
+    journal: Option<Arc<Journal>>,
+    /// Journal segments an earlier process left, to replay.
+    left_over: Vec<PathBuf>,
 }
 
 impl Ledger {
     /// A ledger holding at most `buffer` records in memory, spilling to
     /// `spill_path` (created when needed).
-    pub fn new(store: Arc<dyn Store>, buffer: usize, spill_path: &Path) -> (Ledger, LedgerWriter) {
+    /// `<spill_path>.journal.<n>` with `journal`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        buffer: usize,
+        spill_path: &Path,
+        journal: bool,
+    ) -> (Ledger, LedgerWriter) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let spill = Arc::new(Spill::new(spill_path.to_path_buf()));
-        (Ledger { tx, spill: spill.clone() }, LedgerWriter { rx, store, spill, down: false })
+        let (journal, left_over) = if journal {
+            let (journal, left_over) = Journal::open(spill_path);
+            (Some(Arc::new(journal)), left_over)
+        } else {
+            (None, Vec::new())
+        };
+        let ledger = Ledger { tx, spill: spill.clone(), journal: journal.clone() };
+        (ledger, LedgerWriter { rx, store, spill, down: false, journal, left_over })
     }
 
     pub fn record(&self, record: UsageRecord) {
+        match &self.journal {
+            // Under the journal's lock, so a sealed segment's records are all
+            // in the channel by the time the writer drains it.
+            Some(journal) => journal.append_then(record, |record| self.send(record)),
+            None => self.send(record),
+        }
+    }
+
+    fn send(&self, record: UsageRecord) {
         match self.tx.try_send(record) {
             Ok(()) => telemetry::gauge(metric::LEDGER_PENDING, &[]).increment(1.0),
             // Not synced to disk here, on the request's path: the writer
@@ -106,6 +140,7 @@ impl LedgerWriter {
             if stopping {
                 self.rx.close();
             }
+            let sealed = self.journal.as_ref().and_then(|journal| journal.seal());
             // What is queued first: to the store, or while it is down to the
             // spill file, so the buffer keeps draining whatever the database does.
             while let Ok(record) = self.rx.try_recv() {
@@ -115,6 +150,10 @@ impl LedgerWriter {
                 }
             }
             self.write(&mut batch).await;
+            // Every record of the sealed segment is stored or spilled now.
+            if let Some(sealed) = sealed {
+                remove(&sealed);
+            }
             if self.down {
                 // At most once a second, and never waiting long.
                 if last_probe.elapsed() >= PROBE_EVERY {
@@ -185,6 +224,12 @@ impl LedgerWriter {
     /// Writes every spilled record to the store. False when the store failed
     /// (what is left stays spilled).
     async fn replay(&mut self) -> bool {
+        while let Some(path) = self.left_over.last().cloned() {
+            if !self.replay_file(&path).await {
+                return false;
+            }
+            self.left_over.pop();
+        }
         while let Some(path) = self.spill.take() {
             if !self.replay_file(&path).await {
                 return false;
@@ -230,11 +275,120 @@ impl LedgerWriter {
             replayed += batch.len() as u64;
         }
         metrics::counter!(metric::LEDGER_REPLAYED).increment(replayed);
-        if let Err(error) = std::fs::remove_file(&path) {
-            tracing::error!(%error, path = %path.display(), "cannot remove the replayed spill file");
-        }
-        tracing::info!(records = replayed, "replayed spilled usage records");
+        remove(&path);
+        tracing::info!(records = replayed, path = %path.display(), "replayed usage records");
         true
+    }
+}
+
+fn remove(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(%error, path = %path.display(), "cannot remove a written ledger file");
+    }
+}
+
+/// The journal: every record since the writer's last tick, in the segment
+/// being written, so a process killed between a request and the next batch
+/// loses no record.
+#[derive(Debug)]
+struct Journal {
+    /// `<spill>.journal.`; segments are this plus their number.
+    stem: std::ffi::OsString,
+    segment: Mutex<Segment>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    number: u64,
+    /// Opened on the first record after a seal.
+    file: Option<File>,
+    /// Set once a write failed, so the log says it once per segment.
+    failed: bool,
+}
+
+impl Journal {
+    /// The journal next to `spill_path`, and the segments found there from
+    /// an earlier process (to replay), newest first.
+    fn open(spill_path: &Path) -> (Journal, Vec<PathBuf>) {
+        let mut stem = spill_path.as_os_str().to_owned();
+        stem.push(".journal.");
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let dir = match spill_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let prefix = Path::new(&stem)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let number = name
+                    .to_str()
+                    .and_then(|name| name.strip_prefix(&prefix))
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let Some(number) = number {
+                    found.push((number, entry.path()));
+                }
+            }
+        }
+        found.sort();
+        let next = found.last().map_or(0, |(n, _)| n + 1);
+        let left_over = found.into_iter().rev().map(|(_, path)| path).collect();
+        let segment = Segment { number: next, file: None, failed: false };
+        (Journal { stem, segment: Mutex::new(segment) }, left_over)
+    }
+
+    fn path(&self, number: u64) -> PathBuf {
+        let mut name = self.stem.clone();
+        name.push(number.to_string());
+        PathBuf::from(name)
+    }
+
+    /// Appends `record` to the segment, then hands it to `then` under the
+    /// same lock.
+    fn append_then(&self, record: UsageRecord, then: impl FnOnce(UsageRecord)) {
+        let mut line = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut line, &record).is_ok() {
+            line.push(b'\n');
+        }
+        let Ok(mut segment) = self.segment.lock() else {
+            then(record);
+            return;
+        };
+        if segment.file.is_none() && !segment.failed {
+            let path = self.path(segment.number);
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(file) => segment.file = Some(file),
+                Err(error) => {
+                    segment.failed = true;
+                    tracing::error!(%error, path = %path.display(),
+                        "cannot open the ledger journal; records are not journaled until the next segment");
+                }
+            }
+        }
+        if let Some(file) = segment.file.as_mut()
+            && let Err(error) = file.write_all(&line)
+        {
+            segment.file = None;
+            segment.failed = true;
+            tracing::error!(%error, "cannot write the ledger journal; records are not journaled until the next segment");
+        }
+        then(record);
+    }
+
+    /// Closes the segment being written, if anything was, and returns its
+    /// path: new records go to the next one.
+    fn seal(&self) -> Option<PathBuf> {
+        let mut segment = self.segment.lock().ok()?;
+        segment.failed = false;
+        segment.file.take()?;
+        let sealed = self.path(segment.number);
+        segment.number += 1;
+        Some(sealed)
     }
 }
 
@@ -375,7 +529,7 @@ mod tests {
     async fn every_record_is_written_by_the_time_run_returns() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
-        let (ledger, writer) = Ledger::new(store.clone(), 100_000, &dir.path().join("spill"));
+        let (ledger, writer) = Ledger::new(store.clone(), 100_000, &dir.path().join("spill"), true);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(writer.run(shutdown.clone()));
         for i in 0..1500 {
@@ -390,12 +544,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn records_of_a_killed_process_are_replayed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("spill");
+        let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        // A process that handed 50 records to its ledger and died before its
+        // writer ran: only the journal holds them.
+        let (ledger, writer) = Ledger::new(store.clone(), 1000, &spill, true);
+        for i in 0..50 {
+            ledger.record(record(i));
+        }
+        drop((ledger, writer));
+        assert!(dir.path().join("spill.journal.0").exists());
+        // The next process replays them, once, and its own records follow.
+        let (ledger, writer) = Ledger::new(store.clone(), 1000, &spill, true);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(writer.run(shutdown.clone()));
+        for i in 50..80 {
+            ledger.record(record(i));
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.is_empty(), "every journal segment is removed once written: {names:?}");
+        shutdown.cancel();
+        task.await.unwrap();
+        let totals = store.usage_totals().await.unwrap();
+        assert_eq!(totals[0].requests, 80);
+        assert_eq!(totals[0].input_tokens, (0..80i64).sum::<i64>());
+    }
+
+    #[tokio::test]
     async fn a_full_buffer_spills_and_the_spill_is_replayed_once() {
         let dir = tempfile::tempdir().unwrap();
         let spill = dir.path().join("spill");
         let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
         // A buffer of 10 with no writer running: 90 of 100 records spill.
-        let (ledger, writer) = Ledger::new(store.clone(), 10, &spill);
+        let (ledger, writer) = Ledger::new(store.clone(), 10, &spill, false);
         for i in 0..100 {
             ledger.record(record(i));
         }

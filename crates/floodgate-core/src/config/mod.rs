@@ -89,6 +89,9 @@ pub struct DatabaseConfig {
     pub ledger_buffer: usize,
     /// Where records wait while the database is down (append-only).
     pub ledger_spill_path: std::path::PathBuf,
+    /// Each record is also written to a journal next to the spill file
+    /// before the request ends, so a killed process loses none.
+    pub ledger_journal: bool,
 }
 
 /// Client-side limits: per IP, per end user (default and tiers). Per-key
@@ -1390,7 +1393,8 @@ impl Builder<'_> {
             || std::path::PathBuf::from(DEFAULT_SPILL),
             |p| std::path::PathBuf::from(p.into_inner()),
         );
-        DatabaseConfig { url, pool, ledger_buffer, ledger_spill_path }
+        let ledger_journal = raw.ledger_journal.unwrap_or(true);
+        DatabaseConfig { url, pool, ledger_buffer, ledger_spill_path, ledger_journal }
     }
 
     fn jwt(&mut self, raw: Spanned<raw::RawJwt>) -> Option<crate::pipeline::jwt::JwtConfig> {

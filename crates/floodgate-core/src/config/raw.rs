@@ -88,6 +88,7 @@ pub struct RawDatabase {
     pub test_before_acquire: Option<bool>,
     pub ledger_buffer: Option<Spanned<usize>>,
     pub ledger_spill_path: Option<Spanned<String>>,
+    pub ledger_journal: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

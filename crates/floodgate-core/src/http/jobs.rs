@@ -221,7 +221,12 @@ pub async fn submit(
             idempotency_key,
             deadline_ms,
         };
-        let (job, created) = app.jobs.queue.submit(job, now).await.map_err(unavailable)?;
+        let (job, created) = app.jobs.queue.submit(job, now).await.map_err(|error| {
+            ApiError::Unavailable {
+                what: "the job queue",
+                message: format!("{error}; the job was not queued, submit it again"),
+            }
+        })?;
         if created {
             app.jobs.submitted(&job);
         }

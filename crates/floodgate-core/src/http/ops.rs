@@ -56,11 +56,21 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     }
     ready &= any_provider;
 
-    let (state_ok, state) = check(app.state.name(), app.state.ping()).await;
-    // A database outage does not take the node out of service: keys are
-    // held in memory and the ledger spills to disk until it returns.
+    // Neither a Redis nor a database outage takes the node out of service:
+    // taking every node out of the load balancer would turn the outage of a
+    // dependency into one of the whole gateway. Without Redis, limits hold
+    // per node, the cache serves from L1 and job submissions are refused;
+    // without the database, keys are held in memory and the ledger spills.
+    let state = match &app.redis_health {
+        None => json!({"status": "ok", "backend": "memory"}),
+        Some(health) if !health.up() => json!({
+            "status": "degraded",
+            "backend": "redis",
+            "message": "Redis does not answer: limits hold per node, the cache serves from this node, job submissions are refused (503) until it returns",
+        }),
+        Some(_) => json!({"status": "ok", "backend": "redis"}),
+    };
     let (_, database) = check(app.store.name(), app.store.ping()).await;
-    ready &= state_ok;
     // The same for Redis: limits then hold on this node's own state.
     let limiter = match &app.limiter_fallback {
         None => json!({"status": "ok", "backend": app.limits.limiter.name()}),
