@@ -50,6 +50,7 @@ use crate::routing::Router;
 use crate::routing::wait::CapacitySignal;
 use crate::secrets::Scrubber;
 use crate::state::bus::Bus;
+use crate::state::members::Members;
 use crate::state::redis::RedisConnections;
 use crate::state::{MemoryState, StateBackend};
 use crate::store::{Store, StoreError};
@@ -85,6 +86,8 @@ pub struct Shared {
     pub limiter_fallback: Option<Arc<Fallback>>,
     /// With `state.backend = "redis"`: whether Redis answers.
     pub redis_health: Option<Arc<crate::state::redis::RedisHealth>>,
+    /// With `state.backend = "redis"`: the live nodes.
+    pub members: Option<Arc<Members>>,
     /// The response cache.
     pub cache: Arc<Cache>,
     pub state: Arc<dyn StateBackend>,
@@ -300,6 +303,18 @@ impl App {
             &node,
         );
         tasks.spawn(realtime.clone().run_upkeep(background.clone()));
+        // Provider keys' configured limits are split among the live nodes.
+        let members = redis.as_ref().map(|connections| {
+            let members = Members::new(&config.state.redis_prefix, &node);
+            let router = router.clone();
+            let share = move |nodes| {
+                for provider in router.providers() {
+                    provider.keys.set_share(nodes);
+                }
+            };
+            tasks.spawn(members.clone().run(connections.clone(), share, background.clone()));
+            members
+        });
         let redis_health = redis.as_ref().map(|connections| {
             let health = crate::state::redis::RedisHealth::new();
             tasks.spawn(health.clone().watch(connections.clone(), background.clone()));
@@ -340,6 +355,7 @@ impl App {
             limits: Limits::new(limiter, config.limits.clone(), store.clone()),
             limiter_fallback,
             redis_health,
+            members,
             cache,
             prices: Arc::new(PriceTable::new(&config.pricing)),
             config: Arc::new(config),

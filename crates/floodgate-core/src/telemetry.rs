@@ -42,6 +42,7 @@ pub mod metric {
     pub const LIMITED: &str = "floodgate_client_limited_total";
     pub const LIMITER_DEGRADED: &str = "floodgate_limiter_degraded";
     pub const REDIS_UP: &str = "floodgate_redis_up";
+    pub const CLUSTER_NODES: &str = "floodgate_cluster_nodes";
     pub const LIMITER_ERRORS: &str = "floodgate_limiter_errors_total";
     pub const KEYS_ACTIVE: &str = "floodgate_virtual_keys";
     pub const CACHE_LOOKUPS: &str = "floodgate_cache_lookups_total";
@@ -198,6 +199,10 @@ fn describe() {
         "1 while the shared (Redis) limiter is unreachable and this node limits on local state."
     );
     describe_counter!(metric::LIMITER_ERRORS, "Failed calls to the shared limiter.");
+    describe_gauge!(
+        metric::CLUSTER_NODES,
+        "Live nodes sharing this node's Redis, as this node last counted them."
+    );
     describe_gauge!(
         metric::REDIS_UP,
         "1 while Redis answers this node's pings (once a second), 0 while it does not."

@@ -70,6 +70,10 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         }),
         Some(_) => json!({"status": "ok", "backend": "redis"}),
     };
+    let mut state = state;
+    if let (Some(members), Some(object)) = (&app.members, state.as_object_mut()) {
+        object.insert("nodes".into(), json!(members.count()));
+    }
     let (_, database) = check(app.store.name(), app.store.ping()).await;
     // The same for Redis: limits then hold on this node's own state.
     let limiter = match &app.limiter_fallback {

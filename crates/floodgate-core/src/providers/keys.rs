@@ -315,6 +315,17 @@ impl KeyPool {
         self.keys.len()
     }
 
+    /// Holds every key to its share of its configured limits on a cluster
+    /// of `nodes` (see `limits`).
+    pub fn set_share(&self, nodes: u64) {
+        for key in &self.keys {
+            key.limits.set_share(nodes);
+        }
+        if let Some(limits) = &self.anonymous {
+            limits.set_share(nodes);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

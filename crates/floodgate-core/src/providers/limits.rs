@@ -23,6 +23,13 @@
 //! when the upstream says its limit resets; a limit the config does not set is
 //! learned from the headers.
 //!
+//! In a cluster every node keeps its own windows, each holding a configured
+//! limit divided by the number of live nodes ([`KeyLimits::set_share`], fed
+//! by `state::members`), so N nodes together stay within the provider's
+//! limit without a Redis round trip per upstream call. Limits learned from
+//! the provider's headers are not divided: their `remaining` is already the
+//! provider's count across every node.
+//!
 //! Each key publishes its headroom (the smallest share left of any of its
 //! limits) in an atomic, so a pool of many keys is ranked without taking
 //! their locks; the lock is taken only on the key chosen.
@@ -47,6 +54,8 @@ const HEADROOM_SCALE: f64 = 1_000_000.0;
 #[derive(Debug, Clone)]
 struct Window {
     limit: u64,
+    /// The configured limit, before this node's share is taken of it.
+    configured: u64,
     /// Taken from the provider's headers rather than the config.
     learned: bool,
     slots: [u64; SLOTS],
@@ -57,7 +66,13 @@ struct Window {
 
 impl Window {
     fn new(limit: u64, learned: bool, now: u64) -> Self {
-        Window { limit, learned, slots: [0; SLOTS], total: 0, head: now }
+        Window { limit, configured: limit, learned, slots: [0; SLOTS], total: 0, head: now }
+    }
+
+    fn set_share(&mut self, nodes: u64) {
+        if !self.learned {
+            self.limit = share(self.configured, nodes);
+        }
     }
 
     /// Drops the slots that left the window by second `now`.
@@ -144,6 +159,12 @@ impl Window {
     }
 }
 
+/// This node's part of `limit` among `nodes`: rounded down, so the nodes
+/// together never exceed it, and at least one.
+fn share(limit: u64, nodes: u64) -> u64 {
+    (limit / nodes.max(1)).max(1)
+}
+
 fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
 }
@@ -152,6 +173,7 @@ fn secs(value: f64) -> Duration {
 #[derive(Debug, Clone)]
 struct Daily {
     limit: u64,
+    configured: u64,
     used: u64,
     day: u64,
 }
@@ -289,8 +311,18 @@ impl KeyLimits {
         let state = State {
             requests: config.rpm.map(|l| Window::new(u64::from(l), false, second)),
             tokens: config.tpm.map(|l| Window::new(u64::from(l), false, second)),
-            daily_requests: config.daily_requests.map(|limit| Daily { limit, used: 0, day }),
-            daily_tokens: config.daily_tokens.map(|limit| Daily { limit, used: 0, day }),
+            daily_requests: config.daily_requests.map(|limit| Daily {
+                limit,
+                configured: limit,
+                used: 0,
+                day,
+            }),
+            daily_tokens: config.daily_tokens.map(|limit| Daily {
+                limit,
+                configured: limit,
+                used: 0,
+                day,
+            }),
         };
         Arc::new(KeyLimits {
             state: Mutex::new(state),
@@ -316,6 +348,21 @@ impl KeyLimits {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere poisoned the lock: the counts are still usable.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds this node to its share of every configured limit: `1/nodes`.
+    pub fn set_share(&self, nodes: u64) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        for w in [&mut s.requests, &mut s.tokens].into_iter().flatten() {
+            w.set_share(nodes);
+        }
+        for d in [&mut s.daily_requests, &mut s.daily_tokens].into_iter().flatten() {
+            d.limit = share(d.configured, nodes);
+        }
+        self.publish(s);
+        // A larger share may let waiting requests go.
+        self.signal.freed();
     }
 
     /// `(used, limit)` of each limit now.

@@ -3,6 +3,7 @@
 //! breaker state). One trait; in-process on a single node, Redis in a cluster.
 
 pub mod bus;
+pub mod members;
 mod memory;
 pub mod redis;
 

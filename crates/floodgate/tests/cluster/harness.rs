@@ -328,11 +328,21 @@ pub struct NodeOptions {
     /// Gap between a streamed answer's chunks (20 chunks).
     pub chunk_delay_ms: u64,
     pub shutdown_grace: &'static str,
+    /// The mock's own per-key limit (`--rpm`), refusing beyond with 429s.
+    pub mock_rpm: Option<u32>,
+    /// `rpm` of the provider key in the nodes' config.
+    pub key_rpm: Option<u32>,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { latency_ms: 20, chunk_delay_ms: 0, shutdown_grace: "15s" }
+        NodeOptions {
+            latency_ms: 20,
+            chunk_delay_ms: 0,
+            shutdown_grace: "15s",
+            mock_rpm: None,
+            key_rpm: None,
+        }
     }
 }
 
@@ -412,6 +422,9 @@ impl Cluster {
             "--chunk-delay-ms",
             &options.chunk_delay_ms.to_string(),
         ]);
+        if let Some(rpm) = options.mock_rpm {
+            mock.args(["--rpm", &rpm.to_string()]);
+        }
         let mock = Proc::spawn("mock-upstream", &mut mock);
         wait_for_port(mock_port, "mock-upstream").await;
 
@@ -646,13 +659,17 @@ backoff_max = "20ms"
 name = "mock"
 kind = "openai-compatible"
 base_url = "http://127.0.0.1:{mock_port}/v1"
-keys = ["mock-key-cluster-0", "mock-key-cluster-1"]
+{keys}
 
 [[models]]
 name = "chat"
 targets = ["mock/gpt-4o-mini"]
 "#,
         grace = options.shutdown_grace,
+        keys = match options.key_rpm {
+            None => r#"keys = ["mock-key-cluster-0", "mock-key-cluster-1"]"#.to_string(),
+            Some(rpm) => format!("keys = [\"mock-key-cluster-0\"]\nrpm = {rpm}"),
+        },
     )
 }
 

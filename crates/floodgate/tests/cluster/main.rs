@@ -62,6 +62,54 @@ async fn a_global_rpm_limit_is_exact_across_three_nodes() {
     );
 }
 
+/// A provider key's configured limit is split among the live nodes: three
+/// nodes together stay within it, so the provider (the mock, counting the
+/// same limit) never refuses one of their calls.
+#[tokio::test]
+async fn three_nodes_share_a_provider_keys_rpm_and_never_exceed_it() {
+    require_tools!("three_nodes_share_a_provider_keys_rpm_and_never_exceed_it");
+    let _one = ONE_AT_A_TIME.lock().await;
+    // 600 a minute at the provider; the warm-up's 200 calls count too.
+    let options = NodeOptions { mock_rpm: Some(600), key_rpm: Some(600), ..NodeOptions::default() };
+    let cluster = cluster(options).await;
+    for node in &cluster.nodes {
+        let (_, ready) = cluster.get(&node.url(), "/health/ready", None).await;
+        assert_eq!(ready["components"]["state"]["nodes"], 3, "{ready}");
+    }
+    let (_, key) = cluster.create_key(json!({"name": "load"})).await;
+    // 100 a second for 6 s: far over what is left of the minute.
+    let report =
+        cluster.bench("share", &key, &["--rate", "100", "--duration", "6s"]).report().await;
+    let (sent, ok, _) = totals(&report);
+    let mut refused_upstream = 0.0;
+    for node in &cluster.nodes {
+        let text = cluster
+            .http
+            .get(format!("{}/metrics", node.url()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        refused_upstream += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("floodgate_upstream_errors_total") && l.contains("status_429")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert_eq!(refused_upstream, 0.0, "the provider refused calls: the nodes went over its limit");
+    // The warm-up took 200 of the 600; the rest is used, less what an uneven
+    // spread of requests over the nodes leaves in one node's share.
+    assert!(ok <= 400, "{ok} answered of {sent}: more than the provider allows");
+    assert!(ok >= 300, "{ok} answered of {sent}: the shares leave too much unused\n{report}");
+    eprintln!(
+        "provider key share: {ok} of {sent} answered within 400 left at the provider, 0 refused upstream"
+    );
+}
+
 /// A key revoked through one node is refused by the two others within a
 /// second, while they serve load.
 #[tokio::test]

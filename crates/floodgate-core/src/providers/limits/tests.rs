@@ -158,3 +158,32 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_takes_its_share_of_configured_limits_but_not_of_learned_ones() {
+    let config = KeyConfig { rpm: Some(100), daily_requests: Some(1000), ..KeyConfig::plain("k") };
+    let l = limits(config);
+    l.set_share(3);
+    let levels = l.levels();
+    assert_eq!(levels.rpm.unwrap().limit, 33, "rounded down: three nodes never exceed 100");
+    assert_eq!(levels.daily_requests.unwrap().limit, 333);
+    for _ in 0..33 {
+        l.try_take(0, None).unwrap().settle(0);
+    }
+    assert!(l.try_take(0, None).is_err());
+    // A node leaves: the share grows, and what was taken still counts.
+    l.set_share(2);
+    assert_eq!(l.levels().rpm.unwrap().remaining, 17);
+    // A tiny limit on many nodes still lets each one call.
+    let tiny = limits(key(Some(2), None));
+    tiny.set_share(5);
+    assert_eq!(tiny.levels().rpm.unwrap().limit, 1);
+    // A limit the provider announced counts every node's calls already.
+    let learned = limits(KeyConfig::plain("k"));
+    learned.observe(&Observed {
+        requests: Reading { limit: Some(90), remaining: Some(90), reset: None },
+        tokens: Reading::default(),
+    });
+    learned.set_share(3);
+    assert_eq!(learned.levels().rpm.unwrap().limit, 90);
+}
