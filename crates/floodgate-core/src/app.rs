@@ -397,6 +397,9 @@ impl App {
         let app = router(self.state.clone());
         let listener = listener.into_std()?;
         let connections = Connections::new(self.state.config.server.max_connections);
+        // Cancelled when the workers are to stop accepting: at shutdown,
+        // after the drain delay.
+        let stop_accepting = CancellationToken::new();
         // Cancelled when the grace period is over: workers then drop what is left.
         let abort = CancellationToken::new();
         let mut finished = Vec::new();
@@ -410,7 +413,7 @@ impl App {
                 listener: listener.try_clone()?,
                 connections: connections.clone(),
                 app: app.clone(),
-                shutdown: shutdown.clone(),
+                shutdown: stop_accepting.clone(),
                 abort: abort.clone(),
                 state: self.state.clone(),
                 // The node's job workers, spread over its serving threads.
@@ -447,6 +450,21 @@ impl App {
             Some(result) => result,
             None => {
                 self.state.draining.cancel();
+                // Still serving while load balancers see `draining` on
+                // readiness and take the node out; a node that stopped
+                // accepting at once would refuse what they still send it.
+                let delay = self.state.config.server.drain_delay;
+                if !delay.is_zero() {
+                    tracing::info!(delay = %humantime::format_duration(delay), "shutting down: readiness says draining; still serving until the load balancers take this node out");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        result = &mut all_done => {
+                            self.stop().await;
+                            return result;
+                        }
+                    }
+                }
+                stop_accepting.cancel();
                 // Realtime connections close at once ("going away"): their
                 // clients reconnect to another node.
                 self.state.realtime.closing.cancel();

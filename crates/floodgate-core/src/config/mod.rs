@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for in-flight requests and streams.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long the node keeps accepting (and serving) while
+    /// `/health/ready` says `draining`, so load balancers take it out of
+    /// their pool before it stops accepting.
+    pub drain_delay: Duration,
     /// gzip/br for clients that ask; never on SSE.
     pub compression: bool,
     /// Serving threads, each with its own runtime (see `workers`).
@@ -788,6 +792,7 @@ impl Builder<'_> {
             server: ServerConfig {
                 max_body_bytes,
                 shutdown_grace: dur(server.shutdown_grace, Duration::from_secs(30)),
+                drain_delay: dur(server.drain_delay, Duration::ZERO),
                 compression: server.compression.unwrap_or(true),
                 workers: match server.workers {
                     Some(w) if *w.get_ref() == 0 => {

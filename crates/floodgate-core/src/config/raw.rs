@@ -39,6 +39,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub max_body_bytes: Option<Spanned<u64>>,
     pub shutdown_grace: Option<HumanDuration>,
+    pub drain_delay: Option<HumanDuration>,
     pub compression: Option<bool>,
     pub workers: Option<Spanned<usize>>,
     pub max_in_flight: Option<Spanned<usize>>,

@@ -109,6 +109,8 @@ impl Proc {
             .iter()
             .map(String::as_str)
             .filter(|line| !line.contains(r#""status":429"#))
+            // HAProxy's lines of normal exchanges (termination state ----).
+            .filter(|line| !(line.contains(" 200 ") && line.contains(" ---- ")))
             .collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -621,6 +623,8 @@ master_key = "{MASTER}"
 [server]
 workers = 1
 shutdown_grace = "{grace}"
+# HAProxy takes a node out after three failed checks a second apart.
+drain_delay = "4s"
 
 [log]
 format = "json"
