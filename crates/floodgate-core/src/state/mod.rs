@@ -5,6 +5,8 @@
 pub mod bus;
 mod memory;
 pub mod redis;
+#[cfg(test)]
+pub mod test_servers;
 
 use async_trait::async_trait;
 

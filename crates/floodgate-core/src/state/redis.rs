@@ -678,6 +678,108 @@ e7d1 [::1]:30001@31001,host-1 master - 0 1426238317741 1 connected 0-5460
         );
     }
 
+    #[tokio::test]
+    async fn in_a_cluster_keys_spread_a_scan_reaches_every_master_and_groups_share_a_slot() {
+        use crate::state::test_servers::{RedisCluster, cli};
+        let Some(cluster) = RedisCluster::shared() else { return };
+        let connections =
+            RedisConnections::connect_to(&Target::Cluster(cluster.nodes.clone()), 0).await.unwrap();
+        assert!(connections.is_cluster());
+        let mut connection = connections.shared();
+        let prefix = format!("scan{}:", uuid::Uuid::new_v4().simple());
+        for i in 0..60 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{prefix}cache:{i}"))
+                .arg(i)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+        // Single keys spread over every master.
+        for port in &cluster.ports {
+            let keys = cli(*port, &["--scan", "--pattern", &format!("{prefix}*")]);
+            assert!(keys.lines().count() > 0, "no key on {port}");
+        }
+        let mut scan = Scan::start(&mut connection, &format!("{prefix}cache:*"), 7).await.unwrap();
+        let mut found = Vec::new();
+        while let Some(keys) = scan.next::<String>(&mut connection).await.unwrap() {
+            found.extend(keys);
+        }
+        found.sort();
+        found.dedup();
+        assert_eq!(found.len(), 60);
+        // One UNLINK of keys in many slots: the client splits it by slot.
+        let removed: u64 =
+            redis::cmd("UNLINK").arg(&found).query_async(&mut connection).await.unwrap();
+        assert_eq!(removed, 60);
+
+        // A group's keys share a slot; different groups need not.
+        let slot = |key: String| {
+            let port = cluster.ports[0];
+            cli(port, &["cluster", "keyslot", &key]).trim().to_string()
+        };
+        let group = connections.group(&format!("{prefix}q"));
+        assert_eq!(group, format!("{{{prefix}q}}"));
+        assert_eq!(slot(format!("{group}:ready")), slot(format!("{group}:job:abc")));
+
+        // Publishes to channels of many slots go in one pipeline.
+        let mut pipe = redis::pipe();
+        for channel in ["a", "b", "c", "d", "e"] {
+            pipe.cmd("PUBLISH").arg(channel).arg("x").ignore();
+        }
+        pipe.query_async::<()>(&mut connection).await.unwrap();
+        // And a subscriber on any node hears a publish sent through any other.
+        let mut pubsub = connections.pubsub().await.unwrap();
+        pubsub.subscribe(format!("{prefix}topic")).await.unwrap();
+        let mut messages = pubsub.on_message();
+        for _ in 0..3 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("PUBLISH").arg(format!("{prefix}topic")).arg("hello").ignore();
+            pipe.query_async::<()>(&mut connection).await.unwrap();
+        }
+        use futures_util::StreamExt;
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap();
+        assert_eq!(message.unwrap().get_payload::<String>().unwrap(), "hello");
+    }
+
+    #[tokio::test]
+    async fn after_a_sentinel_failover_commands_go_to_the_new_primary() {
+        use crate::state::test_servers::RedisSentinel;
+        let Some(sentinel) = RedisSentinel::own() else { return };
+        let target = Target::Sentinel {
+            sentinels: vec![sentinel.sentinel_url.clone()],
+            master: sentinel.master.to_string(),
+        };
+        let connections = RedisConnections::connect_to(&target, 0).await.unwrap();
+        let mut connection = connections.shared();
+        let _: () =
+            redis::cmd("SET").arg("k").arg("before").query_async(&mut connection).await.unwrap();
+        let sentinel = std::sync::Arc::new(sentinel);
+        let failing = sentinel.clone();
+        let new_primary = tokio::task::spawn_blocking(move || failing.fail_over()).await.unwrap();
+        // Writes fail for a moment (or land on the old primary until the
+        // sentinel turns it into a replica), then go to the new primary.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut n = 0;
+        loop {
+            n += 1;
+            let value = format!("after-{n}");
+            let set: RedisResult<()> =
+                redis::cmd("SET").arg("k").arg(&value).query_async(&mut connection).await;
+            let on_new = crate::state::test_servers::cli(new_primary, &["get", "k"]);
+            if set.is_ok() && on_new.trim() == value {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no write reached {new_primary}: {set:?}, {on_new}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // From then on every write goes there.
+        let _: () =
+            redis::cmd("SET").arg("k").arg("last").query_async(&mut connection).await.unwrap();
+        let on_new = crate::state::test_servers::cli(new_primary, &["get", "k"]);
+        assert_eq!(on_new.trim(), "last");
+    }
+
     #[test]
     fn a_pipeline_of_publishes_only_is_told_apart() {
         let mut publishes = redis::pipe();
