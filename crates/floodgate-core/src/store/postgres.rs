@@ -147,7 +147,7 @@ impl PostgresStore {
     }
 
     /// The pool for reads that may lag behind the writes.
-    fn reader(&self) -> &PgPool {
+    pub(crate) fn reader(&self) -> &PgPool {
         self.read.as_ref().unwrap_or(&self.pool)
     }
 
