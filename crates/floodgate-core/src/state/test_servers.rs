@@ -2,7 +2,12 @@
 //! Cluster of three masters, and a primary with a replica and a sentinel.
 //! Used by this crate's tests and, through `#[path]`, by the API tests.
 //! Without a `redis-server` binary each returns `None` and prints why.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test helpers; a skipped test says why"
+)]
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -22,12 +27,20 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    assert!(within(Duration::from_secs(30), done), "{what} did not happen in 30 s");
+}
+
+/// Whether `done` came true within `limit`.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen in 30 s");
+        if Instant::now() > deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 fn available() -> bool {
@@ -99,7 +112,18 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// A whole cluster; a port taken between choosing and binding it (they
+    /// are chosen free, then released) fails an attempt, so up to three.
     fn start(outlive_guard: bool) -> RedisCluster {
+        for _ in 0..2 {
+            if let Some(cluster) = RedisCluster::try_start(outlive_guard) {
+                return cluster;
+            }
+        }
+        RedisCluster::try_start(outlive_guard).expect("a Redis Cluster in three attempts")
+    }
+
+    fn try_start(outlive_guard: bool) -> Option<RedisCluster> {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut children = Vec::new();
@@ -121,8 +145,12 @@ impl RedisCluster {
             }
             children.push(server(&args, outlive_guard));
         }
+        let children = Children(children, None);
         for &port in &ports {
-            wait_for("a cluster node answering", || cli(port, &["ping"]).trim() == "PONG");
+            if !within(Duration::from_secs(10), || cli(port, &["ping"]).trim() == "PONG") {
+                eprintln!("a cluster node did not start on {port}; trying again on other ports");
+                return None;
+            }
         }
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
@@ -134,7 +162,10 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(created.success(), "redis-cli --cluster create failed");
+        if !created.success() {
+            eprintln!("redis-cli --cluster create failed; trying again on other ports");
+            return None;
+        }
         for &port in &ports {
             wait_for("the cluster being whole", || {
                 let info = cli(port, &["cluster", "info"]);
@@ -149,7 +180,9 @@ impl RedisCluster {
         } else {
             Some(dir)
         };
-        RedisCluster { nodes, ports, _children: Children(children, dir) }
+        let mut children = children;
+        children.1 = dir;
+        Some(RedisCluster { nodes, ports, _children: children })
     }
 
     /// A cluster of this test's own, stopped when dropped.

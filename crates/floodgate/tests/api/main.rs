@@ -9,6 +9,10 @@ mod jobs;
 mod keys;
 mod limits;
 mod realtime;
+mod redis_modes;
+#[expect(dead_code, reason = "the API tests start clusters of their own, not the shared one")]
+#[path = "../../../floodgate-core/src/state/test_servers.rs"]
+mod redis_servers;
 
 mod anthropic_route;
 mod errors;
