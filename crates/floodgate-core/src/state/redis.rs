@@ -236,6 +236,7 @@ fn masters(text: &str) -> Vec<ScanNode> {
 }
 
 /// How one kind of connection is made, for each worker's own.
+#[expect(clippy::large_enum_variant, reason = "one per RedisConnections, behind an Arc")]
 enum Source {
     Standalone(redis::Client),
     Cluster {

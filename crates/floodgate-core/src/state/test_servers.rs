@@ -2,12 +2,8 @@
 //! Cluster of three masters, and a primary with a replica and a sentinel.
 //! Used by this crate's tests and, through `#[path]`, by the API tests.
 //! Without a `redis-server` binary each returns `None` and prints why.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stderr,
-    reason = "test helpers; a skipped test says why"
-)]
+//! (The API tests' `mod` line carries the lint expectations for unwraps
+//! and prints, which this crate's test build allows anyway.)
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
