@@ -117,7 +117,7 @@ impl FromRef<AppState> for Arc<Auth> {
 pub enum StartupError {
     #[error("cannot open the database {url}: {source}")]
     Database { url: String, source: StoreError },
-    #[error("cannot reach Redis at {url} (state.redis_url): {message}")]
+    #[error("cannot reach Redis at {url} ([state] redis_url or redis_nodes): {message}")]
     Redis { url: String, message: String },
     #[error("cannot open the job queue ({url}): {message}")]
     Queue { url: String, message: String },
@@ -152,21 +152,25 @@ impl App {
 
         let database_error =
             |source| StartupError::Database { url: redact_url(&config.database.url), source };
-        let store: Arc<dyn Store> = crate::store::open(&config.database.url, &config.database.pool)
-            .await
-            .map_err(database_error)?;
+        let store: Arc<dyn Store> = crate::store::open_with_replica(
+            &config.database.url,
+            &config.database.pool,
+            config.database.read.as_ref(),
+        )
+        .await
+        .map_err(database_error)?;
         let keys = KeyRegistry::load(store.clone()).await.map_err(database_error)?;
         tasks.spawn(keys.clone().run_sync(background.clone()));
         let state: Arc<dyn StateBackend> = Arc::new(MemoryState::default());
         let local = Arc::new(MemoryLimiter::new());
         tasks.spawn(purge_limits(local.clone(), background.clone()));
         let redis_error =
-            |message| StartupError::Redis { url: redact_url(&config.state.redis_url), message };
+            |message| StartupError::Redis { url: config.state.redis.describe(), message };
         // One set of connections for everything kept in Redis (limits, cache).
         let redis = match config.state.backend {
             StateBackendKind::Memory => None,
             StateBackendKind::Redis => Some(
-                RedisConnections::connect(&config.state.redis_url, config.server.workers)
+                RedisConnections::connect_to(&config.state.redis, config.server.workers)
                     .await
                     .map_err(|e| redis_error(e.0))?,
             ),

@@ -21,7 +21,7 @@ use redis::AsyncCommands;
 use super::Entry;
 use super::key::Digest;
 use crate::keys::hex;
-use crate::state::redis::{RedisConnections, glob_escape};
+use crate::state::redis::{RedisConnections, Scan, glob_escape};
 use crate::telemetry::metric;
 
 /// The value's layout version; a value of another version is a miss.
@@ -170,22 +170,11 @@ impl L2 {
         );
         let mut connection = self.connections.get().await?;
         let mut deleted = 0u64;
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await?;
+        // In a cluster: every master's keys, each UNLINK split by slot.
+        let mut scan = Scan::start(&mut connection, &pattern, 1000).await?;
+        while let Some(keys) = scan.next::<String>(&mut connection).await? {
             if !keys.is_empty() {
                 deleted += connection.unlink::<_, u64>(&keys).await?;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
             }
         }
         let payload = serde_json::to_string(message).unwrap_or_default();
@@ -228,7 +217,7 @@ impl L2 {
         let mut lost = false;
         loop {
             let subscribed = async {
-                let mut pubsub = self.connections.client().get_async_pubsub().await?;
+                let mut pubsub = self.connections.pubsub().await?;
                 pubsub.subscribe(self.channel()).await?;
                 redis::RedisResult::Ok(pubsub)
             };

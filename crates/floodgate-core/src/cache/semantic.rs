@@ -31,10 +31,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
-use redis::aio::ConnectionManager;
-
 use crate::keys::hex;
-use crate::state::redis::glob_escape;
+use crate::state::redis::{RedisConnection, Scan, glob_escape};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// A SHA-256-sized digest: a context, or an exact-cache key.
@@ -366,7 +364,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// little-endian), then the vector as little-endian `f32`s to the end.
 #[derive(Debug, Clone)]
 pub struct SemanticStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     prefix: String,
 }
 
@@ -378,8 +376,8 @@ const SCAN_COUNT: usize = 1000;
 const DIGEST_HEX: usize = 64;
 
 impl SemanticStore {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
-        SemanticStore { connection: conn, prefix: prefix.to_string() }
+    pub fn new(conn: impl Into<RedisConnection>, prefix: &str) -> Self {
+        SemanticStore { connection: conn.into(), prefix: prefix.to_string() }
     }
 
     /// Writes `entry`, expiring at its `expires_at_ms` (an entry already
@@ -402,9 +400,8 @@ impl SemanticStore {
         let mut connection = self.connection.clone();
         let pattern = format!("{}semantic:*", glob_escape(&self.prefix));
         let mut entries = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys) = scan(&mut connection, cursor, &pattern).await?;
+        let mut scan = Scan::start(&mut connection, &pattern, SCAN_COUNT).await?;
+        while let Some(keys) = scan.next::<Vec<u8>>(&mut connection).await? {
             if !keys.is_empty() {
                 let values: Vec<Option<Vec<u8>>> =
                     redis::cmd("MGET").arg(&keys).query_async(&mut connection).await?;
@@ -418,11 +415,8 @@ impl SemanticStore {
                     }
                 }
             }
-            if next == 0 {
-                return Ok(entries);
-            }
-            cursor = next;
         }
+        Ok(entries)
     }
 
     pub async fn remove(&self, alias: &str, answer_key: &Digest) -> redis::RedisResult<()> {
@@ -445,19 +439,15 @@ impl SemanticStore {
             None => format!("{prefix}semantic:*"),
         };
         let mut removed = 0u64;
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys) = scan(&mut connection, cursor, &pattern).await?;
+        let mut scan = Scan::start(&mut connection, &pattern, SCAN_COUNT).await?;
+        while let Some(keys) = scan.next::<Vec<u8>>(&mut connection).await? {
             if !keys.is_empty() {
                 let count: u64 =
                     redis::cmd("UNLINK").arg(&keys).query_async(&mut connection).await?;
                 removed += count;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     fn key(&self, alias: &str, answer_key: &Digest) -> String {
@@ -472,22 +462,6 @@ impl SemanticStore {
         let (alias, tail) = rest.split_at_checked(split)?;
         Some((alias, unhex(tail.strip_prefix(':')?)?))
     }
-}
-
-/// One page of `SCAN cursor MATCH pattern COUNT 1000`.
-async fn scan(
-    connection: &mut ConnectionManager,
-    cursor: u64,
-    pattern: &str,
-) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
-    redis::cmd("SCAN")
-        .arg(cursor)
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("COUNT")
-        .arg(SCAN_COUNT)
-        .query_async(connection)
-        .await
 }
 
 fn encode(entry: &SemanticEntry) -> Vec<u8> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::Env;
-pub use raw::{CacheNamespace, LogFormat, ProviderKind, StateBackendKind, Strategy};
+pub use raw::{CacheNamespace, LogFormat, ProviderKind, RedisMode, StateBackendKind, Strategy};
 use raw::{HumanDuration, RawConfig, RawKey, RawProvider, RawTarget, RawTimeouts};
 use toml::Spanned;
 
@@ -77,8 +77,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub backend: StateBackendKind,
-    /// Used with `backend = "redis"`.
-    pub redis_url: String,
+    /// Where Redis is (`redis_mode` with `redis_url`, or `redis_nodes` and
+    /// `redis_sentinel_master`); used with `backend = "redis"`.
+    pub redis: crate::state::redis::Target,
     /// Prepended to every Redis key this node writes.
     pub redis_prefix: String,
 }
@@ -88,6 +89,9 @@ pub struct DatabaseConfig {
     /// `sqlite://path` (created when missing), `sqlite::memory:` or `postgres://…`.
     pub url: String,
     pub pool: crate::store::PoolConfig,
+    /// A PostgreSQL read replica for the read-heavy admin queries
+    /// (`read_url`, `read_max_connections`).
+    pub read: Option<crate::store::ReadReplica>,
     /// Usage records held in memory for the writer; beyond it they go
     /// straight to the spill file.
     pub ledger_buffer: usize,
@@ -1302,29 +1306,155 @@ impl Builder<'_> {
     }
 
     fn state(&mut self, raw: raw::RawState) -> StateConfig {
+        use crate::state::redis::Target;
         let backend = raw.backend.map_or(StateBackendKind::Memory, |b| *b.get_ref());
-        let redis_url = match raw.redis_url {
-            Some(url) => {
-                let text = url.get_ref().trim().to_string();
-                if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        let mode = raw.redis_mode.as_ref().map_or(RedisMode::Standalone, |m| *m.get_ref());
+        let mode_span = raw.redis_mode.as_ref().map(Spanned::span);
+        let redis_url = raw.redis_url.map(|url| {
+            let text = url.get_ref().trim().to_string();
+            if !is_redis_url(&text) {
+                self.problem(
+                    Some(url.span()),
+                    format!(
+                        "state.redis_url {text:?} is not a Redis URL such as \
+                         \"redis://127.0.0.1:6379\" or \"rediss://user:pass@host:6380/0\""
+                    ),
+                );
+            }
+            (text, url.span())
+        });
+        let nodes = raw.redis_nodes.map(|list| {
+            let span = list.span();
+            let mut nodes = Vec::new();
+            for node in list.into_inner() {
+                let text = node.get_ref().trim().to_string();
+                if !is_redis_url(&text) {
                     self.problem(
-                        Some(url.span()),
+                        Some(node.span()),
                         format!(
-                            "state.redis_url {text:?} is not a Redis URL such as \
-                             \"redis://127.0.0.1:6379\" or \"rediss://user:pass@host:6380/0\""
+                            "state.redis_nodes: {text:?} is not a Redis URL such as \
+                             \"redis://10.0.0.1:6379\" or \"redis://:password@10.0.0.1:26379\""
+                        ),
+                    );
+                } else if mode == RedisMode::Cluster && redis_db(&text) != 0 {
+                    self.problem(
+                        Some(node.span()),
+                        format!(
+                            "state.redis_nodes: {} names database {}, but a Redis Cluster has \
+                             only database 0; drop the /{} from the URL",
+                            crate::app::redact_url(&text),
+                            redis_db(&text),
+                            redis_db(&text)
                         ),
                     );
                 }
-                text
+                nodes.push(text);
             }
-            None => "redis://127.0.0.1:6379".to_string(),
+            (nodes, span)
+        });
+        let master = raw.redis_sentinel_master.map(|m| (m.get_ref().trim().to_string(), m.span()));
+        let redis_prefix = raw.redis_prefix.map(|p| (p.get_ref().clone(), p.span()));
+        let nodes_needed = |mode: &str, what: &str| {
+            format!(
+                "redis_mode = \"{mode}\" needs redis_nodes, {what}, e.g. \
+                 redis_nodes = [\"redis://10.0.0.1:{port}\", \"redis://10.0.0.2:{port}\"]",
+                port = if mode == "sentinel" { 26379 } else { 6379 }
+            )
         };
-        let redis_prefix =
-            raw.redis_prefix.map_or_else(|| "floodgate:".to_string(), Spanned::into_inner);
-        StateConfig { backend, redis_url, redis_prefix }
+        let redis = match mode {
+            RedisMode::Standalone => {
+                if let Some((_, span)) = &nodes {
+                    self.problem(
+                        Some(span.clone()),
+                        "state.redis_nodes is for redis_mode = \"cluster\" or \"sentinel\"; \
+                         a single Redis is redis_url",
+                    );
+                }
+                if let Some((_, span)) = &master {
+                    self.problem(
+                        Some(span.clone()),
+                        "state.redis_sentinel_master is for redis_mode = \"sentinel\"",
+                    );
+                }
+                Target::Standalone(
+                    redis_url.map_or_else(|| "redis://127.0.0.1:6379".to_string(), |(u, _)| u),
+                )
+            }
+            RedisMode::Cluster => {
+                if let Some((_, span)) = &redis_url {
+                    self.problem(
+                        Some(span.clone()),
+                        "with redis_mode = \"cluster\" the cluster is found from redis_nodes \
+                         (some of its nodes); remove redis_url",
+                    );
+                }
+                if let Some((_, span)) = &master {
+                    self.problem(
+                        Some(span.clone()),
+                        "state.redis_sentinel_master is for redis_mode = \"sentinel\"",
+                    );
+                }
+                if let Some((prefix, span)) = &redis_prefix
+                    && prefix.contains(['{', '}'])
+                {
+                    self.problem(
+                        Some(span.clone()),
+                        format!(
+                            "state.redis_prefix {prefix:?}: in a Redis Cluster Floodgate adds its \
+                             own hash tags (the queue under {{<prefix>q}}, the limiter under \
+                             {{<prefix>limits}}), so the prefix must not contain {{ or }}"
+                        ),
+                    );
+                }
+                let nodes = nodes.map(|(n, _)| n).unwrap_or_default();
+                if nodes.is_empty() {
+                    self.problem(
+                        mode_span.clone(),
+                        nodes_needed("cluster", "some of the cluster's nodes"),
+                    );
+                }
+                Target::Cluster(nodes)
+            }
+            RedisMode::Sentinel => {
+                if let Some((_, span)) = &redis_url {
+                    self.problem(
+                        Some(span.clone()),
+                        "with redis_mode = \"sentinel\" the primary is found through the \
+                         sentinels in redis_nodes, named by redis_sentinel_master; remove redis_url",
+                    );
+                }
+                let sentinels = nodes.map(|(n, _)| n).unwrap_or_default();
+                if sentinels.is_empty() {
+                    self.problem(mode_span.clone(), nodes_needed("sentinel", "the sentinels"));
+                }
+                let master = match master {
+                    Some((name, _)) if !name.is_empty() => name,
+                    Some((_, span)) => {
+                        self.problem(
+                            Some(span),
+                            "state.redis_sentinel_master is empty; name the primary as the \
+                             sentinels monitor it, e.g. \"mymaster\"",
+                        );
+                        String::new()
+                    }
+                    None => {
+                        self.problem(
+                            mode_span,
+                            "redis_mode = \"sentinel\" needs redis_sentinel_master, the name the \
+                             sentinels monitor the primary under (e.g. \"mymaster\")",
+                        );
+                        String::new()
+                    }
+                };
+                Target::Sentinel { sentinels, master }
+            }
+        };
+        let redis_prefix = redis_prefix.map_or_else(|| "floodgate:".to_string(), |(p, _)| p);
+        StateConfig { backend, redis, redis_prefix }
     }
 
     fn database(&mut self, raw: raw::RawDatabase, env: &Env) -> DatabaseConfig {
+        let read = (raw.read_url.clone(), raw.read_max_connections.clone());
         let url = match (env.get("FLOODGATE_DATABASE_URL"), &raw.url) {
             (Some(url), _) => {
                 if !supported_database(url) {
@@ -1399,7 +1529,63 @@ impl Builder<'_> {
             |p| std::path::PathBuf::from(p.into_inner()),
         );
         let ledger_journal = raw.ledger_journal.unwrap_or(true);
-        DatabaseConfig { url, pool, ledger_buffer, ledger_spill_path, ledger_journal }
+        let read = self.read_replica(read.0, read.1, &url, &pool);
+        DatabaseConfig { url, pool, read, ledger_buffer, ledger_spill_path, ledger_journal }
+    }
+
+    /// `read_url` and its pool: a PostgreSQL replica for the admin reads.
+    fn read_replica(
+        &mut self,
+        read_url: Option<Spanned<String>>,
+        read_max_connections: Option<Spanned<u32>>,
+        url: &str,
+        pool: &crate::store::PoolConfig,
+    ) -> Option<crate::store::ReadReplica> {
+        let Some(read_url) = read_url else {
+            if let Some(v) = &read_max_connections {
+                self.problem(
+                    Some(v.span()),
+                    "database.read_max_connections sizes the read_url pool; set read_url too",
+                );
+            }
+            return None;
+        };
+        let text = read_url.get_ref().trim().to_string();
+        let postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+        if !postgres(&text) {
+            self.problem(
+                Some(read_url.span()),
+                format!(
+                    "database.read_url: {}; a read replica is \"postgres://user:password@replica:5432/database\"",
+                    unsupported_database(&text)
+                ),
+            );
+            return None;
+        }
+        if !postgres(url) {
+            self.problem(
+                Some(read_url.span()),
+                "database.read_url is a PostgreSQL read replica, but database.url is SQLite, \
+                 which has none; remove read_url, or move database.url to PostgreSQL",
+            );
+            return None;
+        }
+        let max_connections = match &read_max_connections {
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(Some(v.span()), "database.read_max_connections must be at least 1");
+                pool.max_connections
+            }
+            Some(v) => *v.get_ref(),
+            None => pool.max_connections,
+        };
+        Some(crate::store::ReadReplica {
+            url: text,
+            pool: crate::store::PoolConfig {
+                max_connections,
+                min_connections: pool.min_connections.min(max_connections),
+                ..pool.clone()
+            },
+        })
     }
 
     fn jwt(&mut self, raw: Spanned<raw::RawJwt>) -> Option<crate::pipeline::jwt::JwtConfig> {
@@ -1975,6 +2161,16 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+fn is_redis_url(text: &str) -> bool {
+    text.starts_with("redis://") || text.starts_with("rediss://")
+}
+
+/// The database number in a Redis URL's path (0 when none).
+fn redis_db(url: &str) -> i64 {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map_or(0, |info| info.redis_settings().db())
 }
 
 fn supported_database(url: &str) -> bool {

@@ -66,8 +66,24 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub backend: Option<Spanned<StateBackendKind>>,
+    pub redis_mode: Option<Spanned<RedisMode>>,
     pub redis_url: Option<Spanned<String>>,
+    pub redis_nodes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub redis_sentinel_master: Option<Spanned<String>>,
     pub redis_prefix: Option<Spanned<String>>,
+}
+
+/// How Redis is deployed (`[state] redis_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One primary at `redis_url`.
+    #[default]
+    Standalone,
+    /// A Redis Cluster found from the seed nodes `redis_nodes`.
+    Cluster,
+    /// The primary `redis_sentinel_master` of the sentinels `redis_nodes`.
+    Sentinel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,6 +97,8 @@ pub enum StateBackendKind {
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
     pub url: Option<Spanned<String>>,
+    pub read_url: Option<Spanned<String>>,
+    pub read_max_connections: Option<Spanned<u32>>,
     pub max_connections: Option<Spanned<u32>>,
     pub min_connections: Option<Spanned<u32>>,
     pub idle_timeout: Option<HumanDuration>,

@@ -376,6 +376,97 @@ ledger_spill_path = "/var/lib/floodgate/spill"
 }
 
 #[test]
+fn redis_modes_are_read_and_each_wrong_key_is_named_with_its_line() {
+    use crate::state::redis::Target;
+    let target = |text: &str| load_text(text, &Env::new()).unwrap().state.redis;
+    // A plain redis_url, or none, is one primary as before.
+    assert_eq!(
+        target("[state]\nredis_url = \"redis://10.0.0.2:6379/1\"\n"),
+        Target::Standalone("redis://10.0.0.2:6379/1".into())
+    );
+    assert_eq!(target(""), Target::Standalone("redis://127.0.0.1:6379".into()));
+    assert_eq!(
+        target(
+            "[state]\nbackend = \"redis\"\nredis_mode = \"cluster\"\n\
+             redis_nodes = [\"redis://a:6379\", \"redis://:pw@b:6379\"]\n"
+        ),
+        Target::Cluster(vec!["redis://a:6379".into(), "redis://:pw@b:6379".into()])
+    );
+    assert_eq!(
+        target(
+            "[state]\nredis_mode = \"sentinel\"\nredis_nodes = [\"redis://s1:26379\"]\n\
+             redis_sentinel_master = \"mymaster\"\n"
+        ),
+        Target::Sentinel { sentinels: vec!["redis://s1:26379".into()], master: "mymaster".into() }
+    );
+
+    let lines_and_words = |text: &str| -> Vec<(Option<usize>, String)> {
+        problems(text, &Env::new()).into_iter().map(|p| (p.line, p.message)).collect()
+    };
+    let p = lines_and_words("[state]\nredis_mode = \"cluster\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, Some(2));
+    assert!(p[0].1.contains("needs redis_nodes"), "{}", p[0].1);
+    let p = lines_and_words(
+        "[state]\nredis_mode = \"cluster\"\nredis_url = \"redis://a:6379\"\n\
+         redis_nodes = [\"redis://a:6379/2\", \"a:6379\"]\nredis_prefix = \"{fg}:\"\n",
+    );
+    let lines: Vec<Option<usize>> = p.iter().map(|(line, _)| *line).collect();
+    assert_eq!(lines, [Some(4), Some(4), Some(3), Some(5)], "{p:?}");
+    assert!(p[0].1.contains("only database 0"), "{}", p[0].1);
+    assert!(p[1].1.contains("not a Redis URL"), "{}", p[1].1);
+    assert!(p[2].1.contains("remove redis_url"), "{}", p[2].1);
+    assert!(p[3].1.contains("must not contain"), "{}", p[3].1);
+    let p = lines_and_words(
+        "[state]\nredis_mode = \"sentinel\"\nredis_nodes = [\"redis://s:26379\"]\n",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].1.contains("needs redis_sentinel_master"), "{}", p[0].1);
+    let p = lines_and_words(
+        "[state]\nredis_nodes = [\"redis://a:6379\"]\nredis_sentinel_master = \"m\"\n",
+    );
+    assert_eq!(p.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [Some(2), Some(3)], "{p:?}");
+    let p = lines_and_words("[state]\nredis_mode = \"ring\"\n");
+    assert!(p[0].1.contains("standalone") && p[0].1.contains("sentinel"), "{}", p[0].1);
+}
+
+#[test]
+fn a_read_replica_is_postgresql_only() {
+    let text = "[database]\nurl = \"postgres://app@db/fg\"\nread_url = \"postgres://app@replica/fg\"\n\
+                max_connections = 8\nread_max_connections = 30\n";
+    let config = load_text(text, &Env::new()).unwrap();
+    let read = config.database.read.unwrap();
+    assert_eq!(read.url, "postgres://app@replica/fg");
+    assert_eq!((read.pool.max_connections, config.database.pool.max_connections), (30, 8));
+    let defaults = load_text(
+        "[database]\nurl = \"postgres://app@db/fg\"\nread_url = \"postgresql://r/fg\"\n",
+        &Env::new(),
+    )
+    .unwrap();
+    assert_eq!(defaults.database.read.unwrap().pool.max_connections, 10);
+    assert!(load_text("", &Env::new()).unwrap().database.read.is_none());
+
+    let p = problems(
+        "[database]\nurl = \"sqlite://fg.db\"\nread_url = \"postgres://r/fg\"\n",
+        &Env::new(),
+    );
+    assert_eq!(p[0].line, Some(3));
+    assert!(p[0].message.contains("SQLite"), "{}", p[0].message);
+    // The environment's database URL is the one that counts.
+    let env = env(&[("FLOODGATE_DATABASE_URL", "sqlite::memory:")]);
+    let p =
+        problems("[database]\nurl = \"postgres://db/fg\"\nread_url = \"postgres://r/fg\"\n", &env);
+    assert!(p[0].message.contains("SQLite"), "{}", p[0].message);
+    let p = problems(
+        "[database]\nurl = \"postgres://db/fg\"\nread_url = \"mysql://r/fg\"\n",
+        &Env::new(),
+    );
+    assert!(p[0].message.contains("read replica"), "{}", p[0].message);
+    let p = problems("[database]\nread_max_connections = 5\n", &Env::new());
+    assert!(p[0].message.contains("set read_url"), "{}", p[0].message);
+}
+
+#[test]
 fn limits_and_jwt_are_read_and_checked() {
     let text = r#"
 [auth.jwt]

@@ -279,7 +279,7 @@ pub async fn list_keys(
         let Query(query) = query.map_err(|e| ApiError::Invalid {
             message: format!("{}; valid: include_revoked=true|false", e.body_text()),
         })?;
-        let keys = app.store.keys_since(0).await.map_err(store_error)?;
+        let keys = app.store.list_keys().await.map_err(store_error)?;
         let list: Vec<Value> = keys
             .iter()
             .filter(|k| query.include_revoked || k.revoked_at_ms.is_none())
@@ -417,7 +417,7 @@ pub async fn usage(
         let query = UsageQuery { from_ms, to_ms, group_by, key_id: params.key_id };
         let rows = app.store.usage_report(&query).await.map_err(store_error)?;
         let names: HashMap<String, String> = if query.group_by.contains(&GroupBy::Key) {
-            let keys = app.store.keys_since(0).await.map_err(store_error)?;
+            let keys = app.store.list_keys().await.map_err(store_error)?;
             keys.into_iter().map(|k| (k.id, k.name)).collect()
         } else {
             HashMap::new()

@@ -14,15 +14,18 @@
 //! also one round trip. [`RedisLimiter::round_trips`] counts them, so tests
 //! and metrics can hold the limiter to that.
 //!
-//! The script names keys of several counters, so in a Redis Cluster they
-//! must share a hash slot (a `{…}` tag in the prefix); a single Redis, or
-//! one with replicas, needs nothing.
+//! The script names keys of several counters, and one admission takes
+//! counters of different owners together (the client IP's, the key's, the
+//! end user's, the key's slot and budget), while a counter such as an IP's
+//! is shared by every key: no tag of one owner fits every admission. So in
+//! a Redis Cluster every limiter key is under one hash tag,
+//! `{<prefix>limits}:` (one slot, one master); a single Redis keeps the
+//! plain `<prefix>` names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::state::redis::{Lua, RedisConnections, is_noscript};
-use ::redis::aio::ConnectionManager;
+use crate::state::redis::{Lua, RedisConnection, RedisConnections, is_noscript};
 use ::redis::{Cmd, FromRedisValue, Pipeline, RedisError, Value};
 use async_trait::async_trait;
 
@@ -186,9 +189,14 @@ impl RedisLimiter {
         connections: RedisConnections,
         prefix: &str,
     ) -> Result<RedisLimiter, LimiterError> {
+        let prefix = if connections.is_cluster() {
+            format!("{}:", connections.group(&format!("{prefix}limits")))
+        } else {
+            prefix.to_owned()
+        };
         let limiter = RedisLimiter {
             connections,
-            prefix: prefix.to_owned(),
+            prefix,
             admit: Lua::new(ADMIT),
             adjust: Lua::new(ADJUST),
             round_trips: AtomicU64::new(0),
@@ -214,7 +222,7 @@ impl RedisLimiter {
     }
 
     /// This thread's connection: its worker's, else the shared one.
-    async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    async fn connection(&self) -> Result<RedisConnection, RedisError> {
         self.connections.get().await
     }
 

@@ -1,6 +1,7 @@
 //! The behaviours every [`Limiter`] keeps, written once and run against each
-//! backend: memory always, Redis when `FLOODGATE_TEST_REDIS_URL` is set
-//! (each test under its own random key prefix). These run on the real clock,
+//! backend: memory always, Redis when `FLOODGATE_TEST_REDIS_URL` is set, and
+//! a Redis Cluster of three masters that the tests start themselves when
+//! `redis-server` is installed (each test under its own random key prefix). These run on the real clock,
 //! since Redis keeps its own; the exact boundaries are in `memory.rs`, with
 //! paused time.
 
@@ -207,6 +208,17 @@ pub(crate) async fn redis_limiter() -> Option<RedisLimiter> {
     Some(RedisLimiter::connect(&url, &prefix).await.unwrap())
 }
 
+/// A fresh Redis limiter on this process's Redis Cluster (three masters it
+/// started), or `None` (with a visible line) without `redis-server`.
+pub(crate) async fn cluster_limiter() -> Option<RedisLimiter> {
+    use crate::state::redis::{RedisConnections, Target};
+    let cluster = crate::state::test_servers::RedisCluster::shared()?;
+    let prefix = format!("floodgate-test:{}:", uuid::Uuid::new_v4().simple());
+    let connections =
+        RedisConnections::connect_to(&Target::Cluster(cluster.nodes.clone()), 0).await.unwrap();
+    Some(RedisLimiter::with_connections(connections, &prefix).await.unwrap())
+}
+
 macro_rules! on_every_backend {
     ($($behaviour:ident),* $(,)?) => {
         mod memory {
@@ -223,6 +235,16 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn $behaviour() {
                     let Some(limiter) = super::redis_limiter().await else { return };
+                    super::$behaviour(&limiter).await;
+                }
+            )*
+        }
+
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let Some(limiter) = super::cluster_limiter().await else { return };
                     super::$behaviour(&limiter).await;
                 }
             )*

@@ -1,5 +1,6 @@
 //! The queue of a cluster: every node's workers share one queue in Redis,
-//! under one key prefix. Keys, all under `{prefix}q:`:
+//! under one key prefix. Keys, all under `{prefix}q:` (in a Redis Cluster
+//! under `{<prefix>q}:`, a hash tag, so that every queue key is in one slot):
 //!
 //! - `job:{id}`: a hash per job, a field per [`Job`] field (absent when
 //!   `None`; request and result as JSON text), plus `seq` (from `INCR seq`)
@@ -30,18 +31,19 @@
 //! worker done with a job completes it and leases its next in one script
 //! ([`Queue::complete_and_lease`]).
 //!
-//! The scripts build job keys from the prefix, so in a Redis Cluster the
-//! prefix must carry a `{…}` hash tag; a single Redis needs nothing.
+//! The scripts build job keys from the prefix (ARGV), keys they are not
+//! given in KEYS: that is sound in a Redis Cluster only because every job
+//! key shares the fixed keys' hash tag, so the slot the client routes the
+//! script to by its first key holds them all.
 
 use std::collections::HashMap;
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{FromRedisValue, RedisError};
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{Failed, Job, JobStatus, MAX_PRIORITY, NewJob, Queue, QueueError, QueueStats};
-use crate::state::redis::{Lua, RedisConnections, is_noscript};
+use crate::state::redis::{Lua, RedisConnection, RedisConnections, is_noscript};
 
 /// Purge deletes this many jobs per script, so no script blocks Redis long.
 const PURGE_BATCH: usize = 1000;
@@ -573,7 +575,7 @@ impl RedisQueue {
     /// As [`RedisQueue::connect`], on connections made already. The scripts
     /// are loaded by their first use.
     pub fn with_connections(connections: RedisConnections, prefix: &str) -> RedisQueue {
-        let prefix = format!("{prefix}q:");
+        let prefix = format!("{}:", connections.group(&format!("{prefix}q")));
         let keys = ["ready", "timers", "queued", "dead", "finished", "idem", "counts", "seq"]
             .iter()
             .map(|name| format!("{prefix}{name}"))
@@ -608,7 +610,7 @@ impl RedisQueue {
         format!("{}job:{id}", self.prefix)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, QueueError> {
+    async fn connection(&self) -> Result<RedisConnection, QueueError> {
         self.connections.get().await.map_err(failed)
     }
 

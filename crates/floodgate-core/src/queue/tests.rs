@@ -1,6 +1,7 @@
 //! The queue engine's behaviour, on every backend: SQLite in a file and in
-//! memory, and Redis when `FLOODGATE_TEST_REDIS_URL` is set (each further
-//! backend is added to [`queues`]). Time is passed in, so leases and
+//! memory, Redis when `FLOODGATE_TEST_REDIS_URL` is set, and a Redis Cluster
+//! of three masters the tests start when `redis-server` is installed (each
+//! further backend is added to [`queues`]). Time is passed in, so leases and
 //! retries are stepped.
 
 use std::sync::Arc;
@@ -34,6 +35,12 @@ async fn queues() -> Vec<(Arc<dyn Queue>, Option<tempfile::TempDir>)> {
         vec![(Arc::new(file), Some(dir)), (Arc::new(memory), None)];
     if let Some(url) = redis_url() {
         queues.push((Arc::new(RedisQueue::connect(&url, &fresh_prefix()).await.unwrap()), None));
+    }
+    if let Some(cluster) = crate::state::test_servers::RedisCluster::shared() {
+        let target = crate::state::redis::Target::Cluster(cluster.nodes.clone());
+        let connections =
+            crate::state::redis::RedisConnections::connect_to(&target, 0).await.unwrap();
+        queues.push((Arc::new(RedisQueue::with_connections(connections, &fresh_prefix())), None));
     }
     queues
 }

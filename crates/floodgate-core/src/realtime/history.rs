@@ -97,9 +97,11 @@ impl Ring {
     }
 }
 
-/// A topic's two Redis keys: its epoch and last offset, and its messages.
-fn keys(prefix: &str, topic: &str) -> (String, String) {
-    (format!("{prefix}{topic}:meta"), format!("{prefix}{topic}:list"))
+/// A topic's two Redis keys: its epoch and last offset, and its messages;
+/// one script uses both, so in a cluster they share the topic's hash tag.
+fn keys(connections: &RedisConnections, prefix: &str, topic: &str) -> (String, String) {
+    let group = connections.group(&format!("{prefix}{topic}"));
+    (format!("{group}:meta"), format!("{group}:list"))
 }
 
 fn new_epoch() -> String {
@@ -166,7 +168,7 @@ impl History {
                 };
                 let (wire_a, wire_b) = split(&wire)?;
                 let (stored_a, stored_b) = split(&stored)?;
-                let (meta, list) = keys(prefix, &message.topic);
+                let (meta, list) = keys(connections, prefix, &message.topic);
                 let ttl = options.history_ttl.as_millis().max(1).to_string();
                 let size = options.history_size.max(1).to_string();
                 let epoch = new_epoch();
@@ -211,7 +213,7 @@ impl History {
             History::Redis(redis) => {
                 let RedisHistory { connections, prefix, .. } = redis.as_ref();
                 let mut connection = connections.get().await?;
-                let (meta, list) = keys(prefix, topic);
+                let (meta, list) = keys(connections, prefix, topic);
                 let ((epoch, offset), texts): ((Option<String>, Option<u64>), Vec<String>) =
                     redis::pipe()
                         .cmd("HMGET")

@@ -1,7 +1,8 @@
 //! Who is in a room: one entry per subscribed connection.
 //!
 //! In memory, the entries of this node. With Redis, each node keeps its
-//! own entries of a room in a hash (`presence:{room}:{node}`) that it
+//! own entries of a room in a hash (`presence:{room}:{node}`, in a Redis
+//! Cluster `{presence:{room}}:{node}`, the room's hash tag) that it
 //! refreshes while it lives, and lists itself in the room's set of nodes
 //! with an expiry time; a reader reads the hashes of the nodes not yet
 //! expired. A node that dies leaves nothing behind for longer than
@@ -38,14 +39,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// The start of `room`'s keys; in a cluster a hash tag, so that the
+    /// pipelines of one room stay in one slot.
+    fn room(&self, room: &str) -> String {
+        self.connections.group(&format!("{}{room}", self.prefix))
+    }
+
     /// A node's entries in `room`.
     fn hash(&self, room: &str, node: &str) -> String {
-        format!("{}{room}:{node}", self.prefix)
+        format!("{}:{node}", self.room(room))
     }
 
     /// The nodes with entries in `room`, scored by when theirs expire.
     fn nodes(&self, room: &str) -> String {
-        format!("{}{room}:nodes", self.prefix)
+        format!("{}:nodes", self.room(room))
     }
 
     /// Adds to `pipe` what keeps this node's entries in `room` alive for
@@ -146,14 +153,27 @@ impl Presence {
         if rooms.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for room in &rooms {
-            shared.keep_alive(&mut pipe, room);
+        let refresh = |pipe: &mut redis::Pipeline, room: &str| {
+            shared.keep_alive(pipe, room);
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(shared.nodes(room))
                 .arg("-inf")
                 .arg(crate::time::now_ms())
                 .ignore();
+        };
+        if shared.connections.is_cluster() {
+            // Each room's keys are in a slot of their own: a pipeline each.
+            let pipes = rooms.iter().map(|room| {
+                let mut pipe = redis::pipe();
+                refresh(&mut pipe, room);
+                shared.run(pipe, "refresh")
+            });
+            futures_util::future::join_all(pipes).await;
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            refresh(&mut pipe, room);
         }
         shared.run(pipe, "refresh").await;
     }

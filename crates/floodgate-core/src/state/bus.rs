@@ -299,10 +299,7 @@ impl BusTasks {
         };
         let subscriber = async move {
             loop {
-                let connected = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connections.client().get_async_pubsub(),
-                );
+                let connected = tokio::time::timeout(Duration::from_secs(2), connections.pubsub());
                 let pubsub = tokio::select! {
                     () = shutdown.cancelled() => return,
                     result = connected => result,

@@ -6,6 +6,8 @@ pub mod bus;
 pub mod members;
 mod memory;
 pub mod redis;
+#[cfg(test)]
+pub mod test_servers;
 
 use async_trait::async_trait;
 

@@ -63,9 +63,35 @@ impl PoolConfig {
     }
 }
 
+/// A read replica of the PostgreSQL store (`[database] read_url`), for the
+/// read-heavy admin queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadReplica {
+    pub url: String,
+    pub pool: PoolConfig,
+}
+
 /// Opens the store `url` names: `sqlite://path`, `sqlite::memory:` or
 /// `postgres://…` / `postgresql://…`, and runs its migrations.
 pub async fn open(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with_replica(url, pool, None).await
+}
+
+/// As [`open`], with the admin reads on `read` (PostgreSQL only).
+pub async fn open_with_replica(
+    url: &str,
+    pool: &PoolConfig,
+    read: Option<&ReadReplica>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(read) = read {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Invalid(format!(
+                "a read replica needs a PostgreSQL database, not {:?}",
+                scheme_of(url)
+            )));
+        }
+        return Ok(std::sync::Arc::new(PostgresStore::open_with_replica(url, pool, read).await?));
+    }
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open_with(url, pool).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -269,9 +295,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// already stored is skipped. Returns how many rows were new.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError>;
 
+    /// May read a replica (as [`Store::usage_report`]).
     async fn usage_totals(&self) -> Result<Vec<UsageTotals>, StoreError>;
 
-    /// Sums per group, ordered by the group columns.
+    /// Sums per group, ordered by the group columns. May read a replica,
+    /// so the records of the last moments may be missing.
     async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
 
     /// Total `cost_usd` of `key_id`'s records at or after `from_ms`.
@@ -285,7 +313,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_key(&self, id: &str) -> Result<Option<VirtualKey>, StoreError>;
 
     /// Keys (revoked ones included) written after `seq`, in `seq` order.
+    /// Always read from the primary: the key sync must never miss a write.
     async fn keys_since(&self, seq: i64) -> Result<Vec<VirtualKey>, StoreError>;
+
+    /// Every key (revoked ones included) in `seq` order, for the admin
+    /// listing. May read a replica, so a key written a moment ago may be
+    /// missing or show its earlier state.
+    async fn list_keys(&self) -> Result<Vec<VirtualKey>, StoreError> {
+        self.keys_since(0).await
+    }
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

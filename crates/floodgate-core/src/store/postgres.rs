@@ -1,5 +1,16 @@
 //! The cluster store: PostgreSQL, shared by every node, migrated at start
 //! (the migrator's advisory lock lets nodes start together).
+//!
+//! With a read replica (`[database] read_url`) the read-heavy admin
+//! queries, the usage report and totals and the key listing, go to the
+//! replica's pool, whose sessions are read-only
+//! (`default_transaction_read_only`), so no write can land there. Every
+//! write, the key sync (`keys_since`: replica lag could hide a write from
+//! it for good, since it asks only past the last `seq` it saw), a key read
+//! before a change (`get_key`) and a key's spend (budgets) stay on the
+//! primary. The replica is not migrated (it follows the primary), and its
+//! pool connects on first use, so a replica that is down fails those reads
+//! and nothing else.
 
 use std::str::FromStr;
 
@@ -71,6 +82,18 @@ const KEYS_SINCE: &str =
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The read replica's pool, when there is one.
+    read: Option<PgPool>,
+}
+
+fn pool_options(pool: &PoolConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(pool.max_connections)
+        .min_connections(pool.min_connections)
+        .idle_timeout(pool.idle_timeout)
+        .max_lifetime(pool.max_lifetime)
+        .acquire_timeout(pool.acquire_timeout)
+        .test_before_acquire(pool.test_before_acquire)
 }
 
 fn migrator() -> Migrator {
@@ -102,17 +125,30 @@ impl PostgresStore {
     pub async fn open_with(url: &str, pool: &PoolConfig) -> Result<PostgresStore, StoreError> {
         pool.check()?;
         let options = PgConnectOptions::from_str(url)?.application_name("floodgate");
-        let pool = PgPoolOptions::new()
-            .max_connections(pool.max_connections)
-            .min_connections(pool.min_connections)
-            .idle_timeout(pool.idle_timeout)
-            .max_lifetime(pool.max_lifetime)
-            .acquire_timeout(pool.acquire_timeout)
-            .test_before_acquire(pool.test_before_acquire)
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(pool).connect_with(options).await?;
         migrator().run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, read: None })
+    }
+
+    /// As [`PostgresStore::open_with`], with the admin reads on the replica
+    /// at `read.url` (see the module's comment).
+    pub async fn open_with_replica(
+        url: &str,
+        pool: &PoolConfig,
+        read: &super::ReadReplica,
+    ) -> Result<PostgresStore, StoreError> {
+        read.pool.check()?;
+        let mut store = PostgresStore::open_with(url, pool).await?;
+        let options = PgConnectOptions::from_str(&read.url)?
+            .application_name("floodgate-read")
+            .options([("default_transaction_read_only", "on")]);
+        store.read = Some(pool_options(&read.pool).connect_lazy_with(options));
+        Ok(store)
+    }
+
+    /// The pool for reads that may lag behind the writes.
+    pub(crate) fn reader(&self) -> &PgPool {
+        self.read.as_ref().unwrap_or(&self.pool)
     }
 
     /// Closes the pool: later calls fail.
@@ -212,7 +248,7 @@ impl Store for PostgresStore {
              FROM usage GROUP BY model, provider \
              ORDER BY model COLLATE \"C\", provider COLLATE \"C\"",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(sql::totals_row).collect()
     }
@@ -226,7 +262,7 @@ impl Store for PostgresStore {
                 Bind::Text(value) => statement.bind(value),
             };
         }
-        let rows = statement.fetch_all(&self.pool).await?;
+        let rows = statement.fetch_all(self.reader()).await?;
         rows.iter().map(|row| sql::report_row(row, query)).collect()
     }
 
@@ -283,6 +319,11 @@ impl Store for PostgresStore {
 
     async fn keys_since(&self, seq: i64) -> Result<Vec<VirtualKey>, StoreError> {
         let rows = sqlx::query(KEYS_SINCE).bind(seq).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<VirtualKey>, StoreError> {
+        let rows = sqlx::query(KEYS_SINCE).bind(0i64).fetch_all(self.reader()).await?;
         rows.iter().map(key_from_row).collect()
     }
 

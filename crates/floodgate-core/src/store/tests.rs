@@ -676,3 +676,81 @@ async fn postgres_writes_fail_cleanly_on_a_closed_pool_or_a_dropped_database() {
     assert!(live.put_key(&key("key_a")).await.is_err());
     assert!(live.ping().await.is_err());
 }
+
+/// With a read replica, the admin reads (usage report and totals, the key
+/// listing) go to it, and every write, the key sync and the key reads
+/// before a change go to the primary. The "replica" here is a second,
+/// different database with the same schema, so each answer shows which one
+/// it came from; its sessions are read-only, so a write could not land there.
+#[tokio::test]
+async fn postgres_admin_reads_go_to_the_replica_and_everything_else_to_the_primary() {
+    let Some(primary) = TestDatabase::create().await else { return };
+    let Some(replica) = TestDatabase::create().await else { return };
+    let outcome = tokio::spawn({
+        let (primary_url, replica_url) = (primary.url.clone(), replica.url.clone());
+        async move {
+            // The replica's schema and one key and record of its own.
+            let direct = PostgresStore::open(&replica_url).await.unwrap();
+            direct.put_key(&key("key_on_replica")).await.unwrap();
+            direct.record_usage(&[record("on-replica")]).await.unwrap();
+
+            let read = super::ReadReplica { url: replica_url.clone(), pool: PoolConfig::default() };
+            let store = super::open_with_replica(&primary_url, &PoolConfig::default(), Some(&read))
+                .await
+                .unwrap();
+            let written = store.put_key(&key("key_on_primary")).await.unwrap();
+            assert_eq!(store.record_usage(&[record("p1"), record("p2")]).await.unwrap(), 2);
+
+            // Writes and the sync: the primary.
+            let synced: Vec<String> =
+                store.keys_since(0).await.unwrap().into_iter().map(|k| k.id).collect();
+            assert_eq!(synced, ["key_on_primary"]);
+            assert_eq!(store.get_key("key_on_primary").await.unwrap(), Some(written));
+            assert_eq!(store.get_key("key_on_replica").await.unwrap(), None);
+            let spent = UsageRecord {
+                key_id: Some("key_on_primary".into()),
+                cost_usd: 0.5,
+                ..record("p3")
+            };
+            store.record_usage(&[spent]).await.unwrap();
+            // A key's spend feeds budgets: the primary, not a lagging replica.
+            assert_eq!(store.key_spend("key_on_primary", 0).await.unwrap(), 0.5);
+
+            // Admin reads: the replica.
+            let listed: Vec<String> =
+                store.list_keys().await.unwrap().into_iter().map(|k| k.id).collect();
+            assert_eq!(listed, ["key_on_replica"]);
+            assert_eq!(store.usage_totals().await.unwrap()[0].requests, 1);
+            let query = UsageQuery { from_ms: None, to_ms: None, group_by: vec![], key_id: None };
+            assert_eq!(store.usage_report(&query).await.unwrap()[0].requests, 1);
+
+            // Nothing was written to the replica, and its sessions refuse writes.
+            let replica_keys: Vec<String> =
+                direct.keys_since(0).await.unwrap().into_iter().map(|k| k.id).collect();
+            assert_eq!(replica_keys, ["key_on_replica"]);
+            assert_eq!(direct.usage_totals().await.unwrap()[0].requests, 1);
+            let read_only =
+                PostgresStore::open_with_replica(&primary_url, &PoolConfig::default(), &read)
+                    .await
+                    .unwrap();
+            let write = sqlx::query("INSERT INTO usage (record_id) VALUES ('x')")
+                .execute(read_only.reader())
+                .await
+                .unwrap_err();
+            assert!(write.to_string().contains("read-only"), "{write}");
+
+            // SQLite has no replica.
+            assert!(
+                super::open_with_replica("sqlite::memory:", &PoolConfig::default(), Some(&read))
+                    .await
+                    .is_err()
+            );
+        }
+    })
+    .await;
+    primary.drop_database().await;
+    replica.drop_database().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}

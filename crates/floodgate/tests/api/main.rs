@@ -9,6 +9,16 @@ mod jobs;
 mod keys;
 mod limits;
 mod realtime;
+mod redis_modes;
+#[expect(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test helpers (a skipped test says why); the API tests start clusters of their own, not the shared one"
+)]
+#[path = "../../../floodgate-core/src/state/test_servers.rs"]
+mod redis_servers;
 
 mod anthropic_route;
 mod errors;

@@ -366,7 +366,7 @@ fn digests_round_trip_through_hex_and_globs_are_escaped() {
 /// A store under a prefix of its own, or `None` when
 /// `FLOODGATE_TEST_REDIS_URL` is not set (the test then passes vacuously, as
 /// the limiter's Redis tests do).
-async fn store() -> Option<(SemanticStore, ConnectionManager)> {
+async fn store() -> Option<(SemanticStore, redis::aio::ConnectionManager)> {
     let url = std::env::var("FLOODGATE_TEST_REDIS_URL").ok()?;
     let prefix = format!("floodgate-test:{}:", uuid::Uuid::new_v4().simple());
     let connection = redis::Client::open(url).unwrap().get_connection_manager().await.unwrap();
