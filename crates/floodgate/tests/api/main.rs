@@ -15,6 +15,7 @@ mod errors;
 mod lifecycle;
 mod openai_route;
 mod ops;
+mod otel;
 mod process;
 mod resilience;
 mod routing;
