@@ -90,8 +90,8 @@ pub async fn observe(
     // that matter (failures) instead.
     let span = tracing::debug_span!("request", id = %id, method = %method, route = %route);
     let trace = match &traces {
-        Some(traces) => traces.server(&request, &route),
-        None => Span::NONE,
+        Some(traces) if !is_probe(&route) => traces.server(&request, &route),
+        _ => Span::NONE,
     };
     trace.set_str("floodgate.request_id", &id);
     telemetry::gauge(metric::HTTP_IN_FLIGHT, &[]).increment(1.0);
@@ -112,6 +112,12 @@ pub async fn observe(
         completed: response.body().is_end_stream(),
     };
     response.map(|body| Body::new(ObservedBody { inner: body, guard }))
+}
+
+/// Health checks and scrapes, which come every few seconds from every load
+/// balancer and Prometheus: measured and logged, but not traced.
+fn is_probe(route: &str) -> bool {
+    matches!(route, "/health" | "/health/ready" | "/metrics")
 }
 
 /// Records the request when dropped (body finished, failed or abandoned).

@@ -223,8 +223,9 @@ fn traceparent(trace_id: &str, span_id: &str) -> String {
     format!("00-{trace_id}-{span_id}-01")
 }
 
-/// An alias whose first target hangs, hedged on a second after 50 ms.
-const HEDGED: &str = "[[models]]\nname = \"hedged\"\ntargets = [\"oai/hang-first\", \"oai/fast\"]\n\
+/// An alias whose first target hangs, hedged on a second after 50 ms (its
+/// name is this file's own: metrics are the process's, shared by all tests).
+const HEDGED: &str = "[[models]]\nname = \"otel-hedged\"\ntargets = [\"oai/hang-first\", \"oai/fast\"]\n\
                       hedge_after = \"50ms\"\n";
 
 fn config(collector: &Collector, protocol: &str, service: &str, extra: &str) -> String {
@@ -318,7 +319,7 @@ async fn otel_spans_form_a_tree_per_request_and_job_and_join_the_callers_and_pro
     let trace_e = "abf92f3577b34da6a3ce929d0e0e4736";
     let tp = traceparent(trace_e, "60f067aa0ba902b7");
     let mut body_e = chat(&format!("hedge me {PROMPT_MARK}-E"));
-    body_e["model"] = json!("hedged");
+    body_e["model"] = json!("otel-hedged");
     let response = app.post_with("/v1/chat/completions", &body_e, &[("traceparent", &tp)]).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-floodgate-hedged"], "true");
@@ -467,6 +468,9 @@ async fn otel_protobuf_export_follows_the_callers_sampling_decision() {
     let response =
         app.post_with("/v1/chat/completions", &chat("sampled"), &[("traceparent", &tp)]).await;
     assert_eq!(response.status(), StatusCode::OK);
+    // Health checks are not traced, even in a sampled trace.
+    let health = app.http.get(app.url("/health")).header("traceparent", &tp).send().await;
+    assert_eq!(health.expect("health answers").status(), StatusCode::OK);
     let calls = stop(app).await;
 
     let exports = collector.exports();
@@ -482,6 +486,7 @@ async fn otel_protobuf_export_follows_the_callers_sampling_decision() {
     let server = server_span(&spans, trace);
     let below = children(&spans, server);
     assert_eq!(named(&below, "upstream").len(), 1, "{below:#?}");
+    assert!(!spans.iter().any(|s| s.attr("url.path") == "/health"), "{spans:#?}");
     assert_no_secrets(&spans);
 
     assert_eq!(calls.len(), 2);
