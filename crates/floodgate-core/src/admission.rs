@@ -34,6 +34,7 @@ use crate::limiter::{
 };
 use crate::pipeline::auth::Caller;
 use crate::store::{BudgetPeriod, Store, VirtualKey};
+use crate::telemetry::trace::{Span, SpanKind};
 use crate::telemetry::{self, metric};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -339,8 +340,23 @@ impl Limits {
         Limits { limiter, config, store, seeded: Mutex::new(HashSet::new()) }
     }
 
-    /// The key and end-user stage, with the key's model list and budget.
+    /// The key and end-user stage, with the key's model list and budget;
+    /// the `admission` span of the request's trace.
     pub async fn admit(&self, ask: &Ask<'_>, headers: &RateHeaders) -> Result<Admitted, ApiError> {
+        let span = Span::child("admission", SpanKind::Internal);
+        let result = self.check(ask, headers).await;
+        if span.is_recording() {
+            let outcome = match &result {
+                Ok(_) => "admitted",
+                Err(error) => error.kind(),
+            };
+            span.set("floodgate.admission.outcome", outcome);
+            span.set("floodgate.admission.end_user", ask.user.is_some());
+        }
+        result
+    }
+
+    async fn check(&self, ask: &Ask<'_>, headers: &RateHeaders) -> Result<Admitted, ApiError> {
         let key = ask.caller.key();
         if let Some(key) = key
             && let Some(models) = &key.models

@@ -55,6 +55,7 @@ use crate::state::redis::RedisConnections;
 use crate::state::{MemoryState, StateBackend};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use crate::telemetry::trace::Traces;
 
 /// The key the built-in mock provider is called with (it is not a secret:
 /// the mock runs in this process, on loopback).
@@ -104,6 +105,8 @@ pub struct Shared {
     pub jobs: Arc<Jobs>,
     /// WebSocket, Socket.IO and SSE subscribers, and room publishing.
     pub realtime: Arc<Realtime>,
+    /// OTLP trace export (`[telemetry]`); `None` when off.
+    pub traces: Option<Arc<Traces>>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {
@@ -125,6 +128,8 @@ pub enum StartupError {
     Jwt(String),
     #[error("cannot start the built-in mock provider: {0}")]
     Mock(std::io::Error),
+    #[error("cannot start OTLP trace export to {endpoint} ([telemetry] otlp_endpoint): {message}")]
+    Traces { endpoint: String, message: String },
     #[error(transparent)]
     Provider(#[from] crate::providers::BuildError),
     #[error(
@@ -273,6 +278,22 @@ impl App {
         let ledger_task = tokio::spawn(writer.run(background.clone()));
 
         let node = node_name();
+        let traces = match &config.telemetry {
+            None => None,
+            Some(telemetry) => {
+                let endpoint = redact_url(&telemetry.endpoint);
+                let traces = Traces::start(telemetry, &node).map_err(|message| {
+                    StartupError::Traces { endpoint: endpoint.clone(), message }
+                })?;
+                tracing::info!(
+                    %endpoint,
+                    protocol = telemetry.protocol.as_str(),
+                    sample_ratio = telemetry.sample_ratio,
+                    "exporting traces over OTLP"
+                );
+                Some(traces)
+            }
+        };
         let queue: Arc<dyn Queue> = match (config.queue.backend, &redis) {
             (QueueBackend::Redis, Some(connections)) => Arc::new(RedisQueue::with_connections(
                 connections.clone(),
@@ -372,6 +393,7 @@ impl App {
             in_flight: InFlight::new(config_max_in_flight),
             jobs,
             realtime,
+            traces,
         }));
         Ok(App { state, background, tasks, ledger_task })
     }
@@ -490,13 +512,17 @@ impl App {
         outcome
     }
 
-    /// Stops background tasks and waits for the ledger to be written.
+    /// Stops background tasks, waits for the ledger to be written and
+    /// exports the last spans.
     pub async fn stop(self) {
         self.background.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         if let Err(error) = self.ledger_task.await {
             tracing::error!(%error, "the usage ledger task failed");
+        }
+        if let Some(traces) = &self.state.traces {
+            traces.shutdown().await;
         }
     }
 }
@@ -611,6 +637,8 @@ impl Worker {
 ///    span, `x-request-id` response header); counts the request in flight;
 ///    when the response body ends or is dropped, records HTTP metrics and
 ///    writes the one log line, using the handler's `RouteInfo` extension.
+///    With `[telemetry]` on, it also starts the request's server span (the
+///    incoming `traceparent` its parent) and ends it with the body.
 /// 3. `shed` — at most `server.max_in_flight` requests (streams until their
 ///    last byte) at once; beyond that an immediate 503 `overloaded` with
 ///    `retry-after: 1` in the route's format. Health and metrics are exempt.
@@ -689,7 +717,7 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(tower::util::MapRequestLayer::new(crate::realtime::socketio::detach_head))
         .layer(compression)
         .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), shed::shed))
-        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::middleware::from_fn_with_state(state.traces.clone(), observe::observe))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }

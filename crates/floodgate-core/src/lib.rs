@@ -7,7 +7,7 @@
 //! `telemetry` metrics and the `ledger`, which writes to the `store`; `state`
 //! holds what nodes share; `queue` and `jobs` run background jobs, and
 //! `realtime` pushes topics (job events, rooms) to WebSocket, Socket.IO and
-//! SSE clients.
+//! SSE clients; `telemetry::trace` exports each request's spans over OTLP.
 
 pub mod admission;
 pub mod alerts;

@@ -1,4 +1,5 @@
-//! Logs (`tracing`, pretty or JSON) and metrics (Prometheus text format).
+//! Logs (`tracing`, pretty or JSON), metrics (Prometheus text format) and
+//! traces (OTLP, in [`trace`]).
 //!
 //! Metric names live in [`metric`] so every emitter and the docs agree. The
 //! `metrics` facade has one recorder per process by design; it is installed
@@ -13,6 +14,8 @@ use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
+
+pub mod trace;
 
 /// Metric names.
 pub mod metric {

@@ -46,6 +46,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub queue: QueueConfig,
     pub realtime: RealtimeConfig,
+    /// OTLP trace export (`[telemetry]`); `None`: off (no endpoint set).
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,39 @@ pub struct ServerConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// OTLP trace export: where spans go and which requests are traced.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// The collector's traces URL (`…/v1/traces`).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (a collector's credentials).
+    pub headers: Vec<(String, SecretString)>,
+    /// One export's deadline (connection, request and answer).
+    pub timeout: Duration,
+    /// `service.name` of the spans' resource.
+    pub service_name: String,
+    /// Share of new traces recorded; a request that comes with a
+    /// `traceparent` follows its caller's sampling decision.
+    pub sample_ratio: f64,
+}
+
+/// The OTLP encodings over HTTP (gRPC is not built in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::HttpJson => "http/json",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -667,6 +702,27 @@ pub fn from_text(
     }
 }
 
+/// An OTLP/HTTP endpoint: an `http(s)` URL with a host.
+fn otlp_url(text: &str) -> Result<http::Uri, &'static str> {
+    let uri: http::Uri = text.parse().map_err(|_| "is not a URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err("is not an http(s) URL such as \"http://127.0.0.1:4318\" \
+                    (OTLP over HTTP; gRPC on port 4317 is not supported)");
+    }
+    Ok(uri)
+}
+
+/// The file's endpoint as the traces URL: a bare collector address
+/// (`http://collector:4318`) gets OTLP's `/v1/traces`; a URL with a path is
+/// taken as the full traces URL.
+fn traces_url(text: &str, uri: &http::Uri) -> String {
+    if matches!(uri.path(), "" | "/") && uri.query().is_none() {
+        format!("{}/v1/traces", text.trim_end_matches('/'))
+    } else {
+        text.to_string()
+    }
+}
+
 fn line_of(text: &str, span: &Range<usize>) -> usize {
     let end = span.start.min(text.len());
     text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
@@ -789,6 +845,7 @@ impl Builder<'_> {
         let queue = self.queue(raw.queue.unwrap_or_default(), &state, &database.url, env);
         let limits = self.limits(raw.limits.unwrap_or_default(), jwt.as_ref());
         let realtime = self.realtime(raw.realtime.unwrap_or_default());
+        let telemetry = self.telemetry(raw.telemetry.unwrap_or_default(), env);
         Config {
             listen,
             master_key,
@@ -836,7 +893,131 @@ impl Builder<'_> {
             cache,
             queue,
             realtime,
+            telemetry,
         }
+    }
+
+    /// `[telemetry]`, with the standard OpenTelemetry variables as fallbacks
+    /// for what the file leaves out (the OpenTelemetry convention: explicit
+    /// configuration wins over the environment): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// (used as it is), `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, `/v1/traces`
+    /// appended), `OTEL_SERVICE_NAME`; `OTEL_SDK_DISABLED=true` turns export off.
+    fn telemetry(&mut self, raw: raw::RawTelemetry, env: &Env) -> Option<TelemetryConfig> {
+        let endpoint = match raw.otlp_endpoint {
+            // `otlp_endpoint = "${OTLP_ENDPOINT:-}"` with the variable unset.
+            Some(url) if url.get_ref().trim().is_empty() => None,
+            Some(url) => {
+                let text = url.get_ref().trim();
+                match otlp_url(text) {
+                    Ok(uri) => Some(traces_url(text, &uri)),
+                    Err(why) => {
+                        self.problem(
+                            Some(url.span()),
+                            format!("telemetry.otlp_endpoint {text:?} {why}"),
+                        );
+                        None
+                    }
+                }
+            }
+            None => self.otlp_env_endpoint(env),
+        };
+        let protocol = match raw.otlp_protocol {
+            None => OtlpProtocol::HttpProtobuf,
+            Some(p) => match p.get_ref().trim() {
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                "http/json" => OtlpProtocol::HttpJson,
+                "grpc" => {
+                    self.problem(
+                        Some(p.span()),
+                        "telemetry.otlp_protocol \"grpc\" is not supported: export over HTTP with \
+                         \"http/protobuf\" (a collector's port 4318) or \"http/json\"",
+                    );
+                    OtlpProtocol::HttpProtobuf
+                }
+                other => {
+                    self.problem(
+                        Some(p.span()),
+                        format!(
+                            "telemetry.otlp_protocol {other:?} is not an OTLP protocol; valid: \
+                             \"http/protobuf\" (the default), \"http/json\""
+                        ),
+                    );
+                    OtlpProtocol::HttpProtobuf
+                }
+            },
+        };
+        let mut headers = Vec::new();
+        for (name, value) in raw.otlp_headers {
+            // The value may be a credential: messages never show it.
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.problem(
+                    Some(value.span()),
+                    format!("telemetry.otlp_headers: {name:?} is not a valid HTTP header name"),
+                );
+            } else if http::HeaderValue::from_str(value.get_ref()).is_err() {
+                self.problem(
+                    Some(value.span()),
+                    format!(
+                        "telemetry.otlp_headers.{name}: the value is not a valid HTTP header value \
+                         (visible ASCII only, no line breaks)"
+                    ),
+                );
+            } else {
+                headers.push((name, SecretString::from(value.into_inner())));
+            }
+        }
+        let timeout = self.positive_duration(
+            raw.otlp_timeout,
+            "telemetry.otlp_timeout",
+            Duration::from_secs(10),
+        );
+        let service_name = match raw.service_name {
+            Some(name) if name.get_ref().trim().is_empty() => {
+                self.problem(
+                    Some(name.span()),
+                    "telemetry.service_name is empty; leave it out for \"floodgate\"",
+                );
+                "floodgate".to_string()
+            }
+            Some(name) => name.get_ref().trim().to_string(),
+            None => env
+                .get("OTEL_SERVICE_NAME")
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
+                .unwrap_or("floodgate")
+                .to_string(),
+        };
+        let sample_ratio = self.share(raw.sample_ratio, "telemetry.sample_ratio", 1.0, true);
+        let disabled = env.get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true");
+        Some(TelemetryConfig {
+            endpoint: endpoint.filter(|_| !disabled)?,
+            protocol,
+            headers,
+            timeout,
+            service_name,
+            sample_ratio,
+        })
+    }
+
+    /// The traces URL from the standard variables, when the file has none.
+    fn otlp_env_endpoint(&mut self, env: &Env) -> Option<String> {
+        for (var, base) in
+            [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", false), ("OTEL_EXPORTER_OTLP_ENDPOINT", true)]
+        {
+            let Some(text) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            return match otlp_url(text) {
+                // A base URL gets the traces path whatever its own path is.
+                Ok(_) if base => Some(format!("{}/v1/traces", text.trim_end_matches('/'))),
+                Ok(_) => Some(text.to_string()),
+                Err(why) => {
+                    self.problem(None, format!("{var}={text:?} {why}"));
+                    None
+                }
+            };
+        }
+        None
     }
 
     fn realtime(&mut self, raw: raw::RawRealtime) -> RealtimeConfig {

@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub queue: Option<RawQueue>,
     pub realtime: Option<RawRealtime>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -448,6 +449,22 @@ pub struct RawCache {
     pub l2: Option<bool>,
     pub l2_timeout: Option<Spanned<HumanDuration>>,
     pub semantic_max_entries: Option<Spanned<usize>>,
+}
+
+/// `[telemetry]`: OTLP trace export.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// `"http/protobuf"` or `"http/json"`; checked later, so that `"grpc"`
+    /// gets its own message.
+    pub otlp_protocol: Option<Spanned<String>>,
+    /// Sent with every export (a collector's credentials): never logged.
+    #[serde(default)]
+    pub otlp_headers: std::collections::BTreeMap<String, Spanned<String>>,
+    pub otlp_timeout: Option<Spanned<HumanDuration>>,
+    pub service_name: Option<Spanned<String>>,
+    pub sample_ratio: Option<Spanned<f64>>,
 }
 
 /// `[queue]`: the durable job queue and this node's workers.

@@ -814,3 +814,114 @@ fn realtime_mistakes_are_named_with_their_line() {
     let p = problems("[realtime]\nmax_conections = 5\n", &Env::new());
     assert!(p[0].message.contains("max_connections"), "{p:?}");
 }
+
+#[test]
+fn telemetry_is_off_without_an_endpoint_and_read_with_one() {
+    assert!(load_text("", &Env::new()).unwrap().telemetry.is_none());
+    // Set, but to an unset variable's empty default: off.
+    let off = load_text("[telemetry]\notlp_endpoint = \"${OTLP:-}\"\n", &Env::new()).unwrap();
+    assert!(off.telemetry.is_none());
+    let config = load_text(
+        "[telemetry]\notlp_endpoint = \"http://collector:4318\"\notlp_protocol = \"http/json\"\n\
+         service_name = \"gateway-eu\"\nsample_ratio = 0.25\notlp_timeout = \"3s\"\n\
+         [telemetry.otlp_headers]\nauthorization = \"Bearer ${OTLP_TOKEN}\"\n",
+        &env(&[("OTLP_TOKEN", "collector-secret")]),
+    )
+    .unwrap();
+    let t = config.telemetry.expect("on");
+    // A bare collector address gets OTLP's traces path; a full URL is kept.
+    assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.protocol, OtlpProtocol::HttpJson);
+    assert_eq!(t.service_name, "gateway-eu");
+    assert_eq!(t.sample_ratio, 0.25);
+    assert_eq!(t.timeout, Duration::from_secs(3));
+    assert_eq!(t.headers.len(), 1);
+    assert_eq!(t.headers[0].0, "authorization");
+    assert_eq!(t.headers[0].1.expose_secret(), "Bearer collector-secret");
+    // The credential never shows in the config's debug form.
+    assert!(!format!("{t:?}").contains("collector-secret"));
+    let full = load_text(
+        "[telemetry]\notlp_endpoint = \"https://otlp.example.com/otlp/v1/traces\"\n",
+        &Env::new(),
+    )
+    .unwrap()
+    .telemetry
+    .unwrap();
+    assert_eq!(full.endpoint, "https://otlp.example.com/otlp/v1/traces");
+    assert_eq!(full.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(full.service_name, "floodgate");
+    assert_eq!(full.sample_ratio, 1.0);
+    assert_eq!(full.timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn telemetry_takes_the_standard_variables_when_the_file_says_nothing() {
+    let from_env = |pairs: &[(&str, &str)], text: &str| {
+        load_text(text, &env(pairs)).unwrap().telemetry.map(|t| (t.endpoint, t.service_name))
+    };
+    assert_eq!(
+        from_env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base/")], ""),
+        Some(("http://c:4318/base/v1/traces".to_string(), "floodgate".to_string()))
+    );
+    assert_eq!(
+        from_env(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom"),
+                ("OTEL_SERVICE_NAME", "from-env"),
+            ],
+            ""
+        ),
+        Some(("http://c:4318/custom".to_string(), "from-env".to_string()))
+    );
+    // The file wins over the environment.
+    assert_eq!(
+        from_env(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"), ("OTEL_SERVICE_NAME", "env")],
+            "[telemetry]\notlp_endpoint = \"http://file:4318\"\nservice_name = \"file\"\n"
+        ),
+        Some(("http://file:4318/v1/traces".to_string(), "file".to_string()))
+    );
+    assert_eq!(
+        from_env(
+            &[("OTEL_SDK_DISABLED", "true")],
+            "[telemetry]\notlp_endpoint = \"http://file:4318\"\n"
+        ),
+        None
+    );
+    let p = problems("", &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].line, None);
+    assert!(p[0].message.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4317\""), "{p:?}");
+}
+
+#[test]
+fn telemetry_mistakes_are_named_with_their_line() {
+    let p = problems(
+        "[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\notlp_protocol = \"grpc\"\n\
+         sample_ratio = 1.5\notlp_timeout = \"0s\"\nservice_name = \" \"\n\
+         [telemetry.otlp_headers]\n\"bad name\" = \"x\"\nx-token = \"line\\nbreak-secret\"\n",
+        &Env::new(),
+    );
+    let text: Vec<String> = p.iter().map(|p| format!("{:?}: {}", p.line, p.message)).collect();
+    let has = |line: usize, needle: &str| {
+        assert!(
+            text.iter().any(|t| t.starts_with(&format!("Some({line}):")) && t.contains(needle)),
+            "no problem at line {line} containing {needle:?}: {text:#?}"
+        );
+    };
+    has(2, "telemetry.otlp_endpoint \"grpc://collector:4317\" is not an http(s) URL");
+    has(3, "\"grpc\" is not supported");
+    has(4, "telemetry.sample_ratio must be 0 to 1");
+    has(5, "telemetry.otlp_timeout must be longer than 0");
+    has(6, "telemetry.service_name is empty");
+    has(8, "\"bad name\" is not a valid HTTP header name");
+    has(9, "telemetry.otlp_headers.x-token: the value is not a valid HTTP header value");
+    assert_eq!(text.len(), 7, "{text:#?}");
+    assert!(!text.iter().any(|t| t.contains("break-secret")), "a header value was shown: {text:?}");
+    let p = problems("[telemetry]\notlp_protocol = \"thrift\"\n", &Env::new());
+    assert!(p[0].message.contains("\"http/protobuf\" (the default), \"http/json\""), "{p:?}");
+    let p = problems("[telemetry]\notlp_endpont = \"http://c:4318\"\n", &Env::new());
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("otlp_endpoint"), "{p:?}");
+}

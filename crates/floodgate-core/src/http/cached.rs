@@ -34,6 +34,7 @@ use crate::pipeline::observe::RouteInfo;
 use crate::providers::{ClientHints, Reservation, unix_now};
 use crate::routing::{Admission, Route, Routed, StartedStream};
 use crate::telemetry::metric;
+use crate::telemetry::trace::{self, Span, SpanKind};
 use crate::usage::{Accounting, Outcome};
 
 /// An embedding call of the semantic cache gives up after this.
@@ -58,27 +59,49 @@ pub(super) async fn serve(
 ) -> Result<Response, ApiError> {
     let cache = &app.cache;
     let plan = &request.plan;
+    let span = lookup_span(plan.lookup);
     if plan.lookup
         && let Some((entry, layer)) = cache.get(plan).await
         && let Some(body) = hit_body(&request, &entry)
     {
         cache.count(&plan.alias, Lookup::hit(layer));
+        span.set(OUTCOME, Lookup::hit(layer).as_str());
+        drop(span);
         return Ok(hit_response(&entry, body, layer, request.req.stream, accounting, info));
     }
     // The semantic lookup runs in the flight's call, so identical requests
     // in flight share its embedding call too.
     let (waiter, accounting) = match cache.flights.join(plan.key, plan.coalesce) {
         Joined::Leader(waiter) => {
+            span.set(OUTCOME, Lookup::Miss.as_str());
+            drop(span);
             let call = call(app.clone(), waiter.flight.clone(), request.clone(), accounting);
-            cache.flights.launch(&waiter, call);
+            // The call's task carries on this request's trace.
+            cache.flights.launch(&waiter, trace::in_current(call));
             (waiter, None)
         }
         Joined::Follower(waiter) => {
             cache.count(&plan.alias, Lookup::Coalesced);
+            span.set(OUTCOME, Lookup::Coalesced.as_str());
+            drop(span);
             (waiter, Some(accounting))
         }
     };
     wait(&request, waiter, accounting, info).await
+}
+
+/// The outcome attribute of the `cache` span: a lookup result as the
+/// `floodgate_cache_lookups_total` metric names it (`hit_l1`, `hit_l2`,
+/// `miss`, `coalesced`, `bypass`).
+pub(super) const OUTCOME: &str = "floodgate.cache.outcome";
+
+/// The `cache` span of a request's trace: its exact lookup (L1, then L2),
+/// until the outcome is known. `lookup` is false when the request asked not
+/// to be answered from the cache (its answer may still be stored).
+pub(super) fn lookup_span(lookup: bool) -> Span {
+    let span = Span::child("cache", SpanKind::Internal);
+    span.set("floodgate.cache.lookup", lookup);
+    span
 }
 
 /// The response of a flight's waiter; `accounting` is a follower's own.

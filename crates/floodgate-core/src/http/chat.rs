@@ -187,6 +187,8 @@ async fn chat(
         }
         Decision::Bypass => {
             app.cache.count(&route.name, crate::cache::Outcome::Bypass);
+            let span = cached::lookup_span(false);
+            span.set(cached::OUTCOME, crate::cache::Outcome::Bypass.as_str());
             true
         }
         Decision::Off => false,

@@ -55,11 +55,16 @@ pub async fn embeddings(
             Decision::Use(plan) => Some(std::sync::Arc::<Plan>::from(plan)),
             Decision::Off | Decision::Bypass => None,
         };
+        let span = plan.as_ref().map(|p| super::cached::lookup_span(p.lookup));
         if let Some(plan) = &plan
             && plan.lookup
             && let Some((entry, layer)) = app.cache.get(plan).await
         {
             app.cache.count(&plan.alias, Lookup::hit(layer));
+            if let Some(span) = &span {
+                span.set(super::cached::OUTCOME, Lookup::hit(layer).as_str());
+            }
+            drop(span);
             let body = entry.body.clone();
             return Ok(super::cached::hit_response(
                 &entry, body, layer, false, accounting, &mut info,
@@ -67,6 +72,9 @@ pub async fn embeddings(
         }
         if let Some(plan) = &plan {
             app.cache.count(&plan.alias, Lookup::Miss);
+        }
+        if let Some(span) = span {
+            span.set(super::cached::OUTCOME, Lookup::Miss.as_str());
         }
         match app.router.embeddings(&route, &req, admission).await {
             Ok(routed) => {

@@ -42,6 +42,7 @@ use crate::routing::Admission;
 use crate::routing::backoff::Backoff;
 use crate::state::bus::{Bus, Message, Received};
 use crate::telemetry::metric;
+use crate::telemetry::trace::{Span, SpanKind};
 use crate::time::{now_ms, rfc3339};
 
 /// The topic on which `DELETE /v1/jobs/{id}` tells every node to stop a job.
@@ -416,6 +417,17 @@ async fn run_leased(
     jobs.busy.fetch_add(1, Ordering::Relaxed);
     let _running = Running { jobs: &jobs, id: job.id.clone() };
     jobs.event(&job.id, "started", json!({"id": job.id, "attempt": job.attempts}));
+    // The attempt's trace: its request's admission, cache and upstream
+    // spans are this span's children.
+    let span = match &app.traces {
+        Some(traces) => traces.root("job", SpanKind::Consumer),
+        None => Span::NONE,
+    };
+    if span.is_recording() {
+        span.set_str("floodgate.job.id", &job.id);
+        span.set("floodgate.job.attempt", i64::from(job.attempts));
+        span.set("floodgate.job.priority", i64::from(job.priority));
+    }
 
     let lease_ms = millis(jobs.config.lease);
     let heartbeat = async {
@@ -464,13 +476,17 @@ async fn run_leased(
         .await
     };
     let outcome = tokio::select! {
-        outcome = attempt => Ok(outcome),
+        outcome = span.run(attempt) => Ok(outcome),
         () = heartbeat => Err(Stopped::LostLease),
         () = stop.cancelled() => Err(Stopped::Cancelled),
         () = abort.cancelled() => Err(Stopped::Shutdown),
     };
     let seconds = started.elapsed().as_secs_f64();
     let mut next = None;
+    let failed = match &outcome {
+        Ok(Err(failure)) if !must_wait(failure) => Some(failure.code),
+        _ => None,
+    };
     let label = match outcome {
         Err(Stopped::LostLease) => "lost_lease",
         Err(Stopped::Cancelled) => "cancelled",
@@ -558,6 +574,10 @@ async fn run_leased(
         }
     };
     metrics::counter!(metric::QUEUE_JOBS, "outcome" => label).increment(1);
+    span.set("floodgate.job.outcome", label);
+    if let Some(code) = failed {
+        span.fail(code);
+    }
     metrics::histogram!(metric::QUEUE_RUN, "outcome" => label).record(seconds);
     next
 }

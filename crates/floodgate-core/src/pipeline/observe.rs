@@ -7,6 +7,9 @@
 //! dropped, so a stream is measured to its last byte and a client's
 //! disconnect is seen. Handlers describe what they did in a [`RouteInfo`]
 //! response extension; errors are logged here, once, never where they arise.
+//! With traces on, the request's server span starts here (its parent the
+//! client's `traceparent`, if any), is current while the handler runs, and
+//! ends with the body.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -22,6 +25,7 @@ use http::{HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tracing::Instrument;
 
+use crate::telemetry::trace::{Span, Traces};
 use crate::telemetry::{self, metric};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,7 +64,11 @@ fn valid_request_id(value: &HeaderValue) -> Option<&str> {
     ok.then_some(text)
 }
 
-pub async fn observe(mut request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(traces): State<Option<Arc<Traces>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(valid_request_id) {
         Some(id) => id.into(),
@@ -81,8 +89,13 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     // of throughput, so at the default level the id travels on the lines
     // that matter (failures) instead.
     let span = tracing::debug_span!("request", id = %id, method = %method, route = %route);
+    let trace = match &traces {
+        Some(traces) if !is_probe(&route) => traces.server(&request, &route),
+        _ => Span::NONE,
+    };
+    trace.set_str("floodgate.request_id", &id);
     telemetry::gauge(metric::HTTP_IN_FLIGHT, &[]).increment(1.0);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = trace.run(next.run(request).instrument(span.clone())).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -94,10 +107,17 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         status: response.status().as_u16(),
         info,
         span,
+        trace,
         // An empty body is never polled at all.
         completed: response.body().is_end_stream(),
     };
     response.map(|body| Body::new(ObservedBody { inner: body, guard }))
+}
+
+/// Health checks and scrapes, which come every few seconds from every load
+/// balancer and Prometheus: measured and logged, but not traced.
+fn is_probe(route: &str) -> bool {
+    matches!(route, "/health" | "/health/ready" | "/metrics")
 }
 
 /// Records the request when dropped (body finished, failed or abandoned).
@@ -108,7 +128,33 @@ struct Finish {
     status: u16,
     info: RouteInfo,
     span: tracing::Span,
+    /// Ends (as a field, after `drop` has set its attributes) with the request.
+    trace: Span,
     completed: bool,
+}
+
+impl Finish {
+    /// The server span's outcome; no attribute names a key, a body or a prompt.
+    fn trace_outcome(&self) {
+        let trace = &self.trace;
+        if !trace.is_recording() {
+            return;
+        }
+        trace.set("http.response.status_code", i64::from(self.status));
+        if let Some(model) = &self.info.model {
+            trace.set_str("floodgate.model", model);
+        }
+        if let Some(provider) = &self.info.provider {
+            trace.set_str("floodgate.provider", provider);
+        }
+        if !self.completed {
+            trace.set("floodgate.client_aborted", true);
+        }
+        // Server spans fail on 5xx only; a 4xx is the client's.
+        if self.status >= 500 {
+            trace.fail(&itoa_status(self.status));
+        }
+    }
 }
 
 impl Drop for Finish {
@@ -126,6 +172,7 @@ impl Drop for Finish {
         telemetry::counter(metric::HTTP_REQUESTS, &labels).increment(1);
         telemetry::histogram(metric::HTTP_DURATION, &labels).record(elapsed);
         telemetry::gauge(metric::HTTP_IN_FLIGHT, &[]).decrement(1.0);
+        self.trace_outcome();
         let error = self.info.error.lock().ok().and_then(|e| e.clone());
         let _enter = self.span.enter();
         // Milliseconds, to the microsecond.

@@ -273,6 +273,8 @@ impl Provider {
             })?;
         *request.headers_mut() = self.extra_headers.clone();
         self.api.headers(key.map(|k| &k.secret), hints, request.headers_mut());
+        // The call's `upstream` span as the parent of the provider's own spans.
+        crate::telemetry::trace::inject(request.headers_mut());
         let first_byte = deadline.min(Instant::now() + self.timeouts.first_byte);
         let phase =
             if first_byte < deadline { TimeoutPhase::FirstByte } else { TimeoutPhase::Total };
@@ -281,6 +283,10 @@ impl Provider {
             .map_err(|_| self.timeout(phase))?
             .map_err(|e| self.transport_error(&e, e.is_connect()))?;
         let status = response.status();
+        crate::telemetry::trace::set_current(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        );
         let key_index = key.map(|k| k.index);
         let observed = ratelimit::read(self.format(), response.headers());
         self.keys.observe(key_index, &observed);

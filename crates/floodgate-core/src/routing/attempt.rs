@@ -18,6 +18,7 @@ use crate::config::{Hedge, RetryOn};
 use crate::providers::{
     ClientHints, Disposition, ErrorKind, Key, Pick, Provider, ProviderError, Reservation,
 };
+use crate::telemetry::trace::{self, Span, SpanKind};
 use crate::telemetry::{self, metric};
 
 /// One kind of upstream call the attempt loop can make.
@@ -25,6 +26,10 @@ pub(super) trait Attempt: Sync {
     type Output: Send;
     /// Whether a slow first call may be hedged (non-streamed chat only).
     const HEDGE: bool;
+    /// `gen_ai.operation.name` of its `upstream` spans.
+    const OPERATION: &'static str;
+    /// A stream: its call (and span) ends at its first content.
+    const STREAMED: bool = false;
     /// Tokens to reserve against a key's token limits on this target.
     fn estimate(&self, target: &Target) -> u32;
     /// What routing rules look at; `None`: rules do not apply.
@@ -32,6 +37,8 @@ pub(super) trait Attempt: Sync {
     /// Settles the reservation with what the call used (a stream hands it on
     /// to be settled when it ends).
     fn settle(output: &mut Self::Output, reservation: Reservation);
+    /// What a successful call's span says about its answer (usage, model).
+    fn record(_output: &Self::Output, _span: &Span) {}
     fn call<'a>(
         &'a self,
         target: &'a Target,
@@ -257,7 +264,7 @@ impl Router {
                             }
                         }
                     }
-                    None => self.call(target, op, slot).await,
+                    None => self.call(target, op, slot, calls, false).await,
                 };
                 let error = match result {
                     Ok(value) => return Ok(routed(target, value, calls, waited, false)),
@@ -468,19 +475,38 @@ impl Router {
     }
 
     /// Makes one call with the capacity taken, and tells breakers and
-    /// statistics how it went.
+    /// statistics how it went. `number` counts the request's upstream calls
+    /// (retries, fallbacks and hedges included); each is an `upstream` span.
     async fn call<'t, A: Attempt>(
         &self,
         target: &'t Target,
         op: &A,
         slot: Slot<'t>,
+        number: u32,
+        hedge: bool,
     ) -> Result<A::Output, ProviderError> {
         let Slot { key, reservation, target_permit, key_permit } = slot;
+        let span = upstream_span::<A>(target, key, number, hedge);
+        // A call dropped mid-way (the hedge that lost, a client gone) says so.
+        let mut unfinished = Unfinished { span: &span, answered: false };
         let stats = &target.health.stats;
         let in_flight = stats.start();
         let started = Instant::now();
-        let result = op.call(target, key).await;
+        let result = span.run(op.call(target, key)).await;
         let latency = started.elapsed();
+        unfinished.answered = true;
+        if span.is_recording() {
+            match &result {
+                Ok(output) => {
+                    span.set(UPSTREAM_OUTCOME, "ok");
+                    A::record(output, &span);
+                }
+                Err(error) => {
+                    span.set(UPSTREAM_OUTCOME, error.label());
+                    span.fail(error.label());
+                }
+            }
+        }
         drop(in_flight);
         let verdict = match &result {
             Ok(_) => Verdict::Healthy,
@@ -541,7 +567,8 @@ impl Router {
             Hedge::P95 => target.health.stats.p95(),
             Hedge::After(delay) => Some(delay),
         };
-        let first = self.call(target, op, slot);
+        // Hedging is for a request's first call only: it is call 1, the hedge 2.
+        let first = self.call(target, op, slot, 1, false);
         let Some(delay) = delay else { return Hedged::Single(first.await) };
         tokio::pin!(first);
         tokio::select! {
@@ -565,7 +592,7 @@ impl Router {
         let hedge_labels = |outcome| [("model", alias.name.as_str()), ("outcome", outcome)];
         telemetry::counter(metric::HEDGES, &hedge_labels("sent")).increment(1);
         let second_target = &targets[order[second_index]];
-        let second = self.call(second_target, op, second_slot);
+        let second = self.call(second_target, op, second_slot, 2, true);
         tokio::pin!(second);
         // The first answer wins; if it is a failure, the other call's answer.
         let (done, from_first) = tokio::select! {
@@ -610,6 +637,62 @@ impl Router {
             }
         }
     }
+}
+
+/// The outcome attribute of an `upstream` span: `ok` or the failure's label,
+/// as `floodgate_upstream_request_duration_seconds` names it.
+const UPSTREAM_OUTCOME: &str = "floodgate.upstream.outcome";
+
+/// Marks an `upstream` span whose call was dropped before it answered.
+struct Unfinished<'s> {
+    span: &'s Span,
+    answered: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.span.set(UPSTREAM_OUTCOME, "cancelled");
+        }
+    }
+}
+
+/// The `upstream` span of one call (a child of the request's current span),
+/// with the OpenTelemetry GenAI and HTTP client attributes that apply. No
+/// attribute holds a key (only its index in the provider's list), a body or
+/// a prompt.
+fn upstream_span<A: Attempt>(target: &Target, key: Option<&Key>, number: u32, hedge: bool) -> Span {
+    let span = Span::child("upstream", SpanKind::Client);
+    if !span.is_recording() {
+        return span;
+    }
+    let provider = &target.provider;
+    span.set("gen_ai.operation.name", A::OPERATION);
+    span.set("gen_ai.system", trace::gen_ai_system(provider.kind));
+    span.set("gen_ai.provider.name", trace::gen_ai_system(provider.kind));
+    span.set_str("gen_ai.request.model", &target.model);
+    span.set_str("floodgate.provider", &provider.name);
+    span.set("floodgate.attempt", i64::from(number));
+    span.set("floodgate.hedge", hedge);
+    if A::STREAMED {
+        span.set("floodgate.stream", true);
+    }
+    if let Some(key) = key {
+        span.set("floodgate.key_index", key.index as i64);
+    }
+    if let Ok(uri) = provider.base_url.parse::<http::Uri>() {
+        if let Some(host) = uri.host() {
+            span.set_str("server.address", host);
+        }
+        if let Some(port) = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        }) {
+            span.set("server.port", i64::from(port));
+        }
+    }
+    span
 }
 
 /// The index of the rule that matched, if any, and the targets it (or the
@@ -694,6 +777,7 @@ impl Features for Chat<'_> {
 impl Attempt for Chat<'_> {
     type Output = ChatResponse;
     const HEDGE: bool = true;
+    const OPERATION: &'static str = "chat";
     fn estimate(&self, target: &Target) -> u32 {
         self.estimate.reservation(target.tokenizer)
     }
@@ -702,6 +786,13 @@ impl Attempt for Chat<'_> {
     }
     fn settle(output: &mut ChatResponse, reservation: Reservation) {
         reservation.settle(output.usage.total());
+    }
+    fn record(output: &ChatResponse, span: &Span) {
+        span.set("gen_ai.usage.input_tokens", i64::from(output.usage.input_tokens));
+        span.set("gen_ai.usage.output_tokens", i64::from(output.usage.output_tokens));
+        if !output.model.is_empty() {
+            span.set_str("gen_ai.response.model", &output.model);
+        }
     }
     fn call<'a>(
         &'a self,
@@ -725,6 +816,8 @@ impl<'r> Stream<'r> {
 impl Attempt for Stream<'_> {
     type Output = StartedStream;
     const HEDGE: bool = false;
+    const OPERATION: &'static str = "chat";
+    const STREAMED: bool = true;
     fn estimate(&self, target: &Target) -> u32 {
         self.chat.estimate(target)
     }
@@ -780,6 +873,7 @@ pub(super) struct Embeddings<'r> {
 impl Attempt for Embeddings<'_> {
     type Output = EmbeddingsResponse;
     const HEDGE: bool = false;
+    const OPERATION: &'static str = "embeddings";
     fn estimate(&self, target: &Target) -> u32 {
         estimate::embeddings(self.req, target.tokenizer)
     }
@@ -788,6 +882,9 @@ impl Attempt for Embeddings<'_> {
     }
     fn settle(output: &mut EmbeddingsResponse, reservation: Reservation) {
         reservation.settle(output.usage.input_tokens);
+    }
+    fn record(output: &EmbeddingsResponse, span: &Span) {
+        span.set("gen_ai.usage.input_tokens", i64::from(output.usage.input_tokens));
     }
     fn call<'a>(
         &'a self,

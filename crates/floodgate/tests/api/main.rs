@@ -25,6 +25,7 @@ mod errors;
 mod lifecycle;
 mod openai_route;
 mod ops;
+mod otel;
 mod process;
 mod resilience;
 mod routing;
