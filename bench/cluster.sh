@@ -52,11 +52,6 @@ trap cleanup EXIT
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 pg_ticks() { local t=0 p; for p in $(pgrep -x postgres || true); do t=$((t + $(ticks "$p"))); done; echo $t; }
-make_key() { # base-url -> a virtual key with every limit, none binding here
-  curl -s -H "Authorization: Bearer $FG_KEY" -H 'content-type: application/json' "$1/admin/keys" \
-    -d '{"name": "bench", "rpm": 1000000000, "tpm": 2000000000, "max_concurrent": 100000, "max_budget_usd": 1000000000, "budget_period": "month"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
-}
 node_config() { # port database-url journal(true/false) [redis]
   cat <<TOML
 listen = "127.0.0.1:$1"

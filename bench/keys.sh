@@ -129,12 +129,6 @@ start_floodgate() { # config log [port]
   wait_http "http://127.0.0.1:$port/health"
 }
 stop_floodgate() { kill "$FG_PID" 2>/dev/null || true; wait "$FG_PID" 2>/dev/null || true; FG_PID=""; }
-# A virtual key with every limit, none binding at this load.
-make_key() { # base-url -> key
-  curl -s -H "Authorization: Bearer $FG_KEY" -H 'content-type: application/json' "$1/admin/keys" \
-    -d '{"name": "bench", "rpm": 1000000000, "tpm": 2000000000, "max_concurrent": 100000, "max_budget_usd": 1000000000, "budget_period": "month"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
-}
 sample_ledger() { # file: every 0.5 s, "pending spilled written" from /metrics, until killed
   while true; do
     curl -s "$FG_URL/metrics" | awk '

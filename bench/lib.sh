@@ -10,3 +10,9 @@ settle() { # the machine idle (< 10 % of a core) for two seconds, at most 60 s
     if [ $((after - before)) -le $((tck / 10)) ]; then quiet=$((quiet + 1)); [ $quiet -ge 2 ] && return 0; else quiet=0; fi
   done
 }
+# A virtual key with every limit, none binding at a bench's load (master key: $FG_KEY).
+make_key() { # base-url -> key
+  curl -s -H "Authorization: Bearer $FG_KEY" -H 'content-type: application/json' "$1/admin/keys" \
+    -d '{"name": "bench", "rpm": 1000000000, "tpm": 2000000000, "max_concurrent": 100000, "max_budget_usd": 1000000000, "budget_period": "month"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}

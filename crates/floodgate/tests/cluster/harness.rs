@@ -543,6 +543,12 @@ impl Cluster {
         }
     }
 
+    /// A node's `/metrics` text.
+    pub async fn metrics(&self, node: &Node) -> String {
+        let response = self.http.get(format!("{}/metrics", node.url())).send().await;
+        response.expect("metrics answer").text().await.expect("metrics text")
+    }
+
     /// A virtual key made through the load balancer: `(id, key)`.
     pub async fn create_key(&self, body: Value) -> (String, String) {
         let (status, created) =

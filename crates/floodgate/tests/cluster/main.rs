@@ -83,15 +83,7 @@ async fn three_nodes_share_a_provider_keys_rpm_and_never_exceed_it() {
     let (sent, ok, _) = totals(&report);
     let mut refused_upstream = 0.0;
     for node in &cluster.nodes {
-        let text = cluster
-            .http
-            .get(format!("{}/metrics", node.url()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = cluster.metrics(node).await;
         refused_upstream += text
             .lines()
             .filter(|l| {
@@ -274,8 +266,7 @@ async fn redis_restarted_mid_load_serving_continues_and_state_converges() {
                 status == 200 && ready["components"]["state"]["status"] == "degraded"
             })
             .await;
-        let metrics = cluster.http.get(format!("{}/metrics", node.url())).send().await;
-        let text = metrics.expect("metrics").text().await.expect("metrics text");
+        let text = cluster.metrics(node).await;
         assert_eq!(metric(&text, "floodgate_redis_up"), 0.0, "{text}");
     }
     let job = json!({"request": {"model": "chat", "messages": [{"role": "user", "content": "x"}]}});
@@ -355,15 +346,7 @@ async fn postgres_stopped_for_30_seconds_loses_no_ledger_row() {
         .await;
     let mut spilled = 0.0;
     for node in &cluster.nodes {
-        let text = cluster
-            .http
-            .get(format!("{}/metrics", node.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = cluster.metrics(node).await;
         spilled += metric(&text, "floodgate_ledger_records_spilled_total");
     }
     assert!(spilled > 0.0, "the outage was felt: records spilled");
