@@ -18,16 +18,16 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
 
 /// A running `floodgate` process whose output lines are collected.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
-    fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
+    pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -75,20 +75,20 @@ impl Running {
     }
 
     /// The address from the JSON "listening" log line.
-    async fn address(&self) -> String {
+    pub(crate) async fn address(&self) -> String {
         let line = self.line_with("floodgate listening").await;
         let value: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         value["address"].as_str().unwrap().to_string()
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
 
-    async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits")
