@@ -265,8 +265,11 @@ def kubernetes(venv_bin, floodgate, version, work):
         path = os.path.join(work, f"{name.replace(' ', '').replace('+', '-')}.yaml")
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump_all(kept, handle, sort_keys=False)
-        validate_manifests(venv_bin, version, path, f"kubernetes {name}")
-        manifests(name, kept, floodgate, secret_env, work)
+        if validate_manifests(venv_bin, version, path, f"kubernetes {name}"):
+            try:
+                manifests(name, kept, floodgate, secret_env, work)
+            except (KeyError, IndexError, TypeError, StopIteration) as error:
+                problem(f"kubernetes {name}", f"a field the checks read is missing or malformed: {error!r}")
     step(f"{rel(secret_path)}: kubernetes-validate --strict (a template, not rendered)")
     validate_manifests(venv_bin, version, secret_path, rel(secret_path))
 
@@ -275,11 +278,12 @@ def validate_manifests(venv_bin, version, path, where):
     result = run([tool(venv_bin, "kubernetes-validate"), "--strict", "-k", version, path])
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0 or "Couldn't find schema" in output or "ERROR" in output:
-        problem(where, output)
-        return
+        problem(where, "\n".join(line for line in output.splitlines() if not line.startswith("INFO")))
+        return False
     passed = [line for line in output.splitlines() if "passed" in line]
     kinds = [re.search(r"resource (\S+) against", line).group(1) for line in passed]
     print(f"  {len(passed)} passed: {', '.join(kinds)}")
+    return True
 
 
 def manifests(name, documents, floodgate, secret_env, work):
@@ -500,7 +504,8 @@ def grafana():
         problem("deploy/grafana/provisioning/datasources/prometheus.yml", "not one Prometheus data source")
     provider = yaml.safe_load(open(os.path.join(DEPLOY, "grafana/provisioning/dashboards/floodgate.yml")))
     folder = provider["providers"][0]["options"]["path"]
-    mounts = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))["services"]["grafana"]["volumes"]
+    compose_file = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml"))) or {}
+    mounts = (compose_file.get("services") or {}).get("grafana", {}).get("volumes", [])
     if f"./deploy/grafana/floodgate.json:{folder}/floodgate.json:ro" not in mounts:
         problem("docker-compose.yml", f"grafana does not mount the dashboard into {folder}")
     return used
@@ -540,11 +545,20 @@ def main():
     args = parser.parse_args()
     started = time.monotonic()
     os.makedirs(args.work, exist_ok=True)
-    dockerfile(args.venv_bin)
-    compose(args.venv_bin, args.floodgate)
-    kubernetes(args.venv_bin, args.floodgate, args.kubernetes_version, args.work)
-    used = prometheus()
-    for metric, places in grafana().items():
+
+    def guarded(name, check, *check_args):
+        # A file too broken for a check's reading is a problem, not a crash.
+        try:
+            return check(*check_args)
+        except Exception as error:  # noqa: BLE001
+            problem(name, f"cannot be read as expected: {type(error).__name__}: {error}")
+            return {}
+
+    guarded("Dockerfile", dockerfile, args.venv_bin)
+    guarded("docker-compose.yml", compose, args.venv_bin, args.floodgate)
+    guarded("kubernetes", kubernetes, args.venv_bin, args.floodgate, args.kubernetes_version, args.work)
+    used = guarded("deploy/prometheus", prometheus) or {}
+    for metric, places in (guarded("deploy/grafana", grafana) or {}).items():
         used.setdefault(metric, set()).update(places)
     metric_names(used)
     elapsed = time.monotonic() - started
