@@ -96,9 +96,10 @@ say "symbol versions: GLIBC_$glibc, GLIBCXX_${glibcxx:-none} (Debian 12: 2.36, 3
 
 # --- 4. Run it as the image does ---------------------------------------------
 # The image's filesystem, in miniature: the binary, the config, a working
-# directory that only uid 65532 may write.
-root="$work/image"
-rm -rf "$root"
+# directory that only uid 65532 may write. Under /tmp, so that uid 65532 can
+# reach it wherever the repository is.
+root=$(mktemp -d /tmp/floodgate-image.XXXXXX)
+chmod 0755 "$root"
 install -d "$root/usr/local/bin" "$root/etc/floodgate" "$root/var/lib/floodgate"
 install -m 0755 "$bin" "$root/usr/local/bin/floodgate"
 install -m 0644 deploy/docker/floodgate.toml "$root/etc/floodgate/floodgate.toml"
@@ -108,7 +109,7 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   chmod 0750 "$root/var/lib/floodgate"
   as_image_user=("$(command -v setpriv)" --reuid 65532 --regid 65532 --clear-groups)
   # The path down to the copy must be traversable by uid 65532.
-  for dir in "$root" "$root/usr" "$root/usr/local" "$root/usr/local/bin" "$root/etc" \
+  for dir in "$root/usr" "$root/usr/local" "$root/usr/local/bin" "$root/etc" \
              "$root/etc/floodgate" "$root/var" "$root/var/lib"; do chmod 0755 "$dir"; done
 fi
 # The image's config listens on 0.0.0.0:8080; a shared machine may have 8080
@@ -124,7 +125,7 @@ log="$work/serve.log"
   "${as_image_user[@]}" "$root/usr/local/bin/floodgate" serve --config "$root/etc/floodgate/floodgate.toml") \
   >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; }
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$root"; }
 trap cleanup EXIT
 health=("$root/usr/local/bin/floodgate" health --url "http://127.0.0.1:$port" --timeout 3s)
 deadline=$(( $(date +%s) + 30 ))
@@ -157,7 +158,7 @@ say "chat through the built-in mock: $answer"
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?
-trap - EXIT
+pid=""
 [ "$status" = 0 ] || { cat "$log" >&2; die "exit $status after SIGTERM"; }
 grep -q 'draining in-flight requests' "$log" || die "no drain line in the log"
 if "${health[@]}" >/dev/null 2>&1; then die "floodgate health says ready with the node stopped"; fi
