@@ -171,15 +171,24 @@ def compose(venv_bin, floodgate):
         trusted = config.get("limits", {}).get("trusted_proxies", [])
         if lb_address not in trusted:
             problem(rel(source), f"[limits] trusted_proxies {trusted} lacks the load balancer {lb_address}")
-        grace = seconds(config.get("server", {}).get("shutdown_grace", "30s"))
+        server = config.get("server", {})
+        drain = seconds(server.get("shutdown_grace", "30s")) + seconds(server.get("drain_delay", "0s"))
         stop = seconds(service.get("stop_grace_period", "10s"))
-        if stop < grace + 5:
-            problem("docker-compose.yml", f"{name}: stop_grace_period {stop}s < shutdown_grace {grace}s + 5 s")
-    # HAProxy balances exactly the nodes; Prometheus scrapes exactly them.
+        if stop < drain + 5:
+            problem("docker-compose.yml", f"{name}: stop_grace_period {stop:g} s < drain_delay + shutdown_grace ({drain:g} s) + 5 s")
+    # HAProxy (its file takes the nodes from the environment) balances
+    # exactly the nodes; Prometheus scrapes exactly them.
     haproxy_cfg = os.path.join(DEPLOY, "haproxy", "haproxy.cfg")
-    servers = re.findall(r"^\s*server\s+\S+\s+([^:\s]+):8080", open(haproxy_cfg).read(), re.M)
-    if sorted(set(servers)) != nodes:
-        problem(rel(haproxy_cfg), f"servers {sorted(set(servers))} are not the compose nodes {nodes}")
+    haproxy_text = "\n".join(
+        line.split("#", 1)[0] for line in open(haproxy_cfg, encoding="utf-8").read().splitlines()
+    )
+    lb_env = {k: str(v) for k, v in (services.get("lb", {}).get("environment") or {}).items()}
+    wanted_vars = set(re.findall(r'"\$\{([A-Z0-9_]+)\}"', haproxy_text))
+    if wanted_vars - set(lb_env):
+        problem("docker-compose.yml", f"lb does not set {sorted(wanted_vars - set(lb_env))}, which haproxy.cfg reads")
+    servers = sorted({lb_env.get(v, "?").split(":")[0] for v in re.findall(r'^\s*server\s+\S+\s+"\$\{([A-Z0-9_]+)\}"', haproxy_text, re.M)})
+    if servers != nodes:
+        problem(rel(haproxy_cfg), f"its servers (from lb's environment) are {servers}, not the compose nodes {nodes}")
     prometheus = yaml.safe_load(open(os.path.join(DEPLOY, "prometheus", "prometheus.yml")))
     jobs = {job["job_name"]: job for job in prometheus.get("scrape_configs", [])}
     targets = sorted(
@@ -194,14 +203,12 @@ def compose(venv_bin, floodgate):
     if haproxy is None:
         print("  skipped: haproxy is not installed here (apt-get install haproxy)")
     else:
-        result = run([haproxy, "-c", "-f", haproxy_cfg])
-        # The node names resolve only inside compose's network: those warnings are expected.
-        other = [
-            line
-            for line in (result.stdout + result.stderr).splitlines()
-            if "WARNING" in line and "could not resolve address" not in line
-        ]
-        if result.returncode != 0 or other:
+        # Compose's node names resolve only on its network: loopback
+        # addresses stand in for them, which checks everything else.
+        env = {name: f"127.0.0.1:{18000 + i}" for i, name in enumerate(sorted(wanted_vars))}
+        result = run([haproxy, "-c", "-f", haproxy_cfg], env={"PATH": "/usr/bin:/bin", **env})
+        warnings = [line for line in (result.stdout + result.stderr).splitlines() if "WARNING" in line or "ALERT" in line]
+        if result.returncode != 0 or warnings:
             problem(rel(haproxy_cfg), (result.stdout + result.stderr).strip())
         else:
             print("  Configuration file is valid")
@@ -365,10 +372,11 @@ def manifests(name, documents, floodgate, secret_env, work):
     if config is None:
         return
     grace = seconds(config.get("server", {}).get("shutdown_grace", "30s"))
+    grace += seconds(config.get("server", {}).get("drain_delay", "0s"))
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     termination = pod["spec"]["terminationGracePeriodSeconds"]
     if termination < pre_stop + grace + 5:
-        problem(where, f"terminationGracePeriodSeconds {termination} < preStop {pre_stop} + shutdown_grace {grace} + 5")
+        problem(where, f"terminationGracePeriodSeconds {termination} < preStop {pre_stop} + drain_delay + shutdown_grace {grace:g} + 5")
     liveness = container["livenessProbe"]
     if liveness["periodSeconds"] * liveness["failureThreshold"] <= termination:
         problem(where, "liveness would fail during the drain (period × failures ≤ the grace period)")
@@ -382,7 +390,7 @@ def manifests(name, documents, floodgate, secret_env, work):
     cache = config.get("cache", {}).get("max_bytes", 256 * 2**20)
     if cache > memory_bytes * 0.5:
         problem(where, f"[cache] max_bytes {cache} is over half the memory limit {memory}")
-    print(f"  drain: preStop {pre_stop} s + shutdown_grace {grace:g} s <= terminationGracePeriodSeconds "
+    print(f"  drain: preStop {pre_stop} s + drain_delay + shutdown_grace {grace:g} s + 5 <= terminationGracePeriodSeconds "
           f"{termination}; workers {workers} = CPU limit {cpu}; cache {cache >> 20} MiB of {memory}")
 
 

@@ -29,7 +29,8 @@ const NOT_DRIVEN: &[(&str, &str)] = &[
 
 /// Only a node on Redis exports these (without FLOODGATE_TEST_REDIS_URL
 /// they are checked against the names in the code).
-const REDIS_ONLY: &[&str] = &[metric::LIMITER_DEGRADED, metric::CACHE_L2_DEGRADED];
+const REDIS_ONLY: &[&str] =
+    &[metric::REDIS_UP, metric::LIMITER_DEGRADED, metric::CACHE_L2_DEGRADED];
 
 fn deploy_file(path: &str) -> String {
     let path = format!("{}/../../deploy/{path}", env!("CARGO_MANIFEST_DIR"));
