@@ -15,8 +15,13 @@
 //! spend + the estimated prompt cost fits; the actual cost (output included)
 //! is charged afterwards, so the last admitted request may overrun the
 //! budget by its own cost — never by more.
+//!
+//! `floodgate_budget_used_ratio_max` warns before a budget runs out: the
+//! highest fraction spent among the budgets of the keys this node serves
+//! ([`BudgetUse`]), read back from the limiter after a request's spend, at
+//! most every [`BUDGET_READ_EVERY`] per key, and on every budget refusal.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +47,9 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// How long restoring a key's spend from the ledger may hold its first request.
 const SEED_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How often a key's budget use is read back for the gauge (per node, per key).
+const BUDGET_READ_EVERY: Duration = Duration::from_secs(10);
+
 /// The end-user header an app's backend sets.
 pub const USER_HEADER: &str = "x-floodgate-user";
 
@@ -52,6 +60,105 @@ pub struct Limits {
     store: Arc<dyn Store>,
     /// Budget counters this node has restored from the ledger.
     seeded: Mutex<HashSet<String>>,
+    uses: Arc<BudgetUse>,
+}
+
+/// The budgets of the keys this node has served, for
+/// `floodgate_budget_used_ratio_max`: per budget counter (a key's period),
+/// the fraction spent when last read. One gauge for the node however many
+/// keys (an alert says a budget is near its end; `/admin/usage` says whose).
+#[derive(Debug, Default)]
+struct BudgetUse(Mutex<Uses>);
+
+#[derive(Debug, Default)]
+struct Uses {
+    counters: HashMap<String, Used>,
+    /// What the gauge says, and when it was last recomputed from every counter.
+    highest: f64,
+    recomputed: Option<tokio::time::Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Used {
+    ratio: f64,
+    /// Unix ms at which the period ends (`None`: a total budget): then the
+    /// counter no longer counts.
+    until: Option<i64>,
+    read: Option<tokio::time::Instant>,
+}
+
+impl BudgetUse {
+    /// Whether the counter is due a read; if so it counts as read now, so
+    /// that concurrent requests of one key read it once.
+    fn due(&self, counter: &str, until: Option<i64>) -> bool {
+        let now = tokio::time::Instant::now();
+        let Ok(mut uses) = self.0.lock() else {
+            return false;
+        };
+        let used = uses.counters.entry(counter.to_string()).or_insert(Used {
+            ratio: 0.0,
+            until,
+            read: None,
+        });
+        if used.read.is_some_and(|at| now.duration_since(at) < BUDGET_READ_EVERY) {
+            return false;
+        }
+        used.read = Some(now);
+        true
+    }
+
+    /// Reads a budget's spend without taking anything: a budget-only
+    /// admission whose estimate is the whole budget passes only when nothing
+    /// is spent, and its refusal carries the spend.
+    async fn read(&self, limiter: &dyn Limiter, counter: String, watch: &Watch) {
+        let probe = BudgetCheck {
+            key: counter,
+            max_usd: watch.max_usd,
+            estimate_usd: watch.max_usd,
+            ttl: watch.ttl,
+        };
+        let until = watch.until;
+        match limiter.admit(&[], None, Some(&probe)).await {
+            Ok(Verdict { refusal: Some(Refusal::Budget { spent_usd }), .. }) => {
+                self.record(&probe.key, spent_usd, probe.max_usd, until);
+            }
+            Ok(Verdict { refusal: None, .. }) => self.record(&probe.key, 0.0, probe.max_usd, until),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "cannot read a budget's spend for its gauge"),
+        }
+    }
+
+    /// Notes a budget's spend and updates the gauge: at once when it is the
+    /// highest, and from every counter (ended periods dropped) at most every
+    /// [`BUDGET_READ_EVERY`], so a budget that was reset or raised stops
+    /// counting by then.
+    fn record(&self, counter: &str, spent_usd: f64, max_usd: f64, until: Option<i64>) {
+        let ratio = if max_usd > 0.0 { spent_usd / max_usd } else { 0.0 };
+        let now = tokio::time::Instant::now();
+        let Ok(mut uses) = self.0.lock() else {
+            return;
+        };
+        let read = uses.counters.get(counter).and_then(|used| used.read);
+        uses.counters.insert(counter.to_string(), Used { ratio, until, read });
+        if uses.recomputed.is_none_or(|at| now.duration_since(at) >= BUDGET_READ_EVERY) {
+            let now_ms = crate::time::now_ms();
+            uses.counters.retain(|_, used| used.until.is_none_or(|end| end > now_ms));
+            uses.highest = uses.counters.values().map(|used| used.ratio).fold(0.0, f64::max);
+            uses.recomputed = Some(now);
+        } else {
+            uses.highest = uses.highest.max(ratio);
+        }
+        metrics::gauge!(metric::BUDGET_USED_MAX).set(uses.highest);
+    }
+}
+
+/// A request's budget, for its gauge once its spend is settled.
+#[derive(Debug)]
+struct Watch {
+    uses: Arc<BudgetUse>,
+    max_usd: f64,
+    ttl: Option<Duration>,
+    until: Option<i64>,
 }
 
 /// What the answer's `x-ratelimit-*` headers will say: the tightest request
@@ -271,6 +378,7 @@ pub struct Admitted {
     tokens: Vec<(String, Rate, u64)>,
     slots: Vec<Slot>,
     budget: Option<(String, Option<Duration>)>,
+    watch: Option<Watch>,
     settled: bool,
 }
 
@@ -283,6 +391,15 @@ impl Admitted {
         let adjust = std::mem::take(&mut self.tokens);
         let slots = std::mem::take(&mut self.slots);
         let budget = self.budget.take();
+        // The budget's use is read back after its spend, when due.
+        let read = match (&budget, self.watch.take()) {
+            (Some((counter, _)), Some(watch))
+                if cost_usd > 0.0 && watch.uses.due(counter, watch.until) =>
+            {
+                Some((counter.clone(), watch))
+            }
+            _ => None,
+        };
         if adjust.is_empty() && slots.is_empty() && budget.is_none() {
             return;
         }
@@ -304,6 +421,8 @@ impl Admitted {
         let settle = async move {
             if let Err(error) = limiter.settle(&settlement).await {
                 tracing::warn!(%error, "could not settle a request's limits");
+            } else if let Some((counter, watch)) = read {
+                watch.uses.read(&*limiter, counter, &watch).await;
             }
         };
         // The memory limiter answers at once: no task for it.
@@ -337,7 +456,13 @@ fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 
 impl Limits {
     pub fn new(limiter: Arc<dyn Limiter>, config: LimitsConfig, store: Arc<dyn Store>) -> Self {
-        Limits { limiter, config, store, seeded: Mutex::new(HashSet::new()) }
+        Limits {
+            limiter,
+            config,
+            store,
+            seeded: Mutex::new(HashSet::new()),
+            uses: Arc::new(BudgetUse::default()),
+        }
     }
 
     /// The key and end-user stage, with the key's model list and budget;
@@ -410,7 +535,7 @@ impl Limits {
         self.run(
             &checks,
             first.as_ref().map(|(slot, who, scope)| (slot, who.as_str(), *scope)),
-            budget.as_ref().map(|(check, period)| (check, *period)),
+            budget.as_ref().map(|(check, period, _)| (check, *period)),
             headers,
         )
         .await?;
@@ -419,11 +544,18 @@ impl Limits {
             .filter(|n| n.unit == Unit::Tokens)
             .map(|n| (n.check.key.clone(), n.check.rate, n.check.cost))
             .collect();
+        let watch = budget.as_ref().map(|(check, _, until)| Watch {
+            uses: self.uses.clone(),
+            max_usd: check.max_usd,
+            ttl: check.ttl,
+            until: *until,
+        });
         let mut admitted = self.admitted(
             tokens,
             first.into_iter().map(|(slot, _, _)| slot).collect(),
-            budget.map(|(check, _)| (check.key, check.ttl)),
+            budget.map(|(check, _, _)| (check.key, check.ttl)),
         );
+        admitted.watch = watch;
         for (slot, who, scope) in slots {
             // A refusal drops `admitted`, which frees the first slot.
             self.run(&[], Some((&slot, &who, scope)), None, headers).await?;
@@ -438,7 +570,14 @@ impl Limits {
         slots: Vec<Slot>,
         budget: Option<(String, Option<Duration>)>,
     ) -> Admitted {
-        Admitted { limiter: self.limiter.clone(), tokens, slots, budget, settled: false }
+        Admitted {
+            limiter: self.limiter.clone(),
+            tokens,
+            slots,
+            budget,
+            watch: None,
+            settled: false,
+        }
     }
 
     fn user_limits(&self, caller: &Caller) -> UserLimits {
@@ -497,9 +636,13 @@ impl Limits {
         Slot { key, max, lease_id, lease: self.config.concurrency_lease }
     }
 
-    /// The key's budget for the current period, its counter restored from
-    /// the ledger the first time this node meets it.
-    async fn budget(&self, key: &VirtualKey, estimate: f64) -> Option<(BudgetCheck, BudgetPeriod)> {
+    /// The key's budget for the current period (and when the period ends),
+    /// its counter restored from the ledger the first time this node meets it.
+    async fn budget(
+        &self,
+        key: &VirtualKey,
+        estimate: f64,
+    ) -> Option<(BudgetCheck, BudgetPeriod, Option<i64>)> {
         let max = key.max_budget_usd?;
         let now = crate::time::now_ms();
         let (label, start, end) = match key.budget_period {
@@ -543,6 +686,7 @@ impl Limits {
         Some((
             BudgetCheck { key: counter, max_usd: max, estimate_usd: estimate, ttl },
             key.budget_period,
+            end,
         ))
     }
 
@@ -632,6 +776,10 @@ impl Limits {
                     BudgetPeriod::Total => None,
                 }
                 .map(|ms| Duration::from_millis(ms.max(0) as u64));
+                if let Some(check) = check {
+                    let until = retry_after.map(|after| now + after.as_millis() as i64);
+                    self.uses.record(&check.key, spent_usd, check.max_usd, until);
+                }
                 let description = match retry_after {
                     Some(reset) => format!(
                         "{} budget; it resets in {}",
@@ -666,6 +814,55 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn highest(uses: &BudgetUse) -> f64 {
+        uses.0.lock().unwrap().highest
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_gauge_follows_the_highest_budget_of_a_period_not_over() {
+        let uses = BudgetUse::default();
+        let now = crate::time::now_ms();
+        let month = Some(now + 86_400_000);
+        // Each key is read once per interval, concurrent requests included.
+        assert!(uses.due("b:a:2026-12", month));
+        assert!(!uses.due("b:a:2026-12", month));
+        uses.record("b:a:2026-12", 30.0, 100.0, month);
+        assert!((highest(&uses) - 0.3).abs() < 1e-12);
+        // A higher one shows at once.
+        uses.record("b:b:2026-12", 95.0, 100.0, Some(now + 1_000));
+        assert!((highest(&uses) - 0.95).abs() < 1e-12);
+        // A lower one waits for the next recompute, every BUDGET_READ_EVERY.
+        uses.record("b:b:2026-12", 50.0, 100.0, Some(now + 1_000));
+        assert!((highest(&uses) - 0.95).abs() < 1e-12);
+        tokio::time::advance(BUDGET_READ_EVERY).await;
+        assert!(uses.due("b:a:2026-12", month), "due again after the interval");
+        uses.record("b:a:2026-12", 40.0, 100.0, month);
+        assert!((highest(&uses) - 0.5).abs() < 1e-12);
+        // A period that has ended (here: b's, whose end is in the past) stops counting.
+        uses.record("b:b:2026-12", 99.0, 100.0, Some(now - 1));
+        tokio::time::advance(BUDGET_READ_EVERY).await;
+        uses.record("b:a:2026-12", 40.0, 100.0, month);
+        assert!((highest(&uses) - 0.4).abs() < 1e-12);
+        assert_eq!(uses.0.lock().unwrap().counters.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_read_without_taking_anything() {
+        let limiter = crate::limiter::MemoryLimiter::new();
+        let uses = BudgetUse::default();
+        let watch =
+            Watch { uses: Arc::new(BudgetUse::default()), max_usd: 2.0, ttl: None, until: None };
+        uses.read(&limiter, "b:k:total".into(), &watch).await;
+        assert_eq!(highest(&uses), 0.0, "nothing spent");
+        limiter.spend("b:k:total", 1.5, None).await.unwrap();
+        uses.read(&limiter, "b:k:total".into(), &watch).await;
+        assert!((highest(&uses) - 0.75).abs() < 1e-12);
+        // Reading took nothing: a request within the budget is still admitted.
+        let check =
+            BudgetCheck { key: "b:k:total".into(), max_usd: 2.0, estimate_usd: 0.4, ttl: None };
+        assert!(limiter.admit(&[], None, Some(&check)).await.unwrap().allowed());
     }
 
     #[test]

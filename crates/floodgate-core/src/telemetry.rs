@@ -48,6 +48,7 @@ pub mod metric {
     pub const CLUSTER_NODES: &str = "floodgate_cluster_nodes";
     pub const LIMITER_ERRORS: &str = "floodgate_limiter_errors_total";
     pub const KEYS_ACTIVE: &str = "floodgate_virtual_keys";
+    pub const BUDGET_USED_MAX: &str = "floodgate_budget_used_ratio_max";
     pub const CACHE_LOOKUPS: &str = "floodgate_cache_lookups_total";
     pub const CACHE_STORES: &str = "floodgate_cache_stores_total";
     pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
@@ -211,6 +212,12 @@ fn describe() {
         "1 while Redis answers this node's pings (once a second), 0 while it does not."
     );
     describe_gauge!(metric::KEYS_ACTIVE, "Virtual keys known to this node (not revoked).");
+    describe_gauge!(
+        metric::BUDGET_USED_MAX,
+        "The highest fraction of its budget spent in the current period by a virtual key this node \
+         served (1 = spent; the last request may pass it), read after a request's spend (at most \
+         every 10 s per key) and on a budget refusal."
+    );
     describe_counter!(
         metric::CACHE_LOOKUPS,
         "Response cache lookups by model alias and result (hit_l1, hit_l2, semantic_hit, coalesced, miss, bypass)."

@@ -33,6 +33,20 @@ pub enum Command {
     /// connections to gateway nodes, publish to a room, measure delivery and server memory.
     /// Bad arguments exit with code 64.
     Bench(Box<BenchArgs>),
+    /// Probe a running node's readiness (`GET /health/ready`): exit 0 when it answers 200,
+    /// 1 otherwise, with one line saying why. For container health checks (the image has no
+    /// curl).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The node's base URL; `/health/ready` is appended.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// How long to wait for the answer (connection included), e.g. `3s`, `500ms`.
+    #[arg(long, value_parser = floodgate_bench::parse_duration, default_value = "3s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,10 @@ use floodgate_core::config::{self, ConfigError, Env, LogFormat, Overrides};
 use floodgate_core::{App, shutdown, telemetry};
 use floodgate_mock_upstream::{ErrorKind, MockConfig, RateLimit};
 
-use cli::{BenchArgs, Cli, Command, ErrorKindArg, LogFormatArg, MockArgs, RealtimeArg, ServeArgs};
+use cli::{
+    BenchArgs, Cli, Command, ErrorKindArg, HealthArgs, LogFormatArg, MockArgs, RealtimeArg,
+    ServeArgs,
+};
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file, &env),
         Command::MockUpstream(args) => runtime.block_on(mock_upstream(args)),
         Command::Bench(args) => runtime.block_on(bench(*args)),
+        Command::Health(args) => runtime.block_on(health(args)),
     }
 }
 
@@ -276,6 +280,50 @@ async fn mock_upstream(args: MockArgs) -> ExitCode {
     match floodgate_mock_upstream::serve(listener, config, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&format!("mock upstream failed: {error}"), 1),
+    }
+}
+
+/// `floodgate health`: `GET {url}/health/ready`; 0 on a 200, 1 on anything else, one line
+/// either way (the container image's health check: it has no curl).
+async fn health(args: HealthArgs) -> ExitCode {
+    let url = format!("{}/health/ready", args.url.trim_end_matches('/'));
+    // Only for an https:// URL; a provider already installed is as good.
+    let _ignored = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder()
+        .timeout(args.timeout)
+        .connect_timeout(args.timeout)
+        .no_proxy()
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => return fail(&format!("health: cannot make an HTTP client: {error}"), 1),
+    };
+    let response = match client.get(&url).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            // reqwest's own text names only the URL; the cause (refused, timed out) is below it.
+            let mut reason = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                reason = format!("{reason}: {cause}");
+                source = cause.source();
+            }
+            return fail(&format!("health: {url} did not answer: {reason}"), 1);
+        }
+    };
+    let code = response.status();
+    // The readiness body says `ready`, `not_ready` or `draining`.
+    let status = response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|body| body.get("status").and_then(|s| s.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "no status in the body".to_string());
+    if code == reqwest::StatusCode::OK {
+        announce(&format!("floodgate: health: {url}: {} {status}", code.as_u16()));
+        ExitCode::SUCCESS
+    } else {
+        fail(&format!("health: {url}: {} {status}", code.as_u16()), 1)
     }
 }
 

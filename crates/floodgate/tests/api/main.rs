@@ -21,6 +21,7 @@ mod redis_modes;
 mod redis_servers;
 
 mod anthropic_route;
+mod deploy;
 mod errors;
 mod lifecycle;
 mod openai_route;

@@ -18,16 +18,16 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
 
 /// A running `floodgate` process whose output lines are collected.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
-    fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
+    pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -75,20 +75,20 @@ impl Running {
     }
 
     /// The address from the JSON "listening" log line.
-    async fn address(&self) -> String {
+    pub(crate) async fn address(&self) -> String {
         let line = self.line_with("floodgate listening").await;
         let value: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         value["address"].as_str().unwrap().to_string()
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
 
-    async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits")
@@ -411,4 +411,53 @@ async fn bench_cli_refuses_bad_arguments_and_writes_its_reports() {
     assert!(ok > 0 && report["totals"]["errors"] == 0, "{report}");
     assert_eq!(ok, mock.stats().requests, "every request the bench counts reached the mock");
     assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+}
+
+#[tokio::test]
+async fn health_probe_exits_zero_only_when_the_node_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::spawn(
+        &["serve", "--listen", "127.0.0.1:0", "--log-format", "json"],
+        dir.path(),
+        &[],
+    );
+    let address = running.address().await;
+    let probe = |url: String| async move {
+        let output = tokio::process::Command::new(BIN)
+            .args(["health", "--url", &url, "--timeout", "2s"])
+            .output()
+            .await
+            .unwrap();
+        let text = [output.stdout, output.stderr].concat();
+        (output.status.code(), String::from_utf8_lossy(&text).trim().to_string())
+    };
+    let (code, line) = probe(format!("http://{address}")).await;
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(line, format!("floodgate: health: http://{address}/health/ready: 200 ready"));
+    running.terminate();
+    assert!(running.wait().await.0.success());
+
+    // Nothing listens there any more.
+    let (code, line) = probe(format!("http://{address}/")).await;
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("did not answer") && line.contains("refused"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+
+    // A node that answers but is not ready (here: one that says it is draining).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let draining = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = vec![0_u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut head).await.unwrap();
+        let body = r#"{"status":"draining"}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut socket, answer.as_bytes()).await.unwrap();
+    });
+    let (code, line) = probe(format!("http://{draining}")).await;
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(line, format!("floodgate: health: http://{draining}/health/ready: 503 draining"));
 }
