@@ -152,6 +152,9 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        // The recorder first: gauges set while building (breakers, the
+        // degraded flags) would be lost to a recorder installed later.
+        let metrics = telemetry::metrics_handle();
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -388,7 +391,7 @@ impl App {
             state,
             store,
             ledger,
-            metrics: telemetry::metrics_handle(),
+            metrics,
             draining: CancellationToken::new(),
             in_flight: InFlight::new(config_max_in_flight),
             jobs,
