@@ -322,7 +322,10 @@ impl App {
             }
         };
         let signing = config.queue.webhook_secret.clone().or_else(|| config.master_key.clone());
-        let jobs = Jobs::new(queue, config.queue.clone(), bus.clone(), node.clone(), signing);
+        let (history, history_writer) = crate::jobs::history::History::new(store.clone());
+        tasks.spawn(history_writer.run(background.clone()));
+        let jobs =
+            Jobs::new(queue, config.queue.clone(), bus.clone(), node.clone(), signing, history);
         let realtime = Realtime::new(
             config.realtime.clone(),
             bus,

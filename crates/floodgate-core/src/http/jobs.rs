@@ -247,10 +247,21 @@ async fn visible(app: &AppState, client: &Client, id: &str) -> Result<Job, ApiEr
     }
 }
 
+/// `GET /v1/jobs/{id}`: from the queue, or once the queue has forgotten the
+/// job (or does not answer), from the job history in the store.
 pub async fn get(State(app): State<AppState>, client: Client, Path(id): Path<String>) -> Response {
     let result = async {
-        let job = visible(&app, &client, &id).await?;
-        Ok(json_response(view(&job).to_string().into_bytes()))
+        let missed = match visible(&app, &client, &id).await {
+            Ok(job) => return Ok(json_response(view(&job).to_string().into_bytes())),
+            Err(error) => error,
+        };
+        match app.store.job_record(&id).await {
+            Ok(Some(record)) if may_access(&client.caller, record.owner.as_deref()) => {
+                Ok(json_response(record.view.into_bytes()))
+            }
+            // Not in the history either: the queue's answer stands.
+            _ => Err(missed),
+        }
     }
     .await;
     respond(result, Format::OpenAi, RouteInfo::default())

@@ -19,6 +19,7 @@
 //! (a bad request, a forbidden model, a revoked key) become dead letters at
 //! once, since repeating them cannot help.
 
+pub mod history;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -69,6 +70,8 @@ pub struct Jobs {
     running: Mutex<HashMap<String, CancellationToken>>,
     busy: AtomicUsize,
     pub webhooks: webhook::Webhooks,
+    /// Finished jobs, kept in the store.
+    pub history: history::History,
 }
 
 impl Jobs {
@@ -78,6 +81,7 @@ impl Jobs {
         bus: Arc<Bus>,
         node: String,
         signing: Option<secrecy::SecretString>,
+        history: history::History,
     ) -> Arc<Jobs> {
         let webhooks = webhook::Webhooks::new(signing, &config);
         Arc::new(Jobs {
@@ -89,6 +93,7 @@ impl Jobs {
             running: Mutex::default(),
             busy: AtomicUsize::new(0),
             webhooks,
+            history,
         })
     }
 
@@ -104,6 +109,7 @@ impl Jobs {
         self.stop_local(&job.id);
         self.bus.publish(Message::new(CANCEL_TOPIC, "cancel", json!(job.id)));
         self.event(&job.id, "cancelled", view(job));
+        self.history.record(job);
     }
 
     fn stop_local(&self, id: &str) {
@@ -659,6 +665,11 @@ fn dead(mut job: Job, error: &str, now: i64) -> Job {
 fn finished(jobs: &Arc<Jobs>, job: Job) {
     let event = if job.status == JobStatus::Completed { "completed" } else { "failed" };
     jobs.event(&job.id, event, view(&job));
+    // A dead letter stays in the queue until an operator retries or
+    // deletes it; only completed jobs outlive `result_ttl`.
+    if job.status == JobStatus::Completed {
+        jobs.history.record(&job);
+    }
     if job.webhook_url.is_some() {
         tokio::spawn(webhook::deliver(jobs.clone(), job));
     }

@@ -323,5 +323,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.keys_since(0).await
     }
 
+    /// Inserts or replaces (by `id`) finished jobs, in one transaction.
+    async fn record_jobs(&self, jobs: &[JobRecord]) -> Result<(), StoreError>;
+
+    /// A finished job by id. Always the primary: a job that just finished
+    /// must not look unknown.
+    async fn job_record(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// A finished job in the job history: who owns it and how it is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub owner: Option<String>,
+    pub status: String,
+    pub finished_at_ms: i64,
+    /// The job's public JSON (`GET /v1/jobs/{id}`).
+    pub view: String,
+}
+
+/// Writes a job record; the same SQL on SQLite and PostgreSQL.
+pub(crate) const PUT_JOB: &str = "INSERT INTO job_history (id, owner, status, finished_at_ms, view) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+     status = excluded.status, finished_at_ms = excluded.finished_at_ms, view = excluded.view";
+pub(crate) const GET_JOB: &str =
+    "SELECT id, owner, status, finished_at_ms, view FROM job_history WHERE id = $1";

@@ -21,7 +21,8 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::sql::{self, Bind, Dialect};
 use super::{
-    PoolConfig, Store, StoreError, UsageQuery, UsageRecord, UsageRow, UsageTotals, VirtualKey,
+    JobRecord, PoolConfig, Store, StoreError, UsageQuery, UsageRecord, UsageRow, UsageTotals,
+    VirtualKey,
 };
 
 /// Records per `INSERT`: each statement sends one array per column, so its
@@ -110,6 +111,13 @@ fn migrator() -> Migrator {
             "key rooms".into(),
             MigrationType::Simple,
             include_str!("migrations/postgres/0002_key_rooms.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "job history".into(),
+            MigrationType::Simple,
+            include_str!("migrations/postgres/0003_job_history.sql").into_sql_str(),
             false,
         ),
     ])
@@ -327,8 +335,47 @@ impl Store for PostgresStore {
         rows.iter().map(key_from_row).collect()
     }
 
+    async fn record_jobs(&self, jobs: &[JobRecord]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for job in jobs {
+            bind_job(sqlx::query(super::PUT_JOB), job).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job_record(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(super::GET_JOB).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn bind_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>,
+    job: &'q JobRecord,
+) -> sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments> {
+    query
+        .bind(job.id.as_str())
+        .bind(job.owner.as_deref())
+        .bind(job.status.as_str())
+        .bind(job.finished_at_ms)
+        .bind(job.view.as_str())
+}
+
+fn job_from_row(row: &PgRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        status: row.try_get("status")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        view: row.try_get("view")?,
+    })
 }

@@ -474,6 +474,25 @@ async fn concurrent_key_writes_get_distinct_seqs(store: Arc<dyn Store>) {
     assert_eq!(keys.iter().map(|k| k.seq).collect::<HashSet<_>>(), seqs);
 }
 
+async fn job_history_keeps_the_last_word_on_each_job(store: Arc<dyn Store>) {
+    let job = |status: &str, at: i64| JobRecord {
+        id: "job_1".into(),
+        owner: Some("key_a".into()),
+        status: status.into(),
+        finished_at_ms: at,
+        view: format!(r#"{{"id":"job_1","status":"{status}"}}"#),
+    };
+    assert_eq!(store.job_record("job_1").await.unwrap(), None);
+    store.record_jobs(&[job("failed", 1)]).await.unwrap();
+    assert_eq!(store.job_record("job_1").await.unwrap(), Some(job("failed", 1)));
+    // Retried from the dead letters and finished again: the record follows.
+    let other = JobRecord { id: "job_2".into(), owner: None, ..job("cancelled", 3) };
+    store.record_jobs(&[job("completed", 2), other.clone()]).await.unwrap();
+    assert_eq!(store.job_record("job_1").await.unwrap(), Some(job("completed", 2)));
+    assert_eq!(store.job_record("job_2").await.unwrap(), Some(other));
+    store.record_jobs(&[]).await.unwrap();
+}
+
 /// Runs each suite function against every store.
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
@@ -530,6 +549,7 @@ suite!(
     a_hash_belongs_to_one_key,
     keys_since_follows_writes_in_seq_order,
     concurrent_key_writes_get_distinct_seqs,
+    job_history_keeps_the_last_word_on_each_job,
 );
 
 #[tokio::test]

@@ -368,6 +368,56 @@ async fn queued_jobs_survive_a_restart_of_an_embedded_node() {
     }
 }
 
+/// A completed or cancelled job outlives the queue's `result_ttl` in the
+/// job history (the store), for its owner only. (A dead letter stays in the
+/// queue until an operator retries or deletes it.)
+#[tokio::test]
+async fn finished_jobs_are_kept_in_the_history_after_the_queue_forgets_them() {
+    for state in backends() {
+        let app = stepped(&state).await;
+        let (_, alice) = create_key(&app, "alice").await;
+        let (_, bob) = create_key(&app, "bob").await;
+        let mut ids = Vec::new();
+        for text in ["completes", "is cancelled"] {
+            let (status, queued) =
+                submit_as(&app, &alice, &json!({"request": request(text)})).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+            ids.push(id_of(&queued));
+        }
+        step(&app).await;
+        let path = format!("/v1/jobs/{}", ids[1]);
+        let cancel = app.send_as(Some(&alice), Method::DELETE, &path, None).await;
+        assert_eq!(cancel.status(), StatusCode::OK);
+        let mut seen = Vec::new();
+        for id in &ids {
+            seen.push(job_as(&app, &alice, id).await.1);
+        }
+        assert_eq!(seen[0]["status"], "completed", "{seen:?}");
+        assert_eq!(seen[1]["status"], "cancelled", "{seen:?}");
+        // The history has them; then the queue forgets them (as result_ttl does) ...
+        eventually(|| async {
+            let mut kept = true;
+            for id in &ids {
+                kept &= matches!(app.state.store.job_record(id).await, Ok(Some(_)));
+            }
+            kept
+        })
+        .await;
+        let far = floodgate_core::time::now_ms() + 86_400_000;
+        app.state.jobs.queue.purge(far).await.unwrap();
+        assert!(app.state.jobs.queue.get(&ids[0]).await.unwrap().is_none());
+        // ... and GET answers from the history, as the job ended.
+        for (id, before) in ids.iter().zip(&seen) {
+            let (status, after) = job_as(&app, &alice, id).await;
+            assert_eq!(status, StatusCode::OK, "{after}");
+            assert_eq!(&after, before);
+            assert_eq!(job_as(&app, &bob, id).await.0, StatusCode::NOT_FOUND, "owners only");
+            assert_eq!(job_as(&app, MASTER, id).await.0, StatusCode::OK);
+        }
+        assert_eq!(job_as(&app, &alice, "job_unknown").await.0, StatusCode::NOT_FOUND);
+    }
+}
+
 #[tokio::test]
 async fn a_job_is_seen_and_cancelled_only_by_its_key_or_the_master_key() {
     for state in backends() {

@@ -9,6 +9,7 @@
     reason = "the helpers fail the test at the first thing that is not as expected"
 )]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -430,16 +431,24 @@ async fn a_slow_consumer_is_dropped_and_the_others_keep_receiving() {
     // `slow` reads nothing while about 16 MiB is published: its socket
     // buffers fill, then its queue, and the node drops it.
     let pad = "x".repeat(32 * 1024);
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
     let reader = tokio::spawn(async move {
-        let mut received = 0;
-        while received < 500 {
+        let mut got = 0;
+        while got < 500 {
             if next_json(&mut fast).await.get("data").is_some() {
-                received += 1;
+                got += 1;
+                counted.store(got, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        received
+        got
     });
     for n in 0..500 {
+        // Never more than half of `fast`'s queue ahead of it, however slowly
+        // a loaded machine runs its reader: only `slow` is behind.
+        while n - received.load(std::sync::atomic::Ordering::Relaxed) >= 4 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (status, _) =
             publish(&app, MASTER, "firehose", json!({"data": {"n": n, "pad": pad}})).await;
         assert_eq!(status, StatusCode::OK);
