@@ -322,7 +322,8 @@ impl App {
             }
         };
         let signing = config.queue.webhook_secret.clone().or_else(|| config.master_key.clone());
-        let (history, history_writer) = crate::jobs::history::History::new(store.clone());
+        let (history, history_writer) =
+            crate::jobs::history::History::new(store.clone(), config.queue.history_ttl);
         tasks.spawn(history_writer.run(background.clone()));
         let jobs =
             Jobs::new(queue, config.queue.clone(), bus.clone(), node.clone(), signing, history);

@@ -271,6 +271,9 @@ pub struct QueueConfig {
     pub max_wait: Duration,
     /// Completed and cancelled jobs (with their results) are kept this long.
     pub result_ttl: Duration,
+    /// Completed and cancelled jobs are kept in the job history (the store)
+    /// this long after they finished; zero keeps them.
+    pub history_ttl: Duration,
     /// Webhook signatures are keyed by this (per virtual key, derived);
     /// without it, by the master key; with neither, webhooks are unsigned.
     pub webhook_secret: Option<SecretString>,
@@ -297,6 +300,7 @@ impl QueueConfig {
             max_attempts_cap: 20,
             max_wait: Duration::from_secs(300),
             result_ttl: Duration::from_secs(24 * 3600),
+            history_ttl: Duration::from_secs(30 * 24 * 3600),
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(10),
             webhook_attempts: 5,
@@ -1227,6 +1231,7 @@ impl Builder<'_> {
                 "queue.result_ttl",
                 defaults.result_ttl,
             ),
+            history_ttl: raw.history_ttl.map_or(defaults.history_ttl, |d| d.into_inner().0),
             webhook_secret,
             webhook_timeout: self.positive_duration(
                 raw.webhook_timeout,

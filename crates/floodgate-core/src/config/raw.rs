@@ -482,6 +482,7 @@ pub struct RawQueue {
     pub max_attempts_cap: Option<Spanned<u32>>,
     pub max_wait: Option<Spanned<HumanDuration>>,
     pub result_ttl: Option<Spanned<HumanDuration>>,
+    pub history_ttl: Option<Spanned<HumanDuration>>,
     pub webhook_secret: Option<Spanned<String>>,
     pub webhook_timeout: Option<Spanned<HumanDuration>>,
     pub webhook_attempts: Option<Spanned<u32>>,

@@ -727,9 +727,10 @@ fn the_queue_follows_the_state_backend_and_keeps_its_own_file() {
     assert_eq!(config.queue.backend, QueueBackend::Sqlite);
     assert_eq!(config.queue.sqlite_url, "sqlite:///var/lib/fg/main-jobs.db");
     assert_eq!((config.queue.workers, config.queue.max_attempts), (4, 3));
+    assert_eq!(config.queue.history_ttl, Duration::from_secs(30 * 86_400));
     let config = load_text(
         "[state]\nbackend = \"redis\"\n[queue]\nworkers = 0\nlease = \"10s\"\nretry_base = \"2s\"\n\
-         result_ttl = \"1h\"\nwebhook_attempts = 3\n",
+         result_ttl = \"1h\"\nhistory_ttl = \"0s\"\nwebhook_attempts = 3\n",
         &Env::new(),
     )
     .unwrap();
@@ -738,6 +739,7 @@ fn the_queue_follows_the_state_backend_and_keeps_its_own_file() {
     assert_eq!(config.queue.lease, Duration::from_secs(10));
     assert_eq!(config.queue.retry_base, Duration::from_secs(2));
     assert_eq!(config.queue.result_ttl, Duration::from_secs(3600));
+    assert_eq!(config.queue.history_ttl, Duration::ZERO, "0s keeps the history");
     assert_eq!(config.queue.webhook_attempts, 3);
     let forced =
         load_text("[queue]\nbackend = \"sqlite\"\npath = \"/tmp/q.db\"\n", &Env::new()).unwrap();

@@ -3,7 +3,9 @@
 //! `GET /v1/jobs/{id}` still answers after the queue has forgotten the job
 //! (`[queue] result_ttl`), and while the queue does not answer. (Failed
 //! jobs are dead letters, which the queue keeps until an operator retries
-//! or deletes them.)
+//! or deletes them.) Records are deleted `[queue] history_ttl` after their
+//! job finished (every node tries every ten minutes; the delete is the
+//! same whoever runs it).
 //!
 //! Off the job's path: finished jobs go through a bounded channel to one
 //! writer task, which writes what it has every [`FLUSH_EVERY`] in one
@@ -22,6 +24,8 @@ use crate::queue::Job;
 use crate::store::{JobRecord, Store};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often records past `[queue] history_ttl` are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Finished jobs held while the store does not answer.
 const PENDING: usize = 100_000;
 
@@ -34,12 +38,14 @@ pub struct History {
 pub struct HistoryWriter {
     rx: mpsc::Receiver<JobRecord>,
     store: Arc<dyn Store>,
+    /// Records are deleted this long after their job finished; zero keeps them.
+    ttl: Duration,
 }
 
 impl History {
-    pub fn new(store: Arc<dyn Store>) -> (History, HistoryWriter) {
+    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> (History, HistoryWriter) {
         let (tx, rx) = mpsc::channel(PENDING);
-        (History { tx }, HistoryWriter { rx, store })
+        (History { tx }, HistoryWriter { rx, store, ttl })
     }
 
     /// Records `job` as it ended (its status, result or error).
@@ -62,6 +68,7 @@ impl HistoryWriter {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch: Vec<JobRecord> = Vec::new();
         let mut failing = false;
+        let mut purged = tokio::time::Instant::now();
         loop {
             let stopping = tokio::select! {
                 biased;
@@ -99,6 +106,15 @@ impl HistoryWriter {
             }
             if stopping {
                 return;
+            }
+            if !self.ttl.is_zero() && purged.elapsed() >= PURGE_EVERY {
+                purged = tokio::time::Instant::now();
+                let before = crate::time::now_ms() - self.ttl.as_millis() as i64;
+                match self.store.purge_jobs(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(jobs = n, "purged the job history"),
+                    Err(error) => tracing::warn!(%error, "cannot purge the job history"),
+                }
             }
         }
     }

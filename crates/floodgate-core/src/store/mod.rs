@@ -330,6 +330,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// must not look unknown.
     async fn job_record(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Deletes history records of jobs that finished before `before_ms`;
+    /// returns how many.
+    async fn purge_jobs(&self, before_ms: i64) -> Result<u64, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -348,5 +352,6 @@ pub struct JobRecord {
 pub(crate) const PUT_JOB: &str = "INSERT INTO job_history (id, owner, status, finished_at_ms, view) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
      status = excluded.status, finished_at_ms = excluded.finished_at_ms, view = excluded.view";
+pub(crate) const PURGE_JOBS: &str = "DELETE FROM job_history WHERE finished_at_ms < $1";
 pub(crate) const GET_JOB: &str =
     "SELECT id, owner, status, finished_at_ms, view FROM job_history WHERE id = $1";

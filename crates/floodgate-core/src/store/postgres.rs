@@ -352,6 +352,11 @@ impl Store for PostgresStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    async fn purge_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(super::PURGE_JOBS).bind(before_ms).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -491,6 +491,10 @@ async fn job_history_keeps_the_last_word_on_each_job(store: Arc<dyn Store>) {
     assert_eq!(store.job_record("job_1").await.unwrap(), Some(job("completed", 2)));
     assert_eq!(store.job_record("job_2").await.unwrap(), Some(other));
     store.record_jobs(&[]).await.unwrap();
+    // Past the history's TTL: job_1 finished at 2, job_2 at 3.
+    assert_eq!(store.purge_jobs(3).await.unwrap(), 1);
+    assert_eq!(store.job_record("job_1").await.unwrap(), None);
+    assert!(store.job_record("job_2").await.unwrap().is_some());
 }
 
 /// Runs each suite function against every store.

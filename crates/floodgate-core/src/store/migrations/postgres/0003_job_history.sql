@@ -7,4 +7,5 @@ CREATE TABLE job_history (
     finished_at_ms BIGINT NOT NULL,
     view TEXT NOT NULL
 );
-CREATE INDEX job_history_owner ON job_history (owner, finished_at_ms);
+-- For the purge after `[queue] history_ttl`.
+CREATE INDEX job_history_finished ON job_history (finished_at_ms);
