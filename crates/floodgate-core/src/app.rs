@@ -85,9 +85,8 @@ pub struct Shared {
     /// With `state.backend = "redis"`: the limiter, to report whether it is
     /// on local state because Redis does not answer.
     pub limiter_fallback: Option<Arc<Fallback>>,
-    /// With `state.backend = "redis"`: whether Redis answers.
-    pub redis_health: Option<Arc<crate::state::redis::RedisHealth>>,
-    /// With `state.backend = "redis"`: the live nodes.
+    /// With `state.backend = "redis"`: the live nodes, and whether Redis
+    /// answers.
     pub members: Option<Arc<Members>>,
     /// The response cache.
     pub cache: Arc<Cache>,
@@ -347,11 +346,6 @@ impl App {
             tasks.spawn(members.clone().run(connections.clone(), share, background.clone()));
             members
         });
-        let redis_health = redis.as_ref().map(|connections| {
-            let health = crate::state::redis::RedisHealth::new();
-            tasks.spawn(health.clone().watch(connections.clone(), background.clone()));
-            health
-        });
         if config.realtime.enabled
             && config.realtime.max_connections >= config.server.max_connections
         {
@@ -386,7 +380,6 @@ impl App {
             keys,
             limits: Limits::new(limiter, config.limits.clone(), store.clone()),
             limiter_fallback,
-            redis_health,
             members,
             cache,
             prices: Arc::new(PriceTable::new(&config.pricing)),

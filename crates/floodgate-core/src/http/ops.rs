@@ -64,19 +64,16 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     // dependency into one of the whole gateway. Without Redis, limits hold
     // per node, the cache serves from L1 and job submissions are refused;
     // without the database, keys are held in memory and the ledger spills.
-    let state = match &app.redis_health {
+    let state = match &app.members {
         None => json!({"status": "ok", "backend": "memory"}),
-        Some(health) if !health.up() => json!({
+        Some(members) if !members.redis_up() => json!({
             "status": "degraded",
             "backend": "redis",
+            "nodes": members.count(),
             "message": "Redis does not answer: limits hold per node, the cache serves from this node, job submissions are refused (503) until it returns",
         }),
-        Some(_) => json!({"status": "ok", "backend": "redis"}),
+        Some(members) => json!({"status": "ok", "backend": "redis", "nodes": members.count()}),
     };
-    let mut state = state;
-    if let (Some(members), Some(object)) = (&app.members, state.as_object_mut()) {
-        object.insert("nodes".into(), json!(members.count()));
-    }
     let database = check(app.store.name(), app.store.ping());
     // The same for Redis: limits then hold on this node's own state.
     let limiter = match &app.limiter_fallback {

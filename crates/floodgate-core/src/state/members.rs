@@ -1,5 +1,7 @@
 //! Which nodes are alive in a cluster, so that each can take its share of
-//! what the nodes split between them (provider keys' configured limits).
+//! what the nodes split between them (provider keys' configured limits),
+//! and whether Redis answers this node: the beat is its ping, so readiness
+//! and `floodgate_redis_up` come from it.
 //!
 //! Every node writes its name with the time into one sorted set in Redis
 //! (`<prefix>nodes`) every [`BEAT`], drops entries older than [`GONE_AFTER`]
@@ -9,7 +11,7 @@
 //! an unanswered count.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,8 @@ pub struct Members {
     key: String,
     node: String,
     count: AtomicU64,
+    /// The last beat reached Redis (within its deadline).
+    up: AtomicBool,
 }
 
 impl Members {
@@ -35,12 +39,18 @@ impl Members {
             key: format!("{prefix}nodes"),
             node: node.to_string(),
             count: AtomicU64::new(1),
+            up: AtomicBool::new(true),
         })
     }
 
     /// Live nodes, this one included, as last counted.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether Redis answered the last beat.
+    pub fn redis_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
     }
 
     /// Beats until `shutdown`, calling `changed` with each new count (and
@@ -52,9 +62,23 @@ impl Members {
         shutdown: CancellationToken,
     ) {
         let gauge = telemetry::gauge(metric::CLUSTER_NODES, &[]);
+        let up_gauge = telemetry::gauge(metric::REDIS_UP, &[]);
+        up_gauge.set(1.0);
         let mut first = true;
         loop {
-            match self.beat(&connections).await {
+            let beat = self.beat(&connections).await;
+            let up = beat.is_ok();
+            up_gauge.set(if up { 1.0 } else { 0.0 });
+            if up != self.up.swap(up, Ordering::Relaxed) {
+                if up {
+                    tracing::info!("Redis answers again; shared state is back");
+                } else {
+                    tracing::error!(
+                        "Redis does not answer: limits hold per node, the cache serves from this node and job submissions are refused until it returns"
+                    );
+                }
+            }
+            match beat {
                 Ok(count) => {
                     let count = count.max(1);
                     gauge.set(count as f64);

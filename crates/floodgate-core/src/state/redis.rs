@@ -653,56 +653,6 @@ pub fn glob_escape(text: &str) -> String {
     escaped
 }
 
-/// Whether Redis answers, as this node last saw it: [`RedisHealth::watch`]
-/// pings it every [`PING_EVERY`] and publishes the answer in
-/// `floodgate_redis_up` and to `/health/ready`.
-#[derive(Debug)]
-pub struct RedisHealth {
-    up: std::sync::atomic::AtomicBool,
-}
-
-const PING_EVERY: Duration = Duration::from_secs(1);
-
-impl RedisHealth {
-    pub fn new() -> std::sync::Arc<RedisHealth> {
-        std::sync::Arc::new(RedisHealth { up: std::sync::atomic::AtomicBool::new(true) })
-    }
-
-    pub fn up(&self) -> bool {
-        self.up.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Pings until `shutdown`, logging each change.
-    pub async fn watch(
-        self: std::sync::Arc<Self>,
-        connections: RedisConnections,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        let gauge = crate::telemetry::gauge(crate::telemetry::metric::REDIS_UP, &[]);
-        gauge.set(1.0);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(PING_EVERY) => {}
-            }
-            let mut connection = connections.shared();
-            let command = redis::cmd("PING");
-            let ping = command.query_async::<String>(&mut connection);
-            let up = matches!(tokio::time::timeout(RESPONSE_TIMEOUT, ping).await, Ok(Ok(_)));
-            if up != self.up.swap(up, std::sync::atomic::Ordering::Relaxed) {
-                if up {
-                    tracing::info!("Redis answers again; shared state is back");
-                } else {
-                    tracing::error!(
-                        "Redis does not answer: limits hold per node, the cache serves from this node and job submissions are refused until it returns"
-                    );
-                }
-            }
-            gauge.set(if up { 1.0 } else { 0.0 });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
