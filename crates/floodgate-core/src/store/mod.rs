@@ -347,11 +347,3 @@ pub struct JobRecord {
     /// The job's public JSON (`GET /v1/jobs/{id}`).
     pub view: String,
 }
-
-/// Writes a job record; the same SQL on SQLite and PostgreSQL.
-pub(crate) const PUT_JOB: &str = "INSERT INTO job_history (id, owner, status, finished_at_ms, view) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
-     status = excluded.status, finished_at_ms = excluded.finished_at_ms, view = excluded.view";
-pub(crate) const PURGE_JOBS: &str = "DELETE FROM job_history WHERE finished_at_ms < $1";
-pub(crate) const GET_JOB: &str =
-    "SELECT id, owner, status, finished_at_ms, view FROM job_history WHERE id = $1";

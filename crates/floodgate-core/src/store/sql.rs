@@ -1,10 +1,11 @@
-//! SQL text both stores share: the usage report's query, built from the
-//! [`GroupBy`] list alone (no caller text reaches the SQL; filter values are
-//! bound), and the conversions between Rust and column types.
+//! SQL text both stores share: the job history's statements, the usage
+//! report's query, built from the [`GroupBy`] list alone (no caller text
+//! reaches the SQL; filter values are bound), and the conversions between
+//! Rust and column types.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{BudgetPeriod, GroupBy, StoreError, UsageQuery, UsageRow, UsageTotals};
+use super::{BudgetPeriod, GroupBy, JobRecord, StoreError, UsageQuery, UsageRow, UsageTotals};
 
 /// One row of the usage report, read the same way from either store's rows.
 pub(super) fn report_row<R>(row: &R, query: &UsageQuery) -> Result<UsageRow, StoreError>
@@ -51,6 +52,51 @@ where
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         cost_usd: row.try_get("cost_usd")?,
+    })
+}
+
+/// Writes a job record; the same SQL on SQLite and PostgreSQL.
+pub(super) const PUT_JOB: &str = "INSERT INTO job_history (id, owner, status, finished_at_ms, view) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+     status = excluded.status, finished_at_ms = excluded.finished_at_ms, view = excluded.view";
+pub(super) const PURGE_JOBS: &str = "DELETE FROM job_history WHERE finished_at_ms < $1";
+pub(super) const GET_JOB: &str =
+    "SELECT id, owner, status, finished_at_ms, view FROM job_history WHERE id = $1";
+
+/// Binds a job record to [`PUT_JOB`]'s placeholders, for either store.
+pub(super) fn bind_job<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    job: &'q JobRecord,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + Type<DB>,
+    i64: sqlx::Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(job.id.as_str())
+        .bind(job.owner.as_deref())
+        .bind(job.status.as_str())
+        .bind(job.finished_at_ms)
+        .bind(job.view.as_str())
+}
+
+/// One job history record, read the same way from either store's rows.
+pub(super) fn job_row<R>(row: &R) -> Result<JobRecord, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        status: row.try_get("status")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        view: row.try_get("view")?,
     })
 }
 

@@ -361,19 +361,19 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         for job in jobs {
-            bind_job(sqlx::query(super::PUT_JOB), job).execute(&mut *tx).await?;
+            sql::bind_job(sqlx::query(sql::PUT_JOB), job).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn job_record(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query(super::GET_JOB).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(job_from_row).transpose()
+        let row = sqlx::query(sql::GET_JOB).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(sql::job_row).transpose()
     }
 
     async fn purge_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(super::PURGE_JOBS).bind(before_ms).execute(&self.pool).await?;
+        let done = sqlx::query(sql::PURGE_JOBS).bind(before_ms).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
 
@@ -381,28 +381,6 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
-}
-
-fn bind_job<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
-    job: &'q JobRecord,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments> {
-    query
-        .bind(job.id.as_str())
-        .bind(job.owner.as_deref())
-        .bind(job.status.as_str())
-        .bind(job.finished_at_ms)
-        .bind(job.view.as_str())
-}
-
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord, StoreError> {
-    Ok(JobRecord {
-        id: row.try_get("id")?,
-        owner: row.try_get("owner")?,
-        status: row.try_get("status")?,
-        finished_at_ms: row.try_get("finished_at_ms")?,
-        view: row.try_get("view")?,
-    })
 }
 
 #[cfg(test)]
