@@ -205,7 +205,7 @@ impl Postgres {
             return Err("cannot hand a directory to the postgres user".into());
         }
         let data = root.join("data");
-        let init = as_postgres(&bin.join("initdb"))
+        let init = Command::from(as_postgres(&bin.join("initdb")))
             .arg("-D")
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
@@ -237,9 +237,7 @@ impl Postgres {
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
             data.parent().unwrap().display()
         );
-        let out = as_postgres(&pg_bin().unwrap().join("pg_ctl"))
-            .arg("-D")
-            .arg(&*data)
+        let out = Command::from(pg_ctl(data))
             .args(["-o", &options, "-l"])
             .arg(data.parent().unwrap().join("log"))
             .args(["-w", "start"])
@@ -255,13 +253,8 @@ impl Postgres {
         let Postgres::Private { data, running, .. } = self else {
             panic!("only a private server can be stopped");
         };
-        let out = as_postgres(&pg_bin().unwrap().join("pg_ctl"))
-            .arg("-D")
-            .arg(&*data)
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .await
-            .unwrap();
+        let out =
+            Command::from(pg_ctl(data)).args(["-m", "fast", "-w", "stop"]).output().await.unwrap();
         assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
         *running = false;
     }
@@ -271,13 +264,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         match self {
             Postgres::Private { data, running: true, .. } => {
-                let _ = std::process::Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(pg_bin().unwrap().join("pg_ctl"))
-                    .arg("-D")
-                    .arg(&*data)
-                    .args(["-m", "immediate", "stop"])
-                    .output();
+                let _ = pg_ctl(data).args(["-m", "immediate", "stop"]).output();
             }
             Postgres::Private { .. } => {}
             Postgres::Shared { url } => {
@@ -303,9 +290,17 @@ fn pg_bin() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
+/// `program`, run as the `postgres` user (PostgreSQL refuses root).
+fn as_postgres(program: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new("runuser");
     command.args(["-u", "postgres", "--"]).arg(program);
+    command
+}
+
+/// `pg_ctl -D data`, run as the `postgres` user.
+fn pg_ctl(data: &Path) -> std::process::Command {
+    let mut command = as_postgres(&pg_bin().expect("PostgreSQL's server binaries").join("pg_ctl"));
+    command.arg("-D").arg(data);
     command
 }
 
@@ -397,7 +392,6 @@ impl Node {
 }
 
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
     pub redis: Redis,
     pub pg: Postgres,
     pub nodes: Vec<Node>,
@@ -405,6 +399,10 @@ pub struct Cluster {
     pub http: reqwest::Client,
     _mock: Proc,
     _haproxy: Proc,
+    /// Last, so it is removed after everything that runs in it has stopped
+    /// (fields drop in order): a private PostgreSQL is stopped with
+    /// `pg_ctl -D` on a data directory that must still be there.
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
